@@ -1,0 +1,289 @@
+//! `make demo`: a whole run on a local endpoint, with a report of what happened
+//! to each sample request.
+
+use crate::local::Local;
+use anyhow::Context as _;
+use chrono::{TimeDelta, Timelike, Utc};
+use herald::aws::dynamodb::DynamoLedger;
+use herald::domain::{IdempotencyKey, MessageId};
+use herald::ports::Ledger;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One sample request and what the demo expects of it.
+struct Sample {
+    label: &'static str,
+    expect: &'static str,
+    body: String,
+}
+
+fn notify(label: &'static str, expect: &'static str, body: Value) -> Sample {
+    Sample { label, expect, body: body.to_string() }
+}
+
+fn setup_commands() -> Vec<String> {
+    let now = Utc::now();
+    let hhmm = |t: chrono::DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
+    [
+        json!({"type": "upsert_recipient", "recipient": "user-ana", "email": "ana@example.org", "phone": "+15555550100",
+               "timezone": "Europe/Paris", "locale": "fr-FR"}),
+        json!({"type": "register_push_token", "recipient": "user-ana", "platform": "fcm", "token": "fcm-token-ana-1"}),
+        json!({"type": "upsert_recipient", "recipient": "user-bob", "email": "bob@example.org", "locale": "en-US"}),
+        json!({"type": "upsert_recipient", "recipient": "user-carol", "phone": "+15555550101"}),
+        json!({"type": "upsert_recipient", "recipient": "user-dan", "email": "dan@example.org"}),
+        json!({"type": "set_consent", "recipient": "user-dan", "channel": "email", "topic": "news", "granted": false,
+               "source": "preference-center"}),
+        json!({"type": "upsert_recipient", "recipient": "user-erin", "email": "erin@example.org"}),
+        json!({"type": "set_consent", "recipient": "user-erin", "channel": "email", "granted": true, "source": "signup-form"}),
+        // Quiet hours around "now", in UTC, so the demo always lands inside them.
+        json!({"type": "upsert_recipient", "recipient": "user-finn", "email": "finn@example.org", "timezone": "UTC",
+               "quiet_hours": {"start": hhmm(now - TimeDelta::hours(1)), "end": hhmm(now + TimeDelta::hours(1))}}),
+        json!({"type": "set_consent", "recipient": "user-finn", "channel": "email", "granted": true, "source": "signup-form"}),
+        json!({"type": "upsert_recipient", "recipient": "user-gus", "email": "bounce@simulator.amazonses.com"}),
+        json!({"type": "upsert_recipient", "recipient": "user-hal", "email": "hal@example.org"}),
+        json!({"type": "register_push_token", "recipient": "user-hal", "platform": "apns", "token": "apns-token-hal-stale"}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect()
+}
+
+fn notifications() -> Vec<Sample> {
+    let shipped = |key: &str, who: &str, order: &str| {
+        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+               "data": {"order_id": order, "eta": "mardi"}, "topic": "order_updates"})
+    };
+    let digest = |key: &str, who: &str, campaign: &str| {
+        json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
+               "topic": "news", "campaign": campaign, "data": {"headline": "Five new arrivals"}})
+    };
+    vec![
+        notify(
+            "ana: order shipped (push, in French)",
+            "sent on push",
+            shipped("order-1001-shipped", "user-ana", "1001"),
+        ),
+        notify(
+            "ana: the same request again",
+            "duplicate, not sent twice",
+            shipped("order-1001-shipped", "user-ana", "1001"),
+        ),
+        notify("bob: order shipped (no device)", "sent on email", shipped("order-1002-shipped", "user-bob", "1002")),
+        notify(
+            "carol: security code",
+            "sent on sms",
+            json!({"idempotency_key": "code-carol-1", "recipient": "user-carol", "template": "security_code",
+                   "kind": "transactional", "data": {"code": "482913"}}),
+        ),
+        notify(
+            "dan: digest (opted out of news)",
+            "suppressed: opted_out",
+            digest("digest-dan-48", "user-dan", "digest-48"),
+        ),
+        notify("erin: digest (opted in)", "sent on email", digest("digest-erin-48", "user-erin", "digest-48")),
+        notify(
+            "erin: a second digest this hour",
+            "suppressed: cap_reached",
+            digest("digest-erin-48b", "user-erin", "digest-48b"),
+        ),
+        notify(
+            "finn: digest during quiet hours",
+            "deferred: quiet_hours_deferred",
+            digest("digest-finn-48", "user-finn", "digest-48"),
+        ),
+        notify(
+            "gus: order shipped (address bounces)",
+            "bounced after SES reports it",
+            shipped("order-1003-shipped", "user-gus", "1003"),
+        ),
+        notify(
+            "hal: order shipped (stale push token)",
+            "push fails, falls back to email",
+            shipped("order-1004-shipped", "user-hal", "1004"),
+        ),
+        notify(
+            "an unknown template",
+            "rejected: unknown_template",
+            json!({"idempotency_key": "welcome-zoe", "recipient": "user-bob", "template": "welcome_v9", "kind": "transactional"}),
+        ),
+        notify(
+            "an unknown recipient",
+            "rejected: unknown_recipient",
+            json!({"idempotency_key": "order-9-zoe", "recipient": "user-zoe", "template": "order_shipped", "kind": "transactional",
+                   "data": {"order_id": "9"}}),
+        ),
+        Sample {
+            label: "malformed JSON",
+            expect: "rejected: malformed_json",
+            body: r#"{"idempotency_key": "broken", "#.into(),
+        },
+        notify(
+            "a request without a template",
+            "rejected: invalid_field",
+            json!({"idempotency_key": "no-template", "recipient": "user-bob", "kind": "transactional"}),
+        ),
+    ]
+}
+
+async fn publish(local: &Local, body: &str) -> anyhow::Result<String> {
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let url = &local.stack.queue("IngestQueue")?.url;
+    let out = sqs.send_message().queue_url(url).message_body(body).send().await?;
+    out.message_id.context("no SQS message id")
+}
+
+/// Plays SES: publishes the events SES would send for each email sent, in the
+/// documented format (the fixtures under tests/fixtures/ses/), to the SES events topic.
+pub async fn simulate_ses_events(local: &Local, ledger: &DynamoLedger, keys: &[&str]) -> anyhow::Result<usize> {
+    let sns = aws_sdk_sns::Client::new(&local.sdk);
+    let topic = local.stack.topics.get("SesEventsTopic").context("no SesEventsTopic")?;
+    let sent_mail = local.moto.data().await?;
+    let messages = sent_mail["ses"]["Message"].as_array().cloned().unwrap_or_default();
+    let mut published = 0;
+    for key in keys {
+        let id = MessageId::for_key(&IdempotencyKey::new(*key)?);
+        let Some(entry) = ledger.get(&id).await? else { continue };
+        let Some(provider_id) = entry.provider_id.filter(|_| entry.channel.as_deref() == Some("email")) else {
+            continue;
+        };
+        let Some(mail) = messages.iter().find(|m| m["id"] == provider_id.as_str()) else { continue };
+        let to = mail["destinations"]["ToAddresses"][0].as_str().unwrap_or_default();
+        let fixture = if to.starts_with("bounce@simulator") {
+            include_str!("../../tests/fixtures/ses/bounce-permanent.json")
+        } else {
+            include_str!("../../tests/fixtures/ses/delivery.json")
+        };
+        let envelope: Value = serde_json::from_str(
+            &fixture
+                .replace("__MESSAGE_ID__", id.as_str())
+                .replace("__SES_MESSAGE_ID__", &provider_id)
+                .replace("__EMAIL__", to),
+        )?;
+        let message = envelope["Message"].as_str().context("fixture Message")?;
+        sns.publish().topic_arn(topic).message(message).subject("Amazon SES Email Event Notification").send().await?;
+        published += 1;
+    }
+    Ok(published)
+}
+
+pub async fn run(local: &Local) -> anyhow::Result<String> {
+    let idle = Duration::from_secs(90);
+    let ledger = DynamoLedger::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        local.stack.tables.get("LedgerTable").context("LedgerTable")?,
+    );
+
+    eprintln!("herald demo: recipients, consents and devices");
+    for body in setup_commands() {
+        publish(local, &body).await?;
+    }
+    local.stack.wait_idle(&local.sdk, idle).await?;
+    // The platform invalidates hal's token (an app uninstall): SNS disables the endpoint.
+    disable_endpoints_of(local, "apns-token-hal-stale").await?;
+
+    eprintln!("herald demo: notifications");
+    let samples = notifications();
+    let mut sent_ids = Vec::with_capacity(samples.len());
+    for s in &samples {
+        sent_ids.push(publish(local, &s.body).await?);
+    }
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
+    eprintln!("herald demo: SES reports deliveries and a bounce");
+    let keys: Vec<&str> = ["order-1002-shipped", "digest-erin-48", "order-1003-shipped", "order-1004-shipped"].into();
+    simulate_ses_events(local, &ledger, &keys).await?;
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
+    eprintln!("herald demo: a new order for the address that bounced");
+    let after = notify(
+        "gus: another order, after the bounce",
+        "suppressed: suppressed_bounce",
+        json!({"idempotency_key": "order-1005-shipped", "recipient": "user-gus", "template": "order_shipped",
+               "kind": "transactional", "channels": ["email"], "data": {"order_id": "1005"}}),
+    );
+    sent_ids.push(publish(local, &after.body).await?);
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
+    let mut all = samples;
+    all.push(after);
+    report(local, &ledger, &all, &sent_ids).await
+}
+
+async fn disable_endpoints_of(local: &Local, token: &str) -> anyhow::Result<()> {
+    let data = local.moto.data().await?;
+    let sns = aws_sdk_sns::Client::new(&local.sdk);
+    for ep in data["sns"]["PlatformEndpoint"].as_array().into_iter().flatten() {
+        if ep["token"] == token {
+            let arn = ep["arn"].as_str().unwrap_or_default();
+            sns.set_endpoint_attributes().endpoint_arn(arn).attributes("Enabled", "false").send().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn report(
+    local: &Local,
+    ledger: &DynamoLedger,
+    samples: &[Sample],
+    sqs_ids: &[String],
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\n{:<40} {:<34} {:<11} {:<8} {:<22} provider id",
+        "request", "expected", "status", "channel", "reason"
+    )?;
+    writeln!(out, "{}", "-".repeat(150))?;
+    let mut seen = std::collections::HashSet::new();
+    for (sample, sqs_id) in samples.iter().zip(sqs_ids) {
+        let key = serde_json::from_str::<Value>(&sample.body)
+            .ok()
+            .and_then(|v| v["idempotency_key"].as_str().map(str::to_owned));
+        let entry = match key.as_deref().map(IdempotencyKey::new) {
+            Some(Ok(k)) => ledger.get(&MessageId::for_key(&k)).await?,
+            _ => None,
+        };
+        let row = match (entry, ledger.rejection(sqs_id).await?) {
+            (_, Some((code, detail))) => ("rejected".to_owned(), "-".to_owned(), code, shorten(&detail, 40)),
+            (Some(e), None) if !seen.insert(e.id.clone()) => (
+                "duplicate".to_owned(),
+                "-".to_owned(),
+                format!("seen {} more time(s)", e.duplicates),
+                "not sent again".to_owned(),
+            ),
+            (Some(e), None) => {
+                let path: Vec<String> = e
+                    .history
+                    .iter()
+                    .filter(|h| h.status == "failed" && e.status.as_str() != "failed")
+                    .map(|h| format!("{} failed first", h.channel.clone().unwrap_or_default()))
+                    .collect();
+                let reason = e.reason.clone().unwrap_or_else(|| "-".into());
+                let provider = e.provider_id.clone().map(|p| shorten(&p, 24)).unwrap_or_else(|| "-".into());
+                let note = if path.is_empty() { provider } else { format!("{provider} ({})", path.join(", ")) };
+                (e.status.to_string(), e.channel.clone().unwrap_or_else(|| "-".into()), reason, note)
+            }
+            (None, None) => ("missing".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        writeln!(out, "{:<40} {:<34} {:<11} {:<8} {:<22} {}", sample.label, sample.expect, row.0, row.1, row.2, row.3)?;
+    }
+    let data = local.moto.data().await?;
+    let emails = data["ses"]["Message"].as_array().map_or(0, Vec::len);
+    let sms = data["sns"]["SMS"].as_array().map_or(0, Vec::len);
+    let pushes: usize = data["sns"]["PlatformEndpoint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|ep| ep["messages"].as_object().map_or(0, |m| m.len()))
+        .sum();
+    writeln!(
+        out,
+        "\nWhat the providers received (moto /moto-api/data.json): {emails} email(s), {sms} SMS, {pushes} push(es)."
+    )?;
+    Ok(out)
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max - 1).collect::<String>()) }
+}

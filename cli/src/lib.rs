@@ -1,0 +1,10 @@
+//! Herald's operator and local-running commands, as a library the end-to-end
+//! tests share: a local stack built from `template.yaml`, the functions run on
+//! its real queues, the demo, template checks.
+
+pub mod demo;
+pub mod local;
+pub mod moto;
+pub mod runner;
+pub mod stack;
+pub mod templates;

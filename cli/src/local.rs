@@ -1,0 +1,124 @@
+//! A whole Herald stack on a local endpoint: what `make demo`, `make local` and
+//! the end-to-end tests share.
+
+use crate::moto::Moto;
+use crate::runner::Runner;
+use crate::stack::{self, LocalParams, Stack};
+use crate::templates;
+use anyhow::Context as _;
+use aws_config::SdkConfig;
+use chrono::Utc;
+use herald::aws::dynamodb::DynamoTemplates;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The repository root (where `template.yaml` is), found from this crate's location.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// An SDK configuration for a local endpoint, with throwaway credentials.
+pub async fn sdk_for(endpoint: &str) -> SdkConfig {
+    herald::aws::loader()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "herald-local"))
+        .load()
+        .await
+}
+
+/// Creates what a team creates by hand before deploying (the SES identity, the SNS
+/// platform applications), then the stack from `template.yaml`, then uploads the templates.
+pub async fn provision(sdk: &SdkConfig, root: &Path, prefix: &str) -> anyhow::Result<Stack> {
+    let template = stack::read_template(&root.join("template.yaml"))?;
+    let identity = template
+        .get("Parameters")
+        .and_then(|p| p.get("SenderIdentity"))
+        .and_then(|p| p.get("Default"))
+        .and_then(|d| d.as_str())
+        .unwrap_or("example.com")
+        .to_owned();
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+    // Already there when several stacks share one endpoint.
+    let _ = ses.create_email_identity().email_identity(&identity).send().await;
+
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let mut overrides = HashMap::new();
+    for (param, platform) in [
+        ("ApnsPlatformApplicationArn", "APNS"),
+        ("ApnsSandboxPlatformApplicationArn", "APNS_SANDBOX"),
+        ("FcmPlatformApplicationArn", "GCM"),
+    ] {
+        let arn = sns
+            .create_platform_application()
+            .name(format!("{prefix}{platform}"))
+            .platform(platform)
+            .attributes("PlatformCredential", "local")
+            .attributes("PlatformPrincipal", "local")
+            .send()
+            .await?
+            .platform_application_arn
+            .context("no platform application ARN")?;
+        overrides.insert(param.to_owned(), arn);
+    }
+    let stack = stack::create(sdk, &template, prefix, LocalParams { overrides }).await?;
+
+    let table = stack.tables.get("TemplatesTable").context("the template declares no TemplatesTable")?;
+    let store = DynamoTemplates::new(aws_sdk_dynamodb::Client::new(sdk), table, Duration::from_secs(60));
+    for t in templates::load_dir(&root.join("templates"))? {
+        store.put(&t.doc, Utc::now()).await?;
+    }
+    Ok(stack)
+}
+
+/// Moto, the stack and the running functions.
+pub struct Local {
+    pub moto: Moto,
+    pub sdk: SdkConfig,
+    pub stack: Stack,
+    pub runner: Runner,
+}
+
+impl Local {
+    pub async fn up(root: &Path, port: u16, prefix: &str) -> anyhow::Result<Self> {
+        let moto = Moto::start(root, port).await?;
+        let sdk = sdk_for(&moto.endpoint).await;
+        let stack = provision(&sdk, root, prefix).await?;
+        let runner = Runner::start(&stack, &sdk)?;
+        Ok(Self { moto, sdk, stack, runner })
+    }
+}
+
+impl Stack {
+    /// Waits until no function queue holds a visible or in-flight message
+    /// (delayed messages, such as deferred sends, are not waited for).
+    pub async fn wait_idle(&self, sdk: &SdkConfig, timeout: Duration) -> anyhow::Result<()> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let queues: Vec<_> = self.functions.iter().filter_map(|f| self.queues.get(&f.queue)).collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut quiet_rounds = 0;
+        while quiet_rounds < 3 {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the pipeline did not go idle within {timeout:?}");
+            }
+            let mut busy = 0u64;
+            for q in &queues {
+                let attrs = sqs
+                    .get_queue_attributes()
+                    .queue_url(&q.url)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send()
+                    .await?
+                    .attributes
+                    .unwrap_or_default();
+                busy += attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
+            }
+            quiet_rounds = if busy == 0 { quiet_rounds + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herald_cli::local::{Local, repo_root};
+use std::path::PathBuf;
+
+/// Herald: run the pipeline locally, check templates, read the ledger.
+#[derive(Parser)]
+#[command(name = "herald", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start moto, create the stack, run every function, send samples, print a report, stop.
+    Demo,
+    /// Start the same stack and serve it until Ctrl-C.
+    Local {
+        /// Port for the local AWS endpoint (0: a free one).
+        #[arg(long, default_value_t = 0, env = "HERALD_LOCAL_PORT")]
+        port: u16,
+    },
+    /// Template files.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+    /// One message's history, by idempotency key (uses the standard AWS environment).
+    Message {
+        key: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Check every template with the code that renders them.
+    Check {
+        #[arg(long, default_value = "templates")]
+        dir: PathBuf,
+    },
+    /// Upload every template to the templates table (uses the standard AWS environment).
+    Push {
+        #[arg(long, default_value = "templates")]
+        dir: PathBuf,
+        #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
+        table: String,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo => {
+            init_logs("warn");
+            let local = Local::up(&repo_root(), 0, "herald-").await?;
+            let report = herald_cli::demo::run(&local).await;
+            local.runner.stop().await;
+            println!("{}", report?);
+        }
+        Command::Local { port } => {
+            init_logs("info");
+            let local = Local::up(&repo_root(), port, "herald-").await?;
+            println!("AWS_ENDPOINT_URL={}", local.moto.endpoint);
+            println!("AWS_REGION=us-east-1");
+            println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
+            println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
+            println!("# Herald is running; publish to the ingest queue (any credentials work). Ctrl-C stops it.");
+            tokio::signal::ctrl_c().await?;
+            local.runner.stop().await;
+        }
+        Command::Templates { command: TemplatesCommand::Check { dir } } => {
+            init_logs("warn");
+            let templates = herald_cli::templates::load_dir(&dir)?;
+            let problems = herald_cli::templates::check_all(&templates);
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in {} template(s)", problems.len(), templates.len());
+            }
+            println!("{} template(s) checked, no problems", templates.len());
+        }
+        Command::Templates { command: TemplatesCommand::Push { dir, table } } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let store = herald::aws::dynamodb::DynamoTemplates::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                table,
+                std::time::Duration::ZERO,
+            );
+            for t in herald_cli::templates::load_dir(&dir)? {
+                store.put(&t.doc, chrono::Utc::now()).await?;
+                println!("pushed {} v{}", t.doc.name, t.doc.version);
+            }
+        }
+        Command::Message { key, table } => {
+            init_logs("warn");
+            use herald::ports::Ledger;
+            let sdk = herald::aws::sdk_config().await;
+            let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+            let id = herald::domain::MessageId::for_key(&herald::domain::IdempotencyKey::new(key)?);
+            let entry = ledger.get(&id).await?.context("no such message in the ledger")?;
+            println!(
+                "{} {} status={} channel={}",
+                entry.id,
+                entry.idempotency_key,
+                entry.status,
+                entry.channel.unwrap_or_default()
+            );
+            for h in entry.history {
+                println!("  {} {} {} {}", h.at, h.status, h.channel.unwrap_or_default(), h.reason.unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Runs the functions locally the way Lambda's SQS event source does: receive up
+//! to a batch from the function's queue, invoke the handler, delete what it did
+//! not report as failed. Failed records come back after the visibility timeout,
+//! and after `maxReceiveCount` moto moves them to the dead-letter queue.
+
+use crate::stack::{FunctionSpec, Stack};
+use anyhow::{Context as _, bail};
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use futures::future::BoxFuture;
+use lambda_runtime::{Context, LambdaEvent};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+type Invoke = Arc<
+    dyn Fn(LambdaEvent<SqsEvent>) -> BoxFuture<'static, Result<SqsBatchResponse, lambda_runtime::Error>> + Send + Sync,
+>;
+
+/// Builds a function's handler from its template-resolved environment, as its `main` does from the process's.
+pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Invoke> {
+    let env = spec.env.clone();
+    let get = move |name: &str| env.get(name).cloned();
+    let invoke: Invoke = match spec.name.as_str() {
+        "ingest" => {
+            let deps = Arc::new(ingest::aws::deps(sdk, &ingest::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { ingest::handler(&d, e).await })
+            })
+        }
+        "eligibility" => {
+            let deps = Arc::new(eligibility::aws::deps(sdk, &eligibility::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { eligibility::handler(&d, e).await })
+            })
+        }
+        "dispatch-email" => {
+            let both = Arc::new(dispatch_email::aws::deps(sdk, &dispatch_email::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = both.clone();
+                Box::pin(async move { dispatch_email::handler(&d.0, &d.1, e).await })
+            })
+        }
+        "dispatch-sms" => {
+            let both = Arc::new(dispatch_sms::aws::deps(sdk, &dispatch_sms::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = both.clone();
+                Box::pin(async move { dispatch_sms::handler(&d.0, &d.1, e).await })
+            })
+        }
+        "dispatch-push" => {
+            let both = Arc::new(dispatch_push::aws::deps(sdk, &dispatch_push::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = both.clone();
+                Box::pin(async move { dispatch_push::handler(&d.0, &d.1, e).await })
+            })
+        }
+        "receipts" => {
+            let deps = Arc::new(receipts::aws::deps(sdk, &receipts::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { receipts::handler(&d, e).await })
+            })
+        }
+        other => bail!("the template declares a function {other} that this runner does not know"),
+    };
+    Ok(invoke)
+}
+
+/// The running pollers; dropping it does not stop them, [`Runner::stop`] does.
+pub struct Runner {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Starts one poller per function in the stack.
+    pub fn start(stack: &Stack, sdk: &SdkConfig) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let mut tasks = Vec::new();
+        for spec in &stack.functions {
+            let invoke = build(spec, sdk).with_context(|| format!("configuring {}", spec.name))?;
+            let queue = stack.queue(&spec.queue)?.clone();
+            let poller = Poller {
+                sqs: sqs.clone(),
+                url: queue.url,
+                arn: queue.arn,
+                spec: spec.clone(),
+                invoke,
+                stop: stop.clone(),
+            };
+            tasks.push(tokio::spawn(poller.run()));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+struct Poller {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    arn: String,
+    spec: FunctionSpec,
+    invoke: Invoke,
+    stop: Arc<AtomicBool>,
+}
+
+impl Poller {
+    async fn run(self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.poll_once().await {
+                tracing::warn!(function = %self.spec.name, error = %format!("{e:#}"), "poll failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn poll_once(&self) -> anyhow::Result<()> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(self.spec.batch_size.clamp(1, 10))
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: BTreeMap<String, String> =
+                    m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
+                serde_json::json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))?;
+        let mut ctx = Context::default();
+        ctx.request_id = format!("local-{}", self.spec.name);
+        ctx.deadline =
+            (chrono::Utc::now() + chrono::TimeDelta::seconds(self.spec.timeout_secs as i64)).timestamp_millis() as u64;
+        let result = tokio::time::timeout(
+            Duration::from_secs(self.spec.timeout_secs),
+            (self.invoke)(LambdaEvent::new(event, ctx)),
+        )
+        .await;
+        // As Lambda: an error or a timeout leaves the whole batch for another try.
+        let failed: HashSet<String> = match result {
+            Ok(Ok(response)) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(function = %self.spec.name, error = %e, "invocation failed");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!(function = %self.spec.name, "invocation timed out");
+                return Ok(());
+            }
+        };
+        let entries: Vec<_> = messages
+            .iter()
+            .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+            .enumerate()
+            .filter_map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .set_receipt_handle(m.receipt_handle.clone())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.sqs.delete_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await?;
+        }
+        Ok(())
+    }
+}

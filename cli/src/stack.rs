@@ -1,0 +1,357 @@
+//! Creates, on a local endpoint, the resources `template.yaml` declares, and
+//! resolves each function's environment the way CloudFormation would. The
+//! template is the only list of resources: nothing here names a queue or table.
+
+use anyhow::{Context as _, anyhow, bail};
+use aws_config::SdkConfig;
+use serde_norway::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub const ACCOUNT_ID: &str = "123456789012";
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub url: String,
+    pub arn: String,
+}
+
+/// A function as the template declares it, with its environment resolved.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// The binary: the last folder of `CodeUri` (`target/lambda/<name>/`).
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+    /// Logical id of the queue its SQS event reads.
+    pub queue: String,
+    pub batch_size: i32,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stack {
+    pub prefix: String,
+    pub region: String,
+    pub params: HashMap<String, String>,
+    pub queues: BTreeMap<String, Queue>,
+    pub tables: BTreeMap<String, String>,
+    pub topics: BTreeMap<String, String>,
+    pub config_sets: BTreeMap<String, String>,
+    pub functions: Vec<FunctionSpec>,
+}
+
+fn tag_name(tag: &serde_norway::value::Tag) -> String {
+    tag.to_string().trim_start_matches('!').to_owned()
+}
+
+/// The intrinsic function in a value, as (name, argument), in short or long form.
+fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((tag_name(&t.tag), &t.value)),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, arg) = m.iter().next()?;
+            let k = k.as_str()?;
+            if k == "Ref" {
+                Some(("Ref".into(), arg))
+            } else {
+                k.strip_prefix("Fn::").map(|name| (name.to_owned(), arg))
+            }
+        }
+        _ => None,
+    }
+}
+
+impl Stack {
+    fn pseudo(&self, name: &str) -> Option<String> {
+        match name {
+            "AWS::Region" => Some(self.region.clone()),
+            "AWS::AccountId" => Some(ACCOUNT_ID.into()),
+            "AWS::Partition" => Some("aws".into()),
+            "AWS::StackName" => Some(self.prefix.trim_end_matches('-').to_owned()),
+            "AWS::URLSuffix" => Some("amazonaws.com".into()),
+            _ => None,
+        }
+    }
+
+    fn reference(&self, name: &str) -> anyhow::Result<String> {
+        if let Some(v) = self.pseudo(name).or_else(|| self.params.get(name).cloned()) {
+            return Ok(v);
+        }
+        if let Some(q) = self.queues.get(name) {
+            return Ok(q.url.clone());
+        }
+        if let Some(t) = self.tables.get(name).or_else(|| self.topics.get(name)).or_else(|| self.config_sets.get(name))
+        {
+            return Ok(t.clone());
+        }
+        bail!("!Ref {name}: not a parameter or a resource created locally")
+    }
+
+    fn attribute(&self, name: &str, attr: &str) -> anyhow::Result<String> {
+        let found = match attr {
+            "Arn" => self
+                .queues
+                .get(name)
+                .map(|q| q.arn.clone())
+                .or_else(|| {
+                    self.tables.get(name).map(|t| format!("arn:aws:dynamodb:{}:{ACCOUNT_ID}:table/{t}", self.region))
+                })
+                .or_else(|| self.topics.get(name).cloned()),
+            "QueueUrl" => self.queues.get(name).map(|q| q.url.clone()),
+            "QueueName" => self.queues.get(name).and_then(|q| q.url.rsplit('/').next().map(str::to_owned)),
+            "TopicName" => self.topics.get(name).and_then(|t| t.rsplit(':').next().map(str::to_owned)),
+            "TopicArn" => self.topics.get(name).cloned(),
+            _ => None,
+        };
+        found.ok_or_else(|| anyhow!("!GetAtt {name}.{attr}: not available locally"))
+    }
+
+    /// Resolves a property value to a string, as CloudFormation would.
+    pub fn resolve(&self, v: &Value) -> anyhow::Result<String> {
+        if let Some((name, arg)) = intrinsic(v) {
+            return match name.as_str() {
+                "Ref" => self.reference(arg.as_str().context("!Ref takes a name")?),
+                "GetAtt" => {
+                    let (res, attr) = match arg {
+                        Value::String(s) => s.split_once('.').context("!GetAtt Resource.Attribute")?,
+                        Value::Sequence(parts) if parts.len() == 2 => (
+                            parts[0].as_str().context("!GetAtt resource")?,
+                            parts[1].as_str().context("!GetAtt attribute")?,
+                        ),
+                        _ => bail!("!GetAtt takes Resource.Attribute"),
+                    };
+                    self.attribute(res, attr)
+                }
+                "Sub" => {
+                    let template = arg.as_str().context("only the one-argument !Sub is supported locally")?;
+                    self.substitute(template)
+                }
+                "Join" => {
+                    let parts = arg.as_sequence().context("!Join takes [delimiter, list]")?;
+                    let delimiter = parts.first().and_then(Value::as_str).unwrap_or_default();
+                    let items = parts.get(1).and_then(Value::as_sequence).context("!Join list")?;
+                    Ok(items.iter().map(|i| self.resolve(i)).collect::<anyhow::Result<Vec<_>>>()?.join(delimiter))
+                }
+                other => bail!("intrinsic {other} is not supported by the local runner"),
+            };
+        }
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            other => bail!("cannot resolve {other:?} to a string"),
+        }
+    }
+
+    fn substitute(&self, template: &str) -> anyhow::Result<String> {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').context("unclosed ${ in !Sub")? + start;
+            let name = &rest[start + 2..end];
+            let value = match name.split_once('.') {
+                Some((res, attr)) => self.attribute(res, attr)?,
+                None => self.reference(name)?,
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// The queue a function reads, by logical id.
+    pub fn queue(&self, logical_id: &str) -> anyhow::Result<&Queue> {
+        self.queues.get(logical_id).with_context(|| format!("no queue {logical_id} in the template"))
+    }
+}
+
+/// Reads `template.yaml`.
+pub fn read_template(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn resources(template: &Value) -> anyhow::Result<Vec<(String, String, Value)>> {
+    let resources = template.get("Resources").and_then(Value::as_mapping).context("template has no Resources")?;
+    Ok(resources
+        .iter()
+        .filter_map(|(k, v)| {
+            let kind = v.get("Type")?.as_str()?.to_owned();
+            Some((k.as_str()?.to_owned(), kind, v.get("Properties").cloned().unwrap_or(Value::Null)))
+        })
+        .collect())
+}
+
+/// Local values for parameters that name things created outside the stack.
+pub struct LocalParams {
+    pub overrides: HashMap<String, String>,
+}
+
+/// Creates every queue, table, topic, subscription and SES configuration set the
+/// template declares, named `<prefix><LogicalId>`, and resolves every function.
+pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: LocalParams) -> anyhow::Result<Stack> {
+    let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".into());
+    let mut stack = Stack { prefix: prefix.to_owned(), region, ..Stack::default() };
+
+    if let Some(params) = template.get("Parameters").and_then(Value::as_mapping) {
+        for (name, spec) in params {
+            let Some(name) = name.as_str() else { continue };
+            let default = spec.get("Default").map(|d| stack.resolve(d)).transpose()?.unwrap_or_default();
+            stack.params.insert(name.to_owned(), default);
+        }
+    }
+    stack.params.extend(local.overrides);
+
+    let all = resources(template)?;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+
+    // Queues: dead-letter queues first, so redrive policies can name them.
+    let mut queues: Vec<_> = all.iter().filter(|(_, t, _)| t == "AWS::SQS::Queue").collect();
+    queues.sort_by_key(|(_, _, p)| p.get("RedrivePolicy").is_some());
+    for (id, _, props) in queues {
+        let name = format!("{prefix}{id}");
+        let mut attrs = HashMap::new();
+        for key in [
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+            "MaximumMessageSize",
+        ] {
+            if let Some(v) = props.get(key) {
+                attrs.insert(aws_sdk_sqs::types::QueueAttributeName::from(key), stack.resolve(v)?);
+            }
+        }
+        if let Some(redrive) = props.get("RedrivePolicy") {
+            let target = stack.resolve(redrive.get("deadLetterTargetArn").context("deadLetterTargetArn")?)?;
+            let max = stack.resolve(redrive.get("maxReceiveCount").context("maxReceiveCount")?)?;
+            let policy = serde_json::json!({ "deadLetterTargetArn": target, "maxReceiveCount": max.parse::<u32>()? });
+            attrs.insert(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        let url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .set_attributes(Some(attrs))
+            .send()
+            .await
+            .with_context(|| format!("creating queue {name}"))?
+            .queue_url
+            .context("no queue URL")?;
+        let arn = format!("arn:aws:sqs:{}:{ACCOUNT_ID}:{name}", stack.region);
+        stack.queues.insert(id.clone(), Queue { url, arn });
+    }
+
+    for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::DynamoDB::Table") {
+        let name = format!("{prefix}{id}");
+        create_table(&dynamodb, &name, props).await.with_context(|| format!("creating table {name}"))?;
+        stack.tables.insert(id.clone(), name);
+    }
+
+    for (id, _, _) in all.iter().filter(|(_, t, _)| t == "AWS::SNS::Topic") {
+        let name = format!("{prefix}{id}");
+        let arn = sns.create_topic().name(&name).send().await?.topic_arn.context("no topic ARN")?;
+        stack.topics.insert(id.clone(), arn);
+    }
+
+    for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::SNS::Subscription") {
+        let topic = stack.resolve(props.get("TopicArn").context("TopicArn")?)?;
+        let protocol = stack.resolve(props.get("Protocol").context("Protocol")?)?;
+        let endpoint = stack.resolve(props.get("Endpoint").context("Endpoint")?)?;
+        let mut req = sns.subscribe().topic_arn(topic).protocol(protocol).endpoint(endpoint);
+        if let Some(raw) = props.get("RawMessageDelivery") {
+            req = req.attributes("RawMessageDelivery", stack.resolve(raw)?);
+        }
+        req.send().await.with_context(|| format!("creating subscription {id}"))?;
+    }
+
+    for (id, _, _) in all.iter().filter(|(_, t, _)| t == "AWS::SES::ConfigurationSet") {
+        let name = format!("{prefix}{id}");
+        ses.create_configuration_set().configuration_set_name(&name).send().await?;
+        stack.config_sets.insert(id.clone(), name);
+    }
+
+    stack.functions = functions(&stack, template, &all)?;
+    Ok(stack)
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let mut req = client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
+    for def in props.get("AttributeDefinitions").and_then(Value::as_sequence).context("AttributeDefinitions")? {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(def.get("AttributeName").and_then(Value::as_str).context("AttributeName")?)
+                .attribute_type(ScalarAttributeType::from(
+                    def.get("AttributeType").and_then(Value::as_str).context("AttributeType")?,
+                ))
+                .build()?,
+        );
+    }
+    for key in props.get("KeySchema").and_then(Value::as_sequence).context("KeySchema")? {
+        req = req.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key.get("AttributeName").and_then(Value::as_str).context("AttributeName")?)
+                .key_type(KeyType::from(key.get("KeyType").and_then(Value::as_str).context("KeyType")?))
+                .build()?,
+        );
+    }
+    req.send().await?;
+    if let Some(ttl) = props.get("TimeToLiveSpecification") {
+        let attribute = ttl.get("AttributeName").and_then(Value::as_str).context("TTL AttributeName")?;
+        let enabled = ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(true);
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build()?,
+            )
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -> anyhow::Result<Vec<FunctionSpec>> {
+    let globals = template.get("Globals").and_then(|g| g.get("Function"));
+    let global = |key: &str| globals.and_then(|g| g.get(key));
+    let mut out = Vec::new();
+    for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::Serverless::Function") {
+        let code = props.get("CodeUri").and_then(Value::as_str).with_context(|| format!("{id}: CodeUri"))?;
+        let name = code.trim_end_matches('/').rsplit('/').next().unwrap_or(code).to_owned();
+        let mut env = BTreeMap::new();
+        for vars in [global("Environment"), props.get("Environment")].into_iter().flatten() {
+            if let Some(map) = vars.get("Variables").and_then(Value::as_mapping) {
+                for (k, v) in map {
+                    let k = k.as_str().context("variable name")?;
+                    env.insert(k.to_owned(), stack.resolve(v).with_context(|| format!("{id}: {k}"))?);
+                }
+            }
+        }
+        let event = props
+            .get("Events")
+            .and_then(Value::as_mapping)
+            .and_then(|events| events.values().find(|e| e.get("Type").and_then(Value::as_str) == Some("SQS")))
+            .with_context(|| format!("{id}: no SQS event"))?;
+        let queue_ref = event.get("Properties").and_then(|p| p.get("Queue")).context("SQS event Queue")?;
+        let queue_arn = stack.resolve(queue_ref)?;
+        let queue = stack
+            .queues
+            .iter()
+            .find(|(_, q)| q.arn == queue_arn)
+            .map(|(k, _)| k.clone())
+            .with_context(|| format!("{id}: event queue {queue_arn} is not in the template"))?;
+        let number = |v: Option<&Value>| v.and_then(|v| stack.resolve(v).ok()).and_then(|v| v.parse::<i64>().ok());
+        let batch_size = number(event.get("Properties").and_then(|p| p.get("BatchSize"))).unwrap_or(10) as i32;
+        let timeout_secs = number(props.get("Timeout").or(global("Timeout"))).unwrap_or(3) as u64;
+        out.push(FunctionSpec { logical_id: id.clone(), name, env, queue, batch_size, timeout_secs });
+    }
+    Ok(out)
+}

@@ -1,0 +1,100 @@
+//! Push dispatch: renders the push part of the template and publishes it to each
+//! of the recipient's devices through SNS. A disabled endpoint's token is removed
+//! from the recipient; when every device is gone the message falls back.
+
+use herald::config::{ConfigError, LedgerConfig, Lookup, required};
+use herald::dispatch::{Deliver, Delivery, DispatchDeps};
+use herald::domain::jobs::{Contact, DispatchJob};
+use herald::domain::ledger::Reason;
+use herald::domain::push::sns_message;
+use herald::domain::template::CompiledTemplate;
+use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
+use herald::ports::{Ledger, Outbox, PortError, PushSender, RecipientStore, TemplateStore};
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ledger: LedgerConfig,
+    pub templates_table: String,
+    pub recipients_table: String,
+    pub eligibility_queue_url: String,
+}
+
+impl Config {
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            ledger: LedgerConfig::from_lookup(get)?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+        })
+    }
+}
+
+pub struct Push<P, R> {
+    pub sender: P,
+    pub recipients: R,
+}
+
+/// SNS error codes that mean the token will never work again.
+fn is_dead_token(err: &PortError) -> bool {
+    matches!(
+        err.permanent_code(),
+        Some("EndpointDisabled" | "NotFound" | "InvalidParameter" | "PlatformApplicationDisabled")
+    )
+}
+
+impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
+    async fn deliver(&self, job: &DispatchJob, template: &CompiledTemplate) -> Delivery {
+        let Contact::Push(devices) = &job.contact else {
+            return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no device".into() };
+        };
+        let content = match template.render_push(job.locale.as_ref().map(|l| l.as_str()), &job.request.data) {
+            Ok(c) => c,
+            Err(e) => return Delivery::from_render(e),
+        };
+        let mut sent = Vec::new();
+        let mut retry = None;
+        let mut dead = 0;
+        for device in devices {
+            let payload = sns_message(device.platform, &content, &job.message_id);
+            match self.sender.publish(&device.endpoint_arn, &payload).await {
+                Ok(id) => sent.push(id),
+                Err(e) if is_dead_token(&e) => {
+                    dead += 1;
+                    tracing::info!(message_id = %job.message_id, token = %device.token.handle(), "dead push token removed");
+                    if let Err(err) = self.recipients.remove_device(&job.request.recipient, &device.token).await {
+                        tracing::warn!(error = %err, "could not remove a dead token");
+                    }
+                }
+                Err(e) => retry = Some(e.to_string()),
+            }
+        }
+        // Any device reached counts as sent: retrying would push twice to the others.
+        match (sent.first(), retry) {
+            (Some(first), _) => Delivery::Sent { provider_id: first.clone() },
+            (None, Some(why)) => Delivery::Retry(why),
+            (None, None) => Delivery::Failed {
+                reason: Reason::EndpointDisabled,
+                detail: format!("all {dead} device(s) have disabled endpoints"),
+            },
+        }
+    }
+}
+
+pub async fn handler<L, T, O, P, R>(
+    deps: &DispatchDeps<L, T, O>,
+    push: &Push<P, R>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, herald::lambda::Error>
+where
+    L: Ledger,
+    T: TemplateStore,
+    O: Outbox,
+    P: PushSender,
+    R: RecipientStore,
+{
+    Ok(herald::dispatch::handle(deps, push, event).await)
+}

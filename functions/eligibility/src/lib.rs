@@ -1,0 +1,339 @@
+//! Eligibility: decides whether, when and where each notification may go, takes
+//! its frequency-cap slots atomically, and hands it to one channel queue (or
+//! several, in `all` mode). Every refusal lands in the ledger with its reason.
+
+use chrono::{DateTime, Utc};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
+use herald::contract::{Kind, Mode};
+use herald::domain::caps::{CapPolicy, CapSlot};
+use herald::domain::eligibility::{Decision, Facts, evaluate};
+use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob};
+use herald::domain::ledger::{Reason, Status};
+use herald::domain::recipient::Recipient;
+use herald::domain::{Channel, MessageId};
+use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::ports::*;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ledger: LedgerConfig,
+    pub recipients_table: String,
+    pub suppression_table: String,
+    pub caps_table: String,
+    pub templates_table: String,
+    pub push_queue_url: String,
+    pub email_queue_url: String,
+    pub sms_queue_url: String,
+    pub eligibility_queue_url: Option<String>,
+    pub cap_policy: CapPolicy,
+}
+
+impl Config {
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
+        let cap_policy = match optional(get, "HERALD_CAP_POLICY") {
+            None => CapPolicy::default(),
+            Some(raw) => CapPolicy::from_json(&raw).map_err(|e| ConfigError(format!("HERALD_CAP_POLICY: {e}")))?,
+        };
+        Ok(Self {
+            ledger: LedgerConfig::from_lookup(get)?,
+            recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            suppression_table: required(get, "HERALD_SUPPRESSION_TABLE")?,
+            caps_table: required(get, "HERALD_CAPS_TABLE")?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            push_queue_url: required(get, "HERALD_PUSH_QUEUE_URL")?,
+            email_queue_url: required(get, "HERALD_EMAIL_QUEUE_URL")?,
+            sms_queue_url: required(get, "HERALD_SMS_QUEUE_URL")?,
+            eligibility_queue_url: optional(get, "HERALD_ELIGIBILITY_QUEUE_URL"),
+            cap_policy,
+        })
+    }
+}
+
+pub struct Deps<L, R, S, C, T, O> {
+    pub ledger: L,
+    pub recipients: R,
+    pub suppression: S,
+    pub caps: C,
+    pub templates: T,
+    pub outbox: O,
+    pub policy: CapPolicy,
+}
+
+const CONCURRENCY: usize = 10;
+
+/// One record's output: jobs for channel queues (or back to eligibility when deferred).
+struct Routed {
+    outcome: Outcome,
+    jobs: Vec<(Destination, String, u32)>,
+    slots: Vec<CapSlot>,
+}
+
+impl Routed {
+    fn done() -> Self {
+        Self { outcome: Outcome::Done, jobs: Vec::new(), slots: Vec::new() }
+    }
+    fn retry(reason: impl ToString) -> Self {
+        Self { outcome: Outcome::Retry(reason.to_string()), jobs: Vec::new(), slots: Vec::new() }
+    }
+}
+
+pub async fn handler<L, R, S, C, T, O>(
+    deps: &Deps<L, R, S, C, T, O>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, herald::lambda::Error>
+where
+    L: Ledger,
+    R: RecipientStore,
+    S: SuppressionList,
+    C: CapCounter,
+    T: TemplateStore,
+    O: Outbox,
+{
+    let now = Utc::now();
+    let routed = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
+
+    // Group the jobs by destination and send each group in batches; a failed job
+    // retries its record, after giving back the cap slots that record took.
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(routed.len());
+    let mut groups: Vec<(Destination, Vec<Outgoing>)> = Vec::new();
+    let mut slots = Vec::with_capacity(routed.len());
+    for (position, (id, r)) in routed.into_iter().enumerate() {
+        for (to, body, delay_secs) in r.jobs {
+            let message = Outgoing { id: format!("{position}-{}", groups.len()), body, delay_secs };
+            match groups.iter_mut().find(|(d, _)| *d == to) {
+                Some((_, batch)) => batch.push(message),
+                None => groups.push((to, vec![message])),
+            }
+        }
+        outcomes.push((id, r.outcome));
+        slots.push(r.slots);
+    }
+    for (to, batch) in groups {
+        let failed = match deps.outbox.send(to, batch.clone()).await {
+            Ok(failed) => failed,
+            Err(e) => {
+                tracing::warn!(error = %e, destination = ?to, "enqueue failed");
+                batch.iter().map(|m| m.id.clone()).collect()
+            }
+        };
+        for position in failed.iter().filter_map(|id| id.split('-').next()?.parse::<usize>().ok()) {
+            if let Some((_, outcome)) = outcomes.get_mut(position) {
+                if *outcome == Outcome::Done {
+                    *outcome = Outcome::Retry(format!("enqueue to {to:?} failed"));
+                    for slot in slots.get(position).into_iter().flatten() {
+                        let _ = deps.caps.give_back(slot).await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
+}
+
+async fn process<L, R, S, C, T, O>(deps: &Deps<L, R, S, C, T, O>, record: Record, now: DateTime<Utc>) -> Routed
+where
+    L: Ledger,
+    R: RecipientStore,
+    S: SuppressionList,
+    C: CapCounter,
+    T: TemplateStore,
+    O: Outbox,
+{
+    let job: EligibilityJob = match serde_json::from_str(&record.body) {
+        Ok(job) => job,
+        Err(e) => {
+            // Only Herald writes this queue: a bad body is a bug, recorded and dropped.
+            tracing::error!(record = %record.id, error = %e, "eligibility job does not parse");
+            let rejection = RejectionRecord {
+                source_id: record.id.clone(),
+                code: "invalid_job".into(),
+                detail: e.to_string(),
+                idempotency_key: None,
+                body_bytes: record.body.len(),
+                at: now,
+                expires_at: now + chrono::TimeDelta::days(30),
+            };
+            return match deps.ledger.reject(rejection).await {
+                Err(e) if e.is_retryable() => Routed::retry(e),
+                _ => Routed::done(),
+            };
+        }
+    };
+    match decide(deps, &job, now).await {
+        Ok(routed) => routed,
+        Err(e) if e.is_retryable() => Routed::retry(e),
+        Err(e) => {
+            tracing::error!(message_id = %job.message_id, error = %e, "eligibility failed permanently");
+            refuse(deps, &job.message_id, Status::Failed, Reason::ProviderRejected, &e.to_string(), now).await
+        }
+    }
+}
+
+async fn refuse<L: Ledger, R, S, C, T, O>(
+    deps: &Deps<L, R, S, C, T, O>,
+    id: &MessageId,
+    status: Status,
+    reason: Reason,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Routed {
+    tracing::info!(message_id = %id, status = %status, reason = %reason, detail, "not sent");
+    let t = Transition::new(status, now).reason(reason).detail(detail);
+    match deps.ledger.transition(id, t).await {
+        Ok(_) => Routed::done(),
+        Err(e) if e.is_retryable() => Routed::retry(e),
+        Err(_) => Routed::done(),
+    }
+}
+
+fn contact(recipient: &Recipient, channel: Channel) -> Option<Contact> {
+    match channel {
+        Channel::Email => recipient.email.clone().map(Contact::Email),
+        Channel::Sms => recipient.phone.clone().map(Contact::Sms),
+        Channel::Push => (!recipient.devices.is_empty()).then(|| Contact::Push(recipient.devices.clone())),
+    }
+}
+
+async fn decide<L, R, S, C, T, O>(
+    deps: &Deps<L, R, S, C, T, O>,
+    job: &EligibilityJob,
+    now: DateTime<Utc>,
+) -> PortResult<Routed>
+where
+    L: Ledger,
+    R: RecipientStore,
+    S: SuppressionList,
+    C: CapCounter,
+    T: TemplateStore,
+{
+    let request = &job.request;
+    let id = &job.message_id;
+    let Some(template) = deps.templates.get(&request.template).await? else {
+        let detail = format!("no template named {}", request.template);
+        return Ok(refuse(deps, id, Status::Rejected, Reason::UnknownTemplate, &detail, now).await);
+    };
+    let Some(recipient) = deps.recipients.get(&request.recipient).await? else {
+        let detail = format!("no recipient {}", request.recipient);
+        return Ok(refuse(deps, id, Status::Rejected, Reason::UnknownRecipient, &detail, now).await);
+    };
+    let mut keys = Vec::with_capacity(2);
+    if let Some(email) = &recipient.email {
+        keys.push((Channel::Email, email.suppression_hash()));
+    }
+    if let Some(phone) = &recipient.phone {
+        keys.push((Channel::Sms, phone.suppression_hash()));
+    }
+    let suppressions = deps.suppression.find(&keys).await?;
+    let facts = Facts {
+        request,
+        recipient: &recipient,
+        template_channels: &template.doc.channels,
+        suppressions: &suppressions,
+        tried: &job.tried,
+        now,
+    };
+    match evaluate(&facts) {
+        Decision::Refuse { reason, detail } => {
+            let status = if reason == Reason::Expired { Status::Expired } else { Status::Suppressed };
+            Ok(refuse(deps, id, status, reason, &detail, now).await)
+        }
+        Decision::Defer { until, reason } => {
+            tracing::info!(message_id = %id, reason = %reason, until = %until, "deferred");
+            if !job.deferred {
+                let t = Transition::new(Status::Deferred, now).reason(reason).detail(until.to_rfc3339());
+                deps.ledger.transition(id, t).await?;
+            }
+            // SQS delays at most 15 minutes: a longer wait takes several hops, each
+            // re-evaluated (consent or suppression may have changed meanwhile).
+            let delay = (until - now).num_seconds().clamp(0, i64::from(u32::MAX)) as u32;
+            let body = serde_json::to_string(&EligibilityJob { deferred: true, ..job.clone() })
+                .map_err(|e| PortError::Unknown(e.into()))?;
+            Ok(Routed {
+                outcome: Outcome::Done,
+                jobs: vec![(Destination::Eligibility, body, delay)],
+                slots: Vec::new(),
+            })
+        }
+        Decision::Send { candidates } => route(deps, job, &recipient, &candidates, now).await,
+    }
+}
+
+/// Takes cap slots on the candidates in order: the first channel that gets all its
+/// slots is used (every such channel in `all` mode).
+async fn route<L, R, S, C, T, O>(
+    deps: &Deps<L, R, S, C, T, O>,
+    job: &EligibilityJob,
+    recipient: &Recipient,
+    candidates: &[Channel],
+    now: DateTime<Utc>,
+) -> PortResult<Routed>
+where
+    L: Ledger,
+    C: CapCounter,
+{
+    let request = &job.request;
+    let mode = request.mode;
+    let mut routed = Routed::done();
+    let mut capped = Vec::new();
+    for (position, &channel) in candidates.iter().enumerate() {
+        let Some(contact) = contact(recipient, channel) else { continue };
+        match take_slots(&deps.caps, &deps.policy.slots(request.kind, &request.recipient, channel, now)).await? {
+            Err(label) => capped.push(format!("{channel}: cap_reached ({label})")),
+            Ok(taken) => {
+                let dispatch = DispatchJob {
+                    message_id: job.message_id.clone(),
+                    request: request.clone(),
+                    contact,
+                    locale: recipient.locale.clone(),
+                    tried: job.tried.clone(),
+                    may_fall_back: mode == Mode::First && position + 1 < candidates.len(),
+                };
+                let body = serde_json::to_string(&dispatch).map_err(|e| PortError::Unknown(e.into()))?;
+                tracing::info!(message_id = %job.message_id, channel = %channel, kind = request.kind.as_str(), "routed");
+                routed.jobs.push((Destination::Channel(channel), body, 0));
+                routed.slots.extend(taken);
+                if mode == Mode::First {
+                    break;
+                }
+            }
+        }
+    }
+    if routed.jobs.is_empty() {
+        let detail = capped.join(", ");
+        return Ok(refuse(deps, &job.message_id, Status::Suppressed, Reason::CapReached, &detail, now).await);
+    }
+    if request.kind == Kind::Marketing && !capped.is_empty() {
+        tracing::info!(message_id = %job.message_id, capped = %capped.join(", "), "some channels were capped");
+    }
+    Ok(routed)
+}
+
+/// Takes every slot or none: on the first full counter, the ones taken are given back.
+async fn take_slots<C: CapCounter>(caps: &C, slots: &[CapSlot]) -> PortResult<Result<Vec<CapSlot>, String>> {
+    let mut taken = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match caps.try_take(slot).await {
+            Ok(true) => taken.push(slot.clone()),
+            Ok(false) => {
+                give_back_all(caps, &taken).await;
+                return Ok(Err(slot.label.clone()));
+            }
+            Err(e) => {
+                give_back_all(caps, &taken).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(Ok(taken))
+}
+
+async fn give_back_all<C: CapCounter>(caps: &C, slots: &[CapSlot]) {
+    for slot in slots {
+        if let Err(e) = caps.give_back(slot).await {
+            tracing::warn!(error = %e, "could not give a cap slot back");
+        }
+    }
+}

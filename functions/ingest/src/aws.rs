@@ -1,0 +1,32 @@
+//! The AWS wiring of ingest's ports.
+
+use crate::{Config, Deps};
+use chrono::TimeDelta;
+use herald::aws::SdkConfig;
+use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients};
+use herald::aws::sns::{PlatformApps, SnsEndpoints};
+use herald::aws::sqs::{QueueUrls, SqsOutbox};
+
+pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints>;
+
+pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    Deps {
+        ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
+        recipients: DynamoRecipients::new(dynamodb, &config.recipients_table),
+        outbox: SqsOutbox::new(
+            aws_sdk_sqs::Client::new(sdk),
+            QueueUrls { eligibility: Some(config.eligibility_queue_url.clone()), ..QueueUrls::default() },
+        ),
+        endpoints: SnsEndpoints::new(
+            aws_sdk_sns::Client::new(sdk),
+            PlatformApps {
+                apns: config.apns_app_arn.clone(),
+                apns_sandbox: config.apns_sandbox_app_arn.clone(),
+                fcm: config.fcm_app_arn.clone(),
+            },
+        ),
+        dedupe_window: TimeDelta::seconds(config.ledger.dedupe_window_secs.into()),
+        retention: TimeDelta::days(config.ledger.retention_days.into()),
+    }
+}

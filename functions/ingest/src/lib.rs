@@ -1,0 +1,257 @@
+//! Ingest: validates each producer message against contract v1, admits
+//! notifications into the ledger once per idempotency key, applies recipient
+//! commands, and forwards notifications to eligibility in batches.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
+use herald::contract::{IngestMessage, PushTokenCommand, Rejection};
+use herald::domain::MessageId;
+use herald::domain::jobs::EligibilityJob;
+use herald::domain::ledger::Status;
+use herald::domain::recipient::Device;
+use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::ports::*;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ledger: LedgerConfig,
+    pub recipients_table: String,
+    pub eligibility_queue_url: String,
+    pub apns_app_arn: Option<String>,
+    pub apns_sandbox_app_arn: Option<String>,
+    pub fcm_app_arn: Option<String>,
+}
+
+impl Config {
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            ledger: LedgerConfig::from_lookup(get)?,
+            recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            apns_app_arn: optional(get, "HERALD_APNS_APP_ARN"),
+            apns_sandbox_app_arn: optional(get, "HERALD_APNS_SANDBOX_APP_ARN"),
+            fcm_app_arn: optional(get, "HERALD_FCM_APP_ARN"),
+        })
+    }
+}
+
+/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints.
+pub struct Deps<L, R, O, E> {
+    pub ledger: L,
+    pub recipients: R,
+    pub outbox: O,
+    pub endpoints: E,
+    pub dedupe_window: TimeDelta,
+    pub retention: TimeDelta,
+}
+
+/// Records in flight at once: each costs one or two DynamoDB requests.
+const CONCURRENCY: usize = 10;
+
+enum Step {
+    Done,
+    Retry(String),
+    Forward(EligibilityJob),
+}
+
+pub async fn handler<L, R, O, E>(
+    deps: &Deps<L, R, O, E>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, herald::lambda::Error>
+where
+    L: Ledger,
+    R: RecipientStore,
+    O: Outbox,
+    E: PushEndpoints,
+{
+    let now = Utc::now();
+    let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
+
+    // Forward every admitted notification in batches of ten. An outgoing message's
+    // id is its record's position, so a failed send maps back to its record.
+    let mut outgoing = Vec::new();
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
+    for (position, (id, step)) in steps.into_iter().enumerate() {
+        let outcome = match step {
+            Step::Done => Outcome::Done,
+            Step::Retry(reason) => Outcome::Retry(reason),
+            Step::Forward(job) => match serde_json::to_string(&job) {
+                Ok(body) => {
+                    outgoing.push(Outgoing { id: position.to_string(), body, delay_secs: 0 });
+                    Outcome::Done
+                }
+                Err(e) => Outcome::Retry(format!("could not encode the eligibility job: {e}")),
+            },
+        };
+        outcomes.push((id, outcome));
+    }
+    if !outgoing.is_empty() {
+        let failed = match deps.outbox.send(Destination::Eligibility, outgoing.clone()).await {
+            Ok(failed) => failed,
+            Err(e) => {
+                tracing::warn!(error = %e, "forward to eligibility failed");
+                outgoing.iter().map(|m| m.id.clone()).collect()
+            }
+        };
+        for position in failed.iter().filter_map(|id| id.parse::<usize>().ok()) {
+            if let Some((_, outcome)) = outcomes.get_mut(position) {
+                *outcome = Outcome::Retry("forward to eligibility failed".into());
+            }
+        }
+    }
+    Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
+}
+
+async fn process<L, R, O, E>(deps: &Deps<L, R, O, E>, record: Record, now: DateTime<Utc>) -> Step
+where
+    L: Ledger,
+    R: RecipientStore,
+    O: Outbox,
+    E: PushEndpoints,
+{
+    let message = match IngestMessage::parse(&record.body) {
+        Ok(m) => m,
+        Err(rejection) => return reject(deps, &record, rejection, now).await,
+    };
+    let kind = message.type_name();
+    let result = match message {
+        IngestMessage::Notify(request) => return admit(deps, &record, *request, now).await,
+        IngestMessage::UpsertRecipient(cmd) => deps.recipients.upsert(&cmd, now).await,
+        IngestMessage::SetConsent(cmd) => deps.recipients.set_consent(&cmd, now).await.map(|applied| {
+            if applied == ConsentApplied::Older {
+                tracing::info!(record = %record.id, recipient = %cmd.recipient, "consent older than the recorded one: kept in the audit trail only");
+            }
+        }),
+        IngestMessage::RegisterPushToken(cmd) => register(deps, &cmd, now).await,
+        IngestMessage::RemovePushToken(cmd) => remove(deps, &cmd).await,
+        IngestMessage::EraseRecipient(cmd) => erase(deps, &cmd.recipient).await,
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(record = %record.id, r#type = kind, "command applied");
+            Step::Done
+        }
+        Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
+        Err(e) => {
+            let code = if e.permanent_code() == Some("PlatformNotConfigured") {
+                "platform_not_configured"
+            } else {
+                "provider_rejected"
+            };
+            reject(deps, &record, Rejection::new(code, e.to_string()), now).await
+        }
+    }
+}
+
+async fn admit<L, R, O, E>(
+    deps: &Deps<L, R, O, E>,
+    record: &Record,
+    request: herald::contract::NotifyRequest,
+    now: DateTime<Utc>,
+) -> Step
+where
+    L: Ledger,
+{
+    let id = MessageId::for_key(&request.idempotency_key);
+    let admission = deps
+        .ledger
+        .admit(Admit {
+            id: &id,
+            source_id: &record.id,
+            request: &request,
+            now,
+            dedupe_until: now + deps.dedupe_window,
+            expires_at: now + deps.retention.max(deps.dedupe_window),
+        })
+        .await;
+    match admission {
+        Ok(Admission::New) => {
+            tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");
+            Step::Forward(EligibilityJob { message_id: id, request, tried: Vec::new(), deferred: false })
+        }
+        // This very SQS message admitted it before but was not acknowledged: its
+        // forward may have failed, so forward again (eligibility and dispatch dedupe).
+        Ok(Admission::Duplicate { status: Status::Accepted, same_source: true }) => {
+            tracing::info!(message_id = %id, record = %record.id, "redelivered before it was forwarded: forwarding again");
+            Step::Forward(EligibilityJob { message_id: id, request, tried: Vec::new(), deferred: false })
+        }
+        Ok(Admission::Duplicate { status, .. }) => {
+            tracing::info!(message_id = %id, record = %record.id, status = %status, outcome = "duplicate", "duplicate idempotency key: dropped");
+            match deps.ledger.note_duplicate(&id, now).await {
+                Ok(()) => Step::Done,
+                Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
+                Err(_) => Step::Done,
+            }
+        }
+        Err(e) => Step::Retry(e.to_string()),
+    }
+}
+
+async fn reject<L, R, O, E>(deps: &Deps<L, R, O, E>, record: &Record, rejection: Rejection, now: DateTime<Utc>) -> Step
+where
+    L: Ledger,
+{
+    tracing::warn!(record = %record.id, code = rejection.code, detail = %rejection.detail, "rejected");
+    let key = serde_json::from_str::<serde_json::Value>(&record.body)
+        .ok()
+        .and_then(|v| v.get("idempotency_key").and_then(|k| k.as_str()).map(|k| k.chars().take(256).collect()));
+    let result = deps
+        .ledger
+        .reject(RejectionRecord {
+            source_id: record.id.clone(),
+            code: rejection.code.to_owned(),
+            detail: rejection.detail,
+            idempotency_key: key,
+            body_bytes: record.body.len(),
+            at: now,
+            expires_at: now + deps.retention,
+        })
+        .await;
+    match result {
+        Ok(()) => Step::Done,
+        Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
+        Err(_) => Step::Done,
+    }
+}
+
+async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand, now: DateTime<Utc>) -> PortResult<()>
+where
+    R: RecipientStore,
+    E: PushEndpoints,
+{
+    let endpoint_arn = deps.endpoints.register(cmd.platform, &cmd.token).await?;
+    let device = Device { platform: cmd.platform, token: cmd.token.clone(), endpoint_arn };
+    deps.recipients.add_device(&cmd.recipient, &device, now).await
+}
+
+async fn remove<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand) -> PortResult<()>
+where
+    R: RecipientStore,
+    E: PushEndpoints,
+{
+    if let Some(device) = deps.recipients.remove_device(&cmd.recipient, &cmd.token).await? {
+        delete_endpoint(deps, &device).await?;
+    }
+    Ok(())
+}
+
+async fn erase<L, R, O, E>(deps: &Deps<L, R, O, E>, recipient: &herald::domain::RecipientId) -> PortResult<()>
+where
+    R: RecipientStore,
+    E: PushEndpoints,
+{
+    for device in deps.recipients.erase(recipient).await? {
+        delete_endpoint(deps, &device).await?;
+    }
+    Ok(())
+}
+
+async fn delete_endpoint<L, R, O, E: PushEndpoints>(deps: &Deps<L, R, O, E>, device: &Device) -> PortResult<()> {
+    match deps.endpoints.delete(&device.endpoint_arn).await {
+        Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,859 @@
+//! DynamoDB adapters: the ledger, recipients, suppression, cap counters, templates.
+//!
+//! Write costs are the product's largest bill line, so each port operation is one
+//! request and items stay under 1 KB: the ledger holds ids and statuses, never
+//! addresses or the request's data.
+
+use crate::aws::classify;
+use crate::contract::{ConsentSource, Kind, Locale, SetConsent, TimeZone, UpsertRecipient};
+use crate::domain::caps::CapSlot;
+use crate::domain::ledger::{Status, SuppressionCause};
+use crate::domain::recipient::{ConsentScope, ConsentState, Device, QuietHours, Recipient};
+use crate::domain::template::{CompiledTemplate, TemplateDoc};
+use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName};
+use crate::ports::*;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
+use chrono::{DateTime, NaiveTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn ts(at: DateTime<Utc>) -> AttributeValue {
+    s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn key(pk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk))])
+}
+
+fn history_entry(t: &Transition) -> AttributeValue {
+    let mut m = HashMap::from([("s".to_owned(), s(t.status.as_str())), ("at".to_owned(), ts(t.at))]);
+    if let Some(r) = t.reason {
+        m.insert("r".into(), s(r.as_str()));
+    }
+    if let Some(c) = t.channel {
+        m.insert("c".into(), s(c.as_str()));
+    }
+    if let Some(d) = &t.detail {
+        // Bounded: history must keep the item under one write unit.
+        m.insert("d".into(), s(d.chars().take(160).collect::<String>()));
+    }
+    AttributeValue::L(vec![AttributeValue::M(m)])
+}
+
+fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+// ============================================================== ledger
+
+/// The message ledger: one item per notification (`pk` = message id) and one per
+/// rejected body (`pk` = `rejected#<sqs message id>`), both expiring by TTL.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn parse_entry(item: &Item) -> Option<LedgerEntry> {
+        let history = item
+            .get("history")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|e| e.as_m().ok())
+                    .map(|m| HistoryEntry {
+                        status: get_s(m, "s").unwrap_or_default().to_owned(),
+                        at: get_s(m, "at").unwrap_or_default().to_owned(),
+                        reason: get_s(m, "r").map(str::to_owned),
+                        channel: get_s(m, "c").map(str::to_owned),
+                        detail: get_s(m, "d").map(str::to_owned),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(LedgerEntry {
+            id: MessageId::parse(get_s(item, "pk")?)?,
+            idempotency_key: get_s(item, "key").unwrap_or_default().to_owned(),
+            recipient: get_s(item, "recipient").unwrap_or_default().to_owned(),
+            template: get_s(item, "template").unwrap_or_default().to_owned(),
+            kind: get_s(item, "kind").and_then(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok()),
+            campaign: get_s(item, "campaign").map(str::to_owned),
+            status: get_s(item, "status").and_then(Status::parse)?,
+            reason: get_s(item, "reason").map(str::to_owned),
+            channel: get_s(item, "channel").map(str::to_owned),
+            provider_id: get_s(item, "provider_id").map(str::to_owned),
+            duplicates: get_n(item, "duplicates").unwrap_or(0),
+            history,
+        })
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn admit(&self, admit: Admit<'_>) -> PortResult<Admission> {
+        let r = admit.request;
+        let accepted = Transition::new(Status::Accepted, admit.now);
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(admit.id.as_str())),
+            ("key".into(), s(r.idempotency_key.as_str())),
+            ("recipient".into(), s(r.recipient.as_str())),
+            ("template".into(), s(r.template.as_str())),
+            ("kind".into(), s(r.kind.as_str())),
+            ("status".into(), s(Status::Accepted.as_str())),
+            ("rank".into(), n(Status::Accepted.rank())),
+            ("source_id".into(), s(admit.source_id)),
+            ("history".into(), history_entry(&accepted)),
+            ("dedupe_until".into(), n(admit.dedupe_until.timestamp())),
+            ("ttl".into(), n(admit.expires_at.timestamp())),
+        ]);
+        if let Some(c) = &r.campaign {
+            item.insert("campaign".into(), s(c.as_str()));
+        }
+        if let Some(t) = &r.topic {
+            item.insert("topic".into(), s(t.as_str()));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR dedupe_until < :now")
+            .expression_attribute_values(":now", n(admit.now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match put {
+            Ok(_) => return Ok(Admission::New),
+            Err(err) => err,
+        };
+        let old = match err.as_service_error() {
+            Some(e) if is_conditional_failure(e) => match e {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                    c.item().cloned()
+                }
+                _ => None,
+            },
+            _ => return Err(classify("PutItem", err)),
+        };
+        // ALL_OLD saves a read; an endpoint that does not return it costs one GetItem.
+        let old = match old {
+            Some(item) => Some(item),
+            None => self.get_item(admit.id.as_str()).await?,
+        };
+        let status = old.as_ref().and_then(|i| get_s(i, "status")).and_then(Status::parse).unwrap_or(Status::Accepted);
+        let same_source = old.as_ref().and_then(|i| get_s(i, "source_id")) == Some(admit.source_id);
+        Ok(Admission::Duplicate { status, same_source })
+    }
+
+    async fn note_duplicate(&self, id: &MessageId, at: DateTime<Utc>) -> PortResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression("ADD duplicates :one SET last_duplicate_at = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            })
+    }
+
+    async fn reject(&self, r: RejectionRecord) -> PortResult<()> {
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("rejected#{}", r.source_id))),
+            ("status".into(), s(Status::Rejected.as_str())),
+            ("reason".into(), s(&r.code)),
+            ("detail".into(), s(r.detail.chars().take(400).collect::<String>())),
+            ("body_bytes".into(), n(r.body_bytes)),
+            ("at".into(), ts(r.at)),
+            ("ttl".into(), n(r.expires_at.timestamp())),
+        ]);
+        if let Some(k) = r.idempotency_key {
+            item.insert("key".into(), s(k));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+
+    async fn claim_send(
+        &self,
+        id: &MessageId,
+        channel: Channel,
+        at: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+    ) -> PortResult<Applied> {
+        let sent = Transition::new(Status::Sent, at).channel(channel);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression(
+                "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, \
+                 history = list_append(if_not_exists(history, :empty), :h)",
+            )
+            // A new send, or the retry of an attempt that ended without recording a provider id.
+            .condition_expression(
+                "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
+                 AND attribute_not_exists(provider_id)))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":sent", s(Status::Sent.as_str()))
+            .expression_attribute_values(":rank", n(Status::Sent.rank()))
+            .expression_attribute_values(":channel", s(channel.as_str()))
+            .expression_attribute_values(":until", n(claim_until.timestamp()))
+            .expression_attribute_values(":now", n(at.timestamp()))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&sent))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Applied::Applied),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(if c.item().is_some_and(|i| i.contains_key("pk")) { Applied::Stale } else { Applied::Unknown })
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn release_send(&self, id: &MessageId, note: Option<Transition>) -> PortResult<()> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(provider_id)")
+            .expression_attribute_values(":zero", n(0));
+        req = match note {
+            Some(t) => req
+                .update_expression("SET claim_until = :zero, history = list_append(if_not_exists(history, :empty), :h)")
+                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+                .expression_attribute_values(":h", history_entry(&t)),
+            None => req.update_expression("SET claim_until = :zero"),
+        };
+        req.send().await.map(|_| ()).or_else(|e| match e.as_service_error() {
+            Some(se) if is_conditional_failure(se) => Ok(()),
+            _ => Err(classify("UpdateItem", e)),
+        })
+    }
+
+    async fn record_sent(&self, id: &MessageId, provider_id: &str, template_version: u32) -> PortResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression("SET provider_id = :pid, template_version = :v")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":v", n(template_version))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn transition(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {
+        let mut update = String::from(
+            "SET #status = :status, #rank = :rank, history = list_append(if_not_exists(history, :empty), :h)",
+        );
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .condition_expression("attribute_exists(pk) AND #rank < :rank")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":status", s(t.status.as_str()))
+            .expression_attribute_values(":rank", n(t.status.rank()))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(r) = t.reason {
+            update.push_str(", reason = :reason");
+            req = req.expression_attribute_values(":reason", s(r.as_str()));
+        }
+        if let Some(c) = t.channel {
+            update.push_str(", channel = :channel");
+            req = req.expression_attribute_values(":channel", s(c.as_str()));
+        }
+        if let Some(p) = &t.provider_id {
+            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
+            req = req.expression_attribute_values(":pid", s(p));
+        }
+        match req.update_expression(update).send().await {
+            Ok(_) => Ok(Applied::Applied),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(if c.item().is_some_and(|i| i.contains_key("pk")) { Applied::Stale } else { Applied::Unknown })
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn note(&self, id: &MessageId, t: Transition) -> PortResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression("SET history = list_append(if_not_exists(history, :empty), :h)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            })
+    }
+
+    async fn get(&self, id: &MessageId) -> PortResult<Option<LedgerEntry>> {
+        Ok(self.get_item(id.as_str()).await?.as_ref().and_then(Self::parse_entry))
+    }
+}
+
+impl DynamoLedger {
+    async fn get_item(&self, pk: &str) -> PortResult<Option<Item>> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|o| o.item)
+            .map_err(|e| classify("GetItem", e))
+    }
+
+    /// A rejection record, by the SQS message id of the refused body.
+    pub async fn rejection(&self, source_id: &str) -> PortResult<Option<(String, String)>> {
+        let item = self.get_item(&format!("rejected#{source_id}")).await?;
+        Ok(item.map(|i| {
+            (get_s(&i, "reason").unwrap_or_default().to_owned(), get_s(&i, "detail").unwrap_or_default().to_owned())
+        }))
+    }
+}
+
+// ============================================================== recipients
+
+/// Recipients: one `profile` item per person (contact points, preferences, one
+/// attribute per consent scope and per device, so concurrent commands never
+/// overwrite each other), plus `consent#<at>#<scope>` audit items.
+#[derive(Debug, Clone)]
+pub struct DynamoRecipients {
+    client: Client,
+    table: String,
+}
+
+const PROFILE: &str = "profile";
+const CONSENT_PREFIX: &str = "consent:";
+const DEVICE_PREFIX: &str = "device:";
+
+impl DynamoRecipients {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn profile_key(id: &RecipientId) -> Item {
+        HashMap::from([("pk".to_owned(), s(id.as_str())), ("sk".to_owned(), s(PROFILE))])
+    }
+
+    fn parse(item: &Item) -> Recipient {
+        let mut r = Recipient {
+            id: get_s(item, "pk").and_then(|v| RecipientId::new(v).ok()),
+            email: get_s(item, "email").and_then(|v| EmailAddress::new(v).ok()),
+            phone: get_s(item, "phone").and_then(|v| PhoneNumber::new(v).ok()),
+            timezone: get_s(item, "timezone").and_then(|v| TimeZone::try_from(v.to_owned()).ok()),
+            locale: get_s(item, "locale").and_then(|v| Locale::try_from(v.to_owned()).ok()),
+            ..Recipient::default()
+        };
+        let time = |name| get_s(item, name).and_then(|v| NaiveTime::parse_from_str(v, "%H:%M").ok());
+        if let (Some(start), Some(end)) = (time("quiet_start"), time("quiet_end")) {
+            r.quiet_hours = Some(QuietHours { start, end });
+        }
+        for (name, value) in item {
+            let Ok(m) = value.as_m() else { continue };
+            if let Some(scope) = name.strip_prefix(CONSENT_PREFIX).and_then(ConsentScope::parse_key) {
+                let state = (|| {
+                    Some(ConsentState {
+                        granted: *m.get("granted")?.as_bool().ok()?,
+                        source: ConsentSource::new(get_s(m, "source")?).ok()?,
+                        at: get_s(m, "at")?.parse().ok()?,
+                    })
+                })();
+                if let Some(state) = state {
+                    r.consents.insert(scope, state);
+                }
+            } else if name.starts_with(DEVICE_PREFIX) {
+                let device = (|| {
+                    Some(Device {
+                        platform: serde_json::from_value(serde_json::Value::String(get_s(m, "platform")?.into()))
+                            .ok()?,
+                        token: PushToken::new(get_s(m, "token")?).ok()?,
+                        endpoint_arn: get_s(m, "arn")?.to_owned(),
+                    })
+                })();
+                r.devices.extend(device);
+            }
+        }
+        r.devices.sort_by(|a, b| a.endpoint_arn.cmp(&b.endpoint_arn));
+        r
+    }
+}
+
+impl RecipientStore for DynamoRecipients {
+    async fn get(&self, id: &RecipientId) -> PortResult<Option<Recipient>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.as_ref().map(Self::parse))
+    }
+
+    async fn upsert(&self, cmd: &UpsertRecipient, now: DateTime<Utc>) -> PortResult<()> {
+        let mut sets = vec!["updated_at = :now".to_owned()];
+        let mut values: Item = HashMap::from([(":now".to_owned(), ts(now))]);
+        // Names go through placeholders: several (`timezone`) are DynamoDB reserved words.
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut put = |name: &str, value: AttributeValue| {
+            sets.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), value);
+        };
+        if let Some(v) = &cmd.email {
+            put("email", s(v.as_str()));
+        }
+        if let Some(v) = &cmd.phone {
+            put("phone", s(v.as_str()));
+        }
+        if let Some(v) = cmd.timezone {
+            put("timezone", s(String::from(v)));
+        }
+        if let Some(v) = &cmd.locale {
+            put("locale", s(v.as_str()));
+        }
+        if let Some(q) = cmd.quiet_hours {
+            put("quiet_start", s(q.start.format("%H:%M").to_string()));
+            put("quiet_end", s(q.end.format("%H:%M").to_string()));
+        }
+        if let Some(a) = &cmd.attributes {
+            put("attributes", s(serde_json::Value::Object(a.clone()).to_string()));
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(&cmd.recipient)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn set_consent(&self, cmd: &SetConsent, now: DateTime<Utc>) -> PortResult<ConsentApplied> {
+        let scope = ConsentScope { channel: cmd.channel, topic: cmd.topic.clone() };
+        let at = cmd.at.unwrap_or(now);
+        let state = AttributeValue::M(HashMap::from([
+            ("granted".to_owned(), AttributeValue::Bool(cmd.granted)),
+            ("source".to_owned(), s(cmd.source.as_str())),
+            ("at".to_owned(), ts(at)),
+        ]));
+        // The audit trail keeps every command, including one older than the current state.
+        let audit: Item = HashMap::from([
+            ("pk".to_owned(), s(cmd.recipient.as_str())),
+            ("sk".to_owned(), s(format!("consent#{}#{}", at.to_rfc3339(), scope.key()))),
+            ("granted".to_owned(), AttributeValue::Bool(cmd.granted)),
+            ("source".to_owned(), s(cmd.source.as_str())),
+            ("at".to_owned(), ts(at)),
+            ("received_at".to_owned(), ts(now)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(&cmd.recipient)))
+            .update_expression("SET #c = :state, updated_at = :now")
+            // Consents can arrive out of order: only a newer one replaces the current state.
+            .condition_expression("attribute_not_exists(#c) OR #c.#at <= :at")
+            .expression_attribute_names("#c", format!("{CONSENT_PREFIX}{}", scope.key()))
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":state", state)
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ConsentApplied::Applied),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(ConsentApplied::Older),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn add_device(&self, id: &RecipientId, device: &Device, now: DateTime<Utc>) -> PortResult<()> {
+        let value = AttributeValue::M(HashMap::from([
+            ("platform".to_owned(), s(device.platform.as_str())),
+            ("token".to_owned(), s(device.token.as_str())),
+            ("arn".to_owned(), s(&device.endpoint_arn)),
+            ("at".to_owned(), ts(now)),
+        ]));
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .update_expression("SET #d = :d, updated_at = :now")
+            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{}", device.token.handle()))
+            .expression_attribute_values(":d", value)
+            .expression_attribute_values(":now", ts(now))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn remove_device(&self, id: &RecipientId, token: &PushToken) -> PortResult<Option<Device>> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .update_expression("REMOVE #d")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{}", token.handle()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let removed = o.attributes.map(|attrs| Self::parse(&attrs)).and_then(|r| r.devices.into_iter().next());
+                Ok(removed)
+            }
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(None),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn erase(&self, id: &RecipientId) -> PortResult<Vec<Device>> {
+        let devices = self.get(id).await?.map(|r| r.devices).unwrap_or_default();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(id.as_str()))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Query", e))?;
+            let keys: Vec<Item> = page.items.unwrap_or_default();
+            for chunk in keys.chunks(25) {
+                let mut requests: Vec<WriteRequest> = chunk
+                    .iter()
+                    .filter_map(|k| DeleteRequest::builder().set_key(Some(k.clone())).build().ok())
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .collect();
+                // BatchWriteItem may leave some unprocessed under load: send those again.
+                for _ in 0..5 {
+                    if requests.is_empty() {
+                        break;
+                    }
+                    let out = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, requests)
+                        .send()
+                        .await
+                        .map_err(|e| classify("BatchWriteItem", e))?;
+                    requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                }
+                if !requests.is_empty() {
+                    return Err(PortError::Throttled("BatchWriteItem left items unprocessed".into()));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(devices)
+    }
+}
+
+// ============================================================== suppression
+
+/// The suppression list: `pk` = `<channel>#<sha256 of the normalized contact point>`.
+/// It holds no address in clear, so it survives erasure.
+#[derive(Debug, Clone)]
+pub struct DynamoSuppression {
+    client: Client,
+    table: String,
+}
+
+impl DynamoSuppression {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn pk(channel: Channel, hash: &str) -> String {
+        format!("{channel}#{hash}")
+    }
+}
+
+impl SuppressionList for DynamoSuppression {
+    async fn find(&self, keys: &[(Channel, String)]) -> PortResult<Vec<(Channel, SuppressionCause)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<Item> = keys.iter().map(|(c, h)| key(&Self::pk(*c, h))).collect();
+        let request =
+            KeysAndAttributes::builder().set_keys(Some(wanted)).build().map_err(|e| PortError::Unknown(e.into()))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, request)
+            .send()
+            .await
+            .map_err(|e| classify("BatchGetItem", e))?;
+        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(PortError::Throttled("BatchGetItem left keys unprocessed".into()));
+        }
+        let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let (channel, _) = get_s(i, "pk")?.split_once('#')?;
+                Some((channel.parse().ok()?, SuppressionCause::parse(get_s(i, "cause")?)?))
+            })
+            .collect())
+    }
+
+    async fn suppress(
+        &self,
+        channel: Channel,
+        hash: &str,
+        cause: SuppressionCause,
+        at: DateTime<Utc>,
+    ) -> PortResult<()> {
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(Self::pk(channel, hash))),
+            ("cause".to_owned(), s(cause.as_str())),
+            ("at".to_owned(), ts(at)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+}
+
+// ============================================================== caps
+
+#[derive(Debug, Clone)]
+pub struct DynamoCaps {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCaps {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+impl CapCounter for DynamoCaps {
+    async fn try_take(&self, slot: &CapSlot) -> PortResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&slot.key)))
+            .update_expression("ADD taken :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(taken) OR taken < :max")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(slot.max))
+            .expression_attribute_values(":ttl", n(slot.expires_at.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(false),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn give_back(&self, slot: &CapSlot) -> PortResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&slot.key)))
+            .update_expression("ADD taken :minus")
+            .condition_expression("taken > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+}
+
+// ============================================================== templates
+
+/// Templates, read from the table and kept compiled in memory for `ttl`, so a
+/// warm function reads each template about once a minute at most.
+#[derive(Debug)]
+pub struct DynamoTemplates {
+    client: Client,
+    table: String,
+    ttl: Duration,
+    cache: Mutex<HashMap<TemplateName, (Instant, Option<Arc<CompiledTemplate>>)>>,
+}
+
+impl DynamoTemplates {
+    pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
+        Self { client, table: table.into(), ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Stores a template document (used by `herald templates push`).
+    pub async fn put(&self, doc: &TemplateDoc, now: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(doc).map_err(|e| PortError::Unknown(e.into()))?;
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(doc.name.as_str())),
+            ("version".to_owned(), n(doc.version)),
+            ("doc".to_owned(), s(body)),
+            ("updated_at".to_owned(), ts(now)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+
+    async fn load(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(name.as_str())))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(raw) = out.item.as_ref().and_then(|i| get_s(i, "doc")) else {
+            return Ok(None);
+        };
+        let doc: TemplateDoc = serde_json::from_str(raw).map_err(|e| PortError::Permanent {
+            code: "InvalidTemplate".into(),
+            message: format!("template {name} is not a valid document: {e}"),
+        })?;
+        let compiled = CompiledTemplate::compile(doc)
+            .map_err(|e| PortError::Permanent { code: "InvalidTemplate".into(), message: e.to_string() })?;
+        Ok(Some(Arc::new(compiled)))
+    }
+}
+
+impl TemplateStore for DynamoTemplates {
+    async fn get(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(name).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, t)| t.clone()));
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        let loaded = self.load(name).await?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(name.clone(), (Instant::now(), loaded.clone()));
+        }
+        Ok(loaded)
+    }
+}
+
+/// Parses a ledger `kind` attribute (shared with the CLI's report).
+pub fn parse_kind(raw: &str) -> Option<Kind> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}
+
+/// Parses a platform name as stored.
+pub fn parse_platform(raw: &str) -> Option<Platform> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}

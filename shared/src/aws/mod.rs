@@ -1,0 +1,78 @@
+//! AWS adapters for the ports, one module per SDK, each behind its feature.
+//!
+//! Every client is derived from one [`SdkConfig`] built by [`sdk_config`], which
+//! reads the standard environment (`AWS_REGION`, credentials, and
+//! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`), so the same binaries run
+//! against AWS, moto or LocalStack with no switch of Herald's own.
+
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "sesv2")]
+pub mod ses;
+#[cfg(feature = "sns")]
+pub mod sns;
+#[cfg(feature = "sqs")]
+pub mod sqs;
+
+use crate::ports::PortError;
+pub use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// Loads the shared SDK configuration once, in `main`. TLS is rustls on ring, the
+/// smallest stack the SDK offers; there is no second HTTP client in the binaries.
+pub async fn sdk_config() -> SdkConfig {
+    loader().load().await
+}
+
+/// The standard configuration loader with Herald's HTTP client, for callers that
+/// set more (the local runner points it at the endpoint it started).
+pub fn loader() -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http)
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "SlowDown",
+    "KMSThrottlingException",
+];
+
+const TRANSIENT_CODES: &[&str] =
+    &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "KMSDisabledException"];
+
+/// Sorts an SDK error into throttled, transient or permanent (with its code).
+pub(crate) fn classify<E>(operation: &str, err: SdkError<E, HttpResponse>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            PortError::Transient(format!("{operation}: {}", DisplayErrorContext(&err)))
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown").to_owned();
+            let message = service.err().message().unwrap_or_default().to_owned();
+            let status = service.raw().status().as_u16();
+            if THROTTLING_CODES.contains(&code.as_str()) || status == 429 {
+                PortError::Throttled(format!("{operation}: {code}"))
+            } else if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 {
+                PortError::Transient(format!("{operation}: {code} ({status})"))
+            } else {
+                PortError::Permanent { code, message: format!("{operation}: {message}") }
+            }
+        }
+        _ => PortError::Unknown(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(&err))),
+    }
+}

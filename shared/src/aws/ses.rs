@@ -1,0 +1,56 @@
+//! SES v2 adapter: `SendEmail` with a configuration set and message tags.
+
+use crate::aws::classify;
+use crate::ports::{EmailMessage, EmailSender, PortError, PortResult};
+use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
+
+#[derive(Debug, Clone)]
+pub struct SesEmail {
+    client: Client,
+    configuration_set: Option<String>,
+}
+
+impl SesEmail {
+    pub fn new(client: Client, configuration_set: Option<String>) -> Self {
+        Self { client, configuration_set }
+    }
+}
+
+fn utf8(data: &str) -> Result<Content, PortError> {
+    Content::builder().data(data).charset("UTF-8").build().map_err(|e| PortError::Unknown(e.into()))
+}
+
+impl EmailSender for SesEmail {
+    async fn send(&self, m: &EmailMessage) -> PortResult<String> {
+        let headers = m
+            .headers
+            .iter()
+            .map(|(name, value)| MessageHeader::builder().name(name).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::Unknown(e.into()))?;
+        let message = Message::builder()
+            .subject(utf8(&m.content.subject)?)
+            .body(Body::builder().html(utf8(&m.content.html)?).text(utf8(&m.content.text)?).build())
+            .set_headers((!headers.is_empty()).then_some(headers))
+            .build();
+        let tags = m
+            .tags
+            .iter()
+            .map(|(name, value)| MessageTag::builder().name(name).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::Unknown(e.into()))?;
+        let out = self
+            .client
+            .send_email()
+            .from_email_address(&m.from)
+            .destination(Destination::builder().to_addresses(m.to.as_str()).build())
+            .content(EmailContent::builder().simple(message).build())
+            .set_email_tags(Some(tags))
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await
+            .map_err(|e| classify("SendEmail", e))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+}

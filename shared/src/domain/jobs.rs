@@ -1,0 +1,67 @@
+//! Messages between Herald's own stages (not part of the producer contract).
+
+use crate::contract::{Locale, NotifyRequest};
+use crate::domain::recipient::Device;
+use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
+use serde::{Deserialize, Serialize};
+
+/// Ingest → eligibility, and dispatch → eligibility for a fallback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EligibilityJob {
+    pub message_id: MessageId,
+    pub request: NotifyRequest,
+    /// Channels already attempted, which a fallback must not try again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Channel>,
+    /// Set once the ledger says `deferred`, so waiting hops do not write again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+/// Where a dispatch sends: the contact point resolved by eligibility.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Contact {
+    Email(EmailAddress),
+    Sms(PhoneNumber),
+    Push(Vec<Device>),
+}
+
+impl Contact {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Contact::Email(_) => Channel::Email,
+            Contact::Sms(_) => Channel::Sms,
+            Contact::Push(_) => Channel::Push,
+        }
+    }
+}
+
+/// Eligibility → one channel queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchJob {
+    pub message_id: MessageId,
+    pub request: NotifyRequest,
+    pub contact: Contact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
+    /// Channels tried before this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Channel>,
+    /// Whether another channel may be tried if this one fails for good (`first` mode).
+    #[serde(default)]
+    pub may_fall_back: bool,
+}
+
+impl DispatchJob {
+    pub fn channel(&self) -> Channel {
+        self.contact.channel()
+    }
+
+    /// The job that sends eligibility looking for the next channel.
+    pub fn fallback(&self) -> EligibilityJob {
+        let mut tried = self.tried.clone();
+        tried.push(self.channel());
+        EligibilityJob { message_id: self.message_id.clone(), request: self.request.clone(), tried, deferred: false }
+    }
+}

@@ -1,0 +1,15 @@
+//! Pure domain: values, rules and decisions. Nothing here performs I/O or reads a clock.
+
+pub mod caps;
+pub mod contact;
+pub mod eligibility;
+pub mod ids;
+pub mod jobs;
+pub mod ledger;
+pub mod push;
+pub mod receipts;
+pub mod recipient;
+pub mod template;
+
+pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken};
+pub use ids::{CampaignId, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};

@@ -1,0 +1,177 @@
+//! A recipient as eligibility and dispatch see it: contact points, preferences,
+//! consents and devices.
+
+use crate::contract::{ConsentSource, Kind, Locale, TimeZone};
+use crate::domain::{Channel, EmailAddress, PhoneNumber, Platform, PushToken, RecipientId, Topic};
+use chrono::{DateTime, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A daily window, in the recipient's own time zone, during which marketing waits.
+/// `start` after `end` crosses midnight (22:00 to 08:00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    #[serde(with = "hhmm")]
+    pub start: NaiveTime,
+    #[serde(with = "hhmm")]
+    pub end: NaiveTime,
+}
+
+mod hhmm {
+    use chrono::NaiveTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &NaiveTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.format("%H:%M").to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.len() != 5 {
+            return Err(serde::de::Error::custom(format!("{raw:?} is not a time of day as HH:MM")));
+        }
+        NaiveTime::parse_from_str(&raw, "%H:%M")
+            .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a time of day as HH:MM")))
+    }
+}
+
+/// The state of one consent, as last set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentState {
+    pub granted: bool,
+    pub source: ConsentSource,
+    pub at: DateTime<Utc>,
+}
+
+/// Which consent a record is about: a channel and, optionally, one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsentScope {
+    pub channel: Channel,
+    pub topic: Option<Topic>,
+}
+
+impl ConsentScope {
+    /// Stable text form, used as a DynamoDB attribute suffix: `email:order_updates` or `email:*`.
+    pub fn key(&self) -> String {
+        match &self.topic {
+            Some(t) => format!("{}:{}", self.channel, t),
+            None => format!("{}:*", self.channel),
+        }
+    }
+
+    pub fn parse_key(raw: &str) -> Option<Self> {
+        let (channel, topic) = raw.split_once(':')?;
+        let channel = channel.parse().ok()?;
+        let topic = match topic {
+            "*" => None,
+            t => Some(Topic::new(t).ok()?),
+        };
+        Some(Self { channel, topic })
+    }
+}
+
+/// A registered device: the token and the SNS platform endpoint made for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub platform: Platform,
+    pub token: PushToken,
+    pub endpoint_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recipient {
+    pub id: Option<RecipientId>,
+    pub email: Option<EmailAddress>,
+    pub phone: Option<PhoneNumber>,
+    pub timezone: Option<TimeZone>,
+    pub locale: Option<Locale>,
+    pub quiet_hours: Option<QuietHours>,
+    pub consents: BTreeMap<ConsentScope, ConsentState>,
+    pub devices: Vec<Device>,
+}
+
+/// What consent allows for one channel and topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentVerdict {
+    Allowed,
+    /// Marketing without an explicit opt-in.
+    NotGranted,
+    /// The person opted out of this channel (or this topic on it).
+    OptedOut,
+}
+
+impl Recipient {
+    /// The most specific consent wins: the topic's own record, else the channel-wide one.
+    pub fn consent(&self, channel: Channel, topic: Option<&Topic>) -> Option<&ConsentState> {
+        let specific = topic.and_then(|t| self.consents.get(&ConsentScope { channel, topic: Some(t.clone()) }));
+        specific.or_else(|| self.consents.get(&ConsentScope { channel, topic: None }))
+    }
+
+    /// Marketing needs an explicit opt-in; transactional needs the channel not opted out.
+    pub fn consent_verdict(&self, channel: Channel, topic: Option<&Topic>, kind: Kind) -> ConsentVerdict {
+        match (self.consent(channel, topic).map(|c| c.granted), kind) {
+            (Some(false), _) => ConsentVerdict::OptedOut,
+            (Some(true), _) | (None, Kind::Transactional) => ConsentVerdict::Allowed,
+            (None, Kind::Marketing) => ConsentVerdict::NotGranted,
+        }
+    }
+
+    pub fn has_contact(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.email.is_some(),
+            Channel::Sms => self.phone.is_some(),
+            Channel::Push => !self.devices.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consent(granted: bool) -> ConsentState {
+        ConsentState { granted, source: ConsentSource::new("test").unwrap(), at: DateTime::UNIX_EPOCH }
+    }
+
+    #[test]
+    fn consent_rules() {
+        let topic = Topic::new("order_updates").unwrap();
+        let other = Topic::new("news").unwrap();
+        let mut r = Recipient::default();
+        use ConsentVerdict::*;
+        use Kind::*;
+        // Nothing recorded: transactional goes, marketing waits for an opt-in.
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&topic), Transactional), Allowed);
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&topic), Marketing), NotGranted);
+        // Channel-wide opt-in covers every topic.
+        r.consents.insert(ConsentScope { channel: Channel::Email, topic: None }, consent(true));
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&other), Marketing), Allowed);
+        // A topic opt-out beats the channel opt-in, for transactional too.
+        r.consents.insert(ConsentScope { channel: Channel::Email, topic: Some(topic.clone()) }, consent(false));
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&topic), Marketing), OptedOut);
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&topic), Transactional), OptedOut);
+        assert_eq!(r.consent_verdict(Channel::Email, Some(&other), Marketing), Allowed);
+        // Other channels are untouched.
+        assert_eq!(r.consent_verdict(Channel::Sms, Some(&topic), Marketing), NotGranted);
+    }
+
+    #[test]
+    fn consent_scope_keys_round_trip() {
+        for scope in [
+            ConsentScope { channel: Channel::Sms, topic: None },
+            ConsentScope { channel: Channel::Push, topic: Some(Topic::new("news").unwrap()) },
+        ] {
+            assert_eq!(ConsentScope::parse_key(&scope.key()), Some(scope));
+        }
+        assert_eq!(ConsentScope::parse_key("fax:*"), None);
+    }
+
+    #[test]
+    fn quiet_hours_parse_strictly() {
+        let q: QuietHours = serde_json::from_str(r#"{"start":"22:00","end":"08:00"}"#).unwrap();
+        assert_eq!(q.start, NaiveTime::from_hms_opt(22, 0, 0).unwrap());
+        assert!(serde_json::from_str::<QuietHours>(r#"{"start":"22","end":"08:00"}"#).is_err());
+        assert!(serde_json::from_str::<QuietHours>(r#"{"start":"24:00","end":"08:00"}"#).is_err());
+    }
+}
