@@ -162,10 +162,10 @@ impl IngestMessage {
                 format!("body is {} bytes, at most {MAX_REQUEST_BYTES} are accepted", body.len()),
             ));
         }
+        if !body.trim_start().starts_with('{') {
+            return Err(Rejection::new("malformed_json", "the body must be a JSON object"));
+        }
         let peek: Peek = serde_json::from_str(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data if e.to_string().contains("expected struct Peek") => {
-                Rejection::new("malformed_json", "the body must be a JSON object")
-            }
             serde_json::error::Category::Data => Rejection::new("invalid_field", e.to_string()),
             _ => Rejection::new("malformed_json", e.to_string()),
         })?;
@@ -236,10 +236,10 @@ impl NotifyRequest {
                 seen.push(*c);
             }
         }
-        if let (Some(send_at), Some(expires_at)) = (self.send_at, self.expires_at) {
-            if expires_at <= send_at {
-                return Err(Rejection::new("invalid_field", "expires_at must be after send_at"));
-            }
+        if let (Some(send_at), Some(expires_at)) = (self.send_at, self.expires_at)
+            && expires_at <= send_at
+        {
+            return Err(Rejection::new("invalid_field", "expires_at must be after send_at"));
         }
         Ok(())
     }

@@ -1,1 +1,1 @@
-
+//! Placeholder: this crate holds only tests (see main.rs).

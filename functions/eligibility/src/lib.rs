@@ -120,11 +120,13 @@ where
             }
         };
         for position in failed.iter().filter_map(|id| id.split('-').next()?.parse::<usize>().ok()) {
-            if let Some((_, outcome)) = outcomes.get_mut(position) {
-                if *outcome == Outcome::Done {
-                    *outcome = Outcome::Retry(format!("enqueue to {to:?} failed"));
-                    for slot in slots.get(position).into_iter().flatten() {
-                        let _ = deps.caps.give_back(slot).await;
+            if let Some((_, outcome)) = outcomes.get_mut(position)
+                && *outcome == Outcome::Done
+            {
+                *outcome = Outcome::Retry(format!("enqueue to {to:?} failed"));
+                for slot in slots.get(position).into_iter().flatten() {
+                    if let Err(e) = deps.caps.give_back(slot).await {
+                        tracing::warn!(error = %e, "could not give a cap slot back");
                     }
                 }
             }

@@ -774,6 +774,9 @@ impl CapCounter for DynamoCaps {
 
 // ============================================================== templates
 
+/// A template as last read (or its absence), and when.
+type Cached = (Instant, Option<Arc<CompiledTemplate>>);
+
 /// Templates, read from the table and kept compiled in memory for `ttl`, so a
 /// warm function reads each template about once a minute at most.
 #[derive(Debug)]
@@ -781,7 +784,7 @@ pub struct DynamoTemplates {
     client: Client,
     table: String,
     ttl: Duration,
-    cache: Mutex<HashMap<TemplateName, (Instant, Option<Arc<CompiledTemplate>>)>>,
+    cache: Mutex<HashMap<TemplateName, Cached>>,
 }
 
 impl DynamoTemplates {

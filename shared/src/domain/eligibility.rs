@@ -68,29 +68,30 @@ pub fn evaluate(facts: &Facts<'_>) -> Decision {
             Some(reason) => refusals.push((channel, reason)),
         }
     }
-    let Some(&(first_channel, first_reason)) = refusals.first().filter(|_| candidates.is_empty()) else {
-        if candidates.is_empty() {
+    if candidates.is_empty() {
+        // The reason is that of the first channel the person could have been reached
+        // on: a channel without a contact point explains nothing.
+        let Some(&(_, reason)) = refusals.iter().find(|(_, r)| *r != Reason::NoContact).or(refusals.first()) else {
             return Decision::Refuse {
                 reason: Reason::NoEligibleChannel,
                 detail: "every channel in the order was already tried".into(),
             };
+        };
+        let detail = refusals.iter().map(|(c, r)| format!("{c}: {r}")).collect::<Vec<_>>().join(", ");
+        return Decision::Refuse { reason, detail };
+    }
+    if request.kind == Kind::Marketing
+        && let Some(until) = quiet_until(facts.recipient, facts.now)
+    {
+        if request.expires_at.is_some_and(|e| e <= until) {
+            return Decision::Refuse {
+                reason: Reason::Expired,
+                detail: "expires before the recipient's quiet hours end".into(),
+            };
         }
-        if request.kind == Kind::Marketing {
-            if let Some(until) = quiet_until(facts.recipient, facts.now) {
-                if request.expires_at.is_some_and(|e| e <= until) {
-                    return Decision::Refuse {
-                        reason: Reason::Expired,
-                        detail: "expires before the recipient's quiet hours end".into(),
-                    };
-                }
-                return Decision::Defer { until, reason: Reason::QuietHoursDeferred };
-            }
-        }
-        return Decision::Send { candidates };
-    };
-    let _ = first_channel;
-    let detail = refusals.iter().map(|(c, r)| format!("{c}: {r}")).collect::<Vec<_>>().join(", ");
-    Decision::Refuse { reason: first_reason, detail }
+        return Decision::Defer { until, reason: Reason::QuietHoursDeferred };
+    }
+    Decision::Send { candidates }
 }
 
 /// The end of the recipient's quiet hours if `now` falls inside them.
@@ -189,6 +190,12 @@ mod tests {
         // Marketing without any opt-in: refused for the first channel's reason.
         let d = decide(&request("marketing", r#","channels":["email","sms"]"#), &recipient(), &[], now);
         assert!(refuse(Reason::NoConsent)(&d), "{d:?}");
+        // A channel without a contact point is not the reason: push (no device) comes first here.
+        let d = decide(&request("marketing", ""), &opted_out, &[], now);
+        assert!(refuse(Reason::OptedOut)(&d), "{d:?}");
+        let nobody = Recipient::default();
+        let d = decide(&request("transactional", ""), &nobody, &[], now);
+        assert!(refuse(Reason::NoContact)(&d), "{d:?}");
         // Opted out of both channels: even transactional is refused.
         let d = decide(&request("transactional", r#","channels":["email","sms"]"#), &opted_out, &[], now);
         assert!(refuse(Reason::OptedOut)(&d), "{d:?}");

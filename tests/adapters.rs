@@ -1,0 +1,154 @@
+//! The DynamoDB adapters and a handler's partial batch response, against moto.
+
+use crate::support::*;
+use chrono::{TimeDelta, Utc};
+use herald::aws::dynamodb::{DynamoCaps, DynamoLedger, DynamoRecipients};
+use herald::contract::{IngestMessage, NotifyRequest};
+use herald::domain::caps::CapSlot;
+use herald::domain::ledger::{Reason, Status};
+use herald::domain::{Channel, IdempotencyKey, MessageId};
+use herald::lambda::{Context, LambdaEvent, SqsEvent};
+use herald::ports::*;
+use serde_json::json;
+use std::sync::Arc;
+
+fn request(key: &str) -> NotifyRequest {
+    let body = json!({"idempotency_key": key, "recipient": "user-1", "template": "order_shipped", "kind": "marketing"});
+    match IngestMessage::parse(&body.to_string()).unwrap() {
+        IngestMessage::Notify(r) => *r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_takers_never_share_the_last_cap_slot() {
+    let t = TestStack::without_functions().await;
+    let caps = Arc::new(DynamoCaps::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("CapsTable")));
+    let slot = CapSlot {
+        key: format!("{}#email#day", t.tag),
+        max: 3,
+        expires_at: Utc::now() + TimeDelta::days(1),
+        label: "email/day".into(),
+    };
+    let takers: Vec<_> = (0..24)
+        .map(|_| {
+            let (caps, slot) = (caps.clone(), slot.clone());
+            tokio::spawn(async move { caps.try_take(&slot).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in takers {
+        granted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(granted, 3, "exactly the limit is granted, however many ask at once");
+    // A slot given back can be taken again, once.
+    caps.give_back(&slot).await.unwrap();
+    assert!(caps.try_take(&slot).await.unwrap());
+    assert!(!caps.try_take(&slot).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_ledger_admits_once_and_only_moves_forward() {
+    let t = TestStack::without_functions().await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
+    let key = format!("{}-k", t.tag);
+    let req = request(&key);
+    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
+    let now = Utc::now();
+    let admit = |source: &'static str| Admit {
+        id: &id,
+        source_id: source,
+        request: &req,
+        now,
+        dedupe_until: now + TimeDelta::hours(24),
+        expires_at: now + TimeDelta::days(30),
+    };
+    assert_eq!(ledger.admit(admit("sqs-1")).await.unwrap(), Admission::New);
+    assert_eq!(
+        ledger.admit(admit("sqs-1")).await.unwrap(),
+        Admission::Duplicate { status: Status::Accepted, same_source: true }
+    );
+    assert_eq!(
+        ledger.admit(admit("sqs-2")).await.unwrap(),
+        Admission::Duplicate { status: Status::Accepted, same_source: false }
+    );
+
+    // The send is claimed once; a second copy of the job finds it taken.
+    let until = now + TimeDelta::seconds(30);
+    assert_eq!(ledger.claim_send(&id, Channel::Email, now, until).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.claim_send(&id, Channel::Email, now, until).await.unwrap(), Applied::Stale);
+    // Released after a failed call, it can be claimed again.
+    ledger.release_send(&id, None).await.unwrap();
+    assert_eq!(ledger.claim_send(&id, Channel::Sms, now, until).await.unwrap(), Applied::Applied);
+    ledger.record_sent(&id, "provider-1", 4).await.unwrap();
+    // Once the provider id is recorded, even an expired claim is never retaken.
+    let later = now + TimeDelta::minutes(5);
+    assert_eq!(ledger.claim_send(&id, Channel::Sms, later, later).await.unwrap(), Applied::Stale);
+
+    // Receipts: forward moves apply once; late or repeated ones change nothing.
+    let delivered = Transition::new(Status::Delivered, now);
+    assert_eq!(ledger.transition(&id, delivered.clone()).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.transition(&id, delivered).await.unwrap(), Applied::Stale);
+    assert_eq!(ledger.transition(&id, Transition::new(Status::Sent, now)).await.unwrap(), Applied::Stale);
+    assert_eq!(
+        ledger.transition(&id, Transition::new(Status::Bounced, now).reason(Reason::SuppressedBounce)).await.unwrap(),
+        Applied::Applied
+    );
+    let unknown = MessageId::for_key(&IdempotencyKey::new("never-admitted").unwrap());
+    assert_eq!(ledger.transition(&unknown, Transition::new(Status::Delivered, now)).await.unwrap(), Applied::Unknown);
+
+    let entry = ledger.get(&id).await.unwrap().unwrap();
+    assert_eq!(entry.status, Status::Bounced);
+    assert_eq!(entry.provider_id.as_deref(), Some("provider-1"));
+    let statuses: Vec<_> = entry.history.iter().map(|h| h.status.as_str()).collect();
+    assert_eq!(statuses, ["accepted", "sent", "sent", "delivered", "bounced"]);
+}
+
+#[tokio::test]
+async fn an_older_consent_does_not_replace_a_newer_one() {
+    let t = TestStack::without_functions().await;
+    let store = DynamoRecipients::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("RecipientsTable"));
+    let who = format!("r-{}", t.tag);
+    let consent = |granted: bool, at: &str| match IngestMessage::parse(
+        &json!({"type": "set_consent", "recipient": who, "channel": "email", "topic": "news", "granted": granted,
+                "source": "test", "at": at})
+        .to_string(),
+    )
+    .unwrap()
+    {
+        IngestMessage::SetConsent(c) => c,
+        other => panic!("{other:?}"),
+    };
+    let now = Utc::now();
+    assert_eq!(store.set_consent(&consent(false, "2026-11-25T10:00:00Z"), now).await.unwrap(), ConsentApplied::Applied);
+    assert_eq!(store.set_consent(&consent(true, "2026-11-24T10:00:00Z"), now).await.unwrap(), ConsentApplied::Older);
+    let r = store.get(&herald::domain::RecipientId::new(who.clone()).unwrap()).await.unwrap().unwrap();
+    let topic = herald::domain::Topic::new("news").unwrap();
+    assert_eq!(r.consent(Channel::Email, Some(&topic)).map(|c| c.granted), Some(false));
+}
+
+#[tokio::test]
+async fn a_failed_forward_returns_only_its_records_to_the_queue() {
+    let t = TestStack::without_functions().await;
+    let spec = t.stack.functions.iter().find(|f| f.name == "ingest").unwrap();
+    let mut env = spec.env.clone();
+    // Eligibility's queue is gone: forwarding fails, so the valid notifications must be retried.
+    env.insert("HERALD_ELIGIBILITY_QUEUE_URL".into(), format!("{}/123456789012/missing-{}", endpoint(), t.tag));
+    let config = ingest::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
+    let deps = ingest::aws::deps(&t.sdk, &config);
+    let records = json!({"Records": [
+        {"messageId": "m-good", "body": json!({"idempotency_key": format!("{}-a", t.tag), "recipient": "u", "template": "order_shipped", "kind": "transactional"}).to_string()},
+        {"messageId": "m-bad", "body": "[1, 2"},
+        {"messageId": "m-command", "body": json!({"type": "upsert_recipient", "recipient": format!("u-{}", t.tag)}).to_string()},
+    ]});
+    let event: SqsEvent = serde_json::from_value(records).unwrap();
+    let response = ingest::handler(&deps, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(
+        failed,
+        ["m-good"],
+        "the bad body is rejected and recorded, the command applied, the notification retried"
+    );
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
+    assert_eq!(ledger.rejection("m-bad").await.unwrap().map(|r| r.0).as_deref(), Some("malformed_json"));
+}

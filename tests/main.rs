@@ -1,0 +1,8 @@
+//! Herald's integration tests: one binary, run against a moto server on loopback
+//! started once for the whole run (see `support`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod adapters;
+mod contract_schema;
+mod pipeline;
+mod support;

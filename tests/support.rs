@@ -1,0 +1,162 @@
+//! Shared test support: one moto server for the whole test binary, and a fresh,
+//! uniquely named Herald stack per test on it (so tests run in parallel).
+
+use aws_config::SdkConfig;
+use herald::aws::dynamodb::DynamoLedger;
+use herald::domain::{IdempotencyKey, MessageId};
+use herald::ports::{Ledger, LedgerEntry};
+use herald_cli::local::{provision, repo_root, sdk_for};
+use herald_cli::runner::Runner;
+use herald_cli::stack::Stack;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+struct Server {
+    endpoint: String,
+    // Holding the child keeps its stdin open; the server exits when this process does.
+    _child: Child,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The moto endpoint, started on first use (a free loopback port).
+pub fn endpoint() -> &'static str {
+    &SERVER
+        .get_or_init(|| {
+            let root = repo_root();
+            let mut child = Command::new(herald_cli::moto::python(&root))
+                .arg(root.join("scripts/moto_server.py"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto (run through `make test`, which installs it)");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("moto stdout")).read_line(&mut line).expect("moto endpoint");
+            assert!(line.starts_with("http://127.0.0.1:"), "moto did not start: {line:?}");
+            Server { endpoint: line.trim().to_owned(), _child: child }
+        })
+        .endpoint
+}
+
+/// A Herald stack of its own on the shared endpoint, optionally with its functions running.
+pub struct TestStack {
+    pub sdk: SdkConfig,
+    pub stack: Stack,
+    pub runner: Option<Runner>,
+    /// Unique per test: used in addresses, tokens and keys so moto's shared sinks can be filtered.
+    pub tag: String,
+}
+
+impl TestStack {
+    pub async fn new() -> Self {
+        Self::build(true).await
+    }
+
+    /// Resources only; the test calls handlers itself.
+    pub async fn without_functions() -> Self {
+        Self::build(false).await
+    }
+
+    async fn build(run: bool) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("t{}x{n}", std::process::id());
+        let sdk = sdk_for(endpoint()).await;
+        let stack = provision(&sdk, &repo_root(), &format!("{tag}-")).await.expect("provision the stack");
+        let runner = run.then(|| Runner::start(&stack, &sdk).expect("start the functions"));
+        Self { sdk, stack, runner, tag }
+    }
+
+    pub fn table(&self, logical: &str) -> String {
+        self.stack.tables.get(logical).cloned().unwrap_or_else(|| panic!("no table {logical}"))
+    }
+
+    pub fn queue_url(&self, logical: &str) -> String {
+        self.stack.queue(logical).unwrap().url.clone()
+    }
+
+    pub fn ledger(&self) -> DynamoLedger {
+        DynamoLedger::new(aws_sdk_dynamodb::Client::new(&self.sdk), self.table("LedgerTable"))
+    }
+
+    /// Publishes bodies to the ingest queue as a producer would; returns the SQS message ids.
+    pub async fn publish(&self, bodies: &[String]) -> Vec<String> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let mut ids = Vec::new();
+        for body in bodies {
+            let out =
+                sqs.send_message().queue_url(self.queue_url("IngestQueue")).message_body(body).send().await.unwrap();
+            ids.push(out.message_id.unwrap());
+        }
+        ids
+    }
+
+    pub async fn wait_idle(&self) {
+        self.stack.wait_idle(&self.sdk, Duration::from_secs(90)).await.expect("pipeline went idle");
+    }
+
+    pub async fn entry(&self, key: &str) -> Option<LedgerEntry> {
+        let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
+        self.ledger().get(&id).await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        if let Some(r) = self.runner {
+            r.stop().await;
+        }
+    }
+}
+
+/// What moto's fake providers received.
+pub async fn provider_data() -> Value {
+    let body = herald_cli::moto::http(endpoint(), "GET", "/moto-api/data.json").await.unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Emails moto's SES received for `address`.
+pub fn emails_to<'a>(data: &'a Value, address: &str) -> Vec<&'a Value> {
+    data["ses"]["Message"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["destinations"]["ToAddresses"].as_array().is_some_and(|a| a.iter().any(|x| x == address)))
+        .collect()
+}
+
+/// SMS moto's SNS received for `number`.
+pub fn sms_to<'a>(data: &'a Value, number: &str) -> Vec<&'a Value> {
+    data["sns"]["SMS"].as_array().into_iter().flatten().filter(|m| m["phone_number"] == number).collect()
+}
+
+/// Push messages moto's SNS delivered to the endpoint registered for `token`.
+pub fn pushes_to(data: &Value, token: &str) -> Vec<Value> {
+    data["sns"]["PlatformEndpoint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ep| ep["token"] == token)
+        .flat_map(|ep| ep["messages"].as_object().cloned().unwrap_or_default().into_values())
+        .collect()
+}
+
+/// The ARN of the platform endpoint moto made for `token`.
+pub fn endpoint_for(data: &Value, token: &str) -> Option<String> {
+    data["sns"]["PlatformEndpoint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|ep| ep["token"] == token)
+        .and_then(|ep| ep["arn"].as_str().map(str::to_owned))
+}
+
+/// A phone number unique to a test run (the 555-01xx range is reserved for fiction).
+pub fn phone(tag: &str, n: u32) -> String {
+    // FNV-1a of the tag, so parallel tests get different numbers.
+    let seed = tag.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("+1555{:07}", (seed.wrapping_add(n)) % 10_000_000)
+}
