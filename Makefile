@@ -5,7 +5,7 @@ CARGO ?= cargo
 # A Python with moto and cfn-lint at the pinned versions (installs them into .venv if needed).
 PYTHON = $(shell scripts/python.sh)
 
-.PHONY: demo local test fmt lint unit check-templates cfn-lint deps clean
+.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean
 
 ## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a report
 demo:
@@ -16,7 +16,7 @@ local:
 	HERALD_PYTHON=$(PYTHON) HERALD_LOCAL_PORT=$(or $(PORT),0) $(CARGO) run --quiet -p herald-cli --bin herald -- local
 
 ## test: everything CI runs
-test: fmt lint unit check-templates cfn-lint
+test: fmt lint unit check-templates cfn-lint smoke-local
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -31,7 +31,12 @@ check-templates:
 	$(CARGO) run --quiet -p herald-cli --bin herald -- templates check --dir templates
 
 cfn-lint:
-	$(PYTHON) -m cfnlint template.yaml
+	$(PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" template.yaml
+
+## smoke-local: `herald local` serves a notification published with another language's SDK (boto3)
+smoke-local:
+	$(CARGO) build --quiet -p herald-cli --bin herald
+	HERALD_PYTHON=$(PYTHON) $(PYTHON) scripts/local_smoke.py target/debug/herald
 
 deps:
 	@echo "python: $(PYTHON)"
