@@ -62,9 +62,9 @@ pub struct NotifyRequest {
     pub channels: Option<Vec<Channel>>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub mode: Mode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "instant")]
     pub send_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "instant")]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<CampaignId>,
@@ -103,7 +103,7 @@ pub struct SetConsent {
     pub granted: bool,
     pub source: ConsentSource,
     /// When the person gave or withdrew it; absent means when Herald received it.
-    #[serde(default)]
+    #[serde(default, with = "instant")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -326,5 +326,86 @@ impl TryFrom<String> for Locale {
 impl From<Locale> for String {
     fn from(l: Locale) -> String {
         l.0
+    }
+}
+
+/// Instants exactly as RFC 3339 writes them (`2026-11-25T18:00:00Z`,
+/// `2026-11-25T19:00:00.5+01:00`): chrono alone also takes looser forms that the
+/// published schema (`format: date-time`) refuses.
+pub mod instant {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(raw: &str) -> Result<DateTime<Utc>, String> {
+        let bad = || format!("{raw:?} is not an RFC 3339 date-time such as \"2026-11-25T18:00:00Z\"");
+        let b = raw.as_bytes();
+        let digits = |from: usize, to: usize| b.get(from..to).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+        let is = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+        let head = digits(0, 4)
+            && is(4, b"-")
+            && digits(5, 7)
+            && is(7, b"-")
+            && digits(8, 10)
+            && is(10, b"Tt")
+            && digits(11, 13)
+            && is(13, b":")
+            && digits(14, 16)
+            && is(16, b":")
+            && digits(17, 19)
+            // Second 60 exists only as a leap second, at the end of a minute 59.
+            && (b.get(17..19) != Some(b"60") || b.get(14..16) == Some(b"59"));
+        if !head {
+            return Err(bad());
+        }
+        let mut i = 19;
+        if is(i, b".") {
+            i += 1;
+            let start = i;
+            while is(i, b"0123456789") {
+                i += 1;
+            }
+            if i == start {
+                return Err(bad());
+            }
+        }
+        let zone = b.get(i..).unwrap_or_default();
+        let zone_ok = zone.eq_ignore_ascii_case(b"z")
+            || (zone.len() == 6 && is(i, b"+-") && digits(i + 1, i + 3) && is(i + 3, b":") && digits(i + 4, i + 6));
+        if !zone_ok {
+            return Err(bad());
+        }
+        DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| bad())
+    }
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|raw| parse(&raw).map_err(serde::de::Error::custom)).transpose()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn strict_rfc3339() {
+            for ok in ["2026-11-25T18:00:00Z", "2026-11-25t18:00:00.123z", "2026-11-25T19:00:00+01:00"] {
+                assert!(super::parse(ok).is_ok(), "{ok}");
+            }
+            for bad in [
+                "2026-11-25 18:00:00Z",
+                "2026-11-25T18:00:00+0100",
+                "2026-11-25T18:00:00Z ",
+                "2026-1-25T18:00:00Z",
+                "2026-11-25T18:00:60Z",
+                "2026-11-25T18:00:00.Z",
+                "2026-02-30T18:00:00Z",
+            ] {
+                assert!(super::parse(bad).is_err(), "{bad}");
+            }
+        }
     }
 }
