@@ -9,6 +9,7 @@
 pub mod config;
 pub mod contract;
 pub mod domain;
+pub mod metrics;
 pub mod ports;
 
 #[cfg(feature = "aws")]

@@ -1,0 +1,58 @@
+//! Metrics as CloudWatch embedded metric format (EMF) log lines: one JSON line on
+//! stdout per event, which CloudWatch Logs turns into metrics with no API call.
+//!
+//! Dimensions are low-cardinality names (stage, outcome, channel, template,
+//! campaign); never a recipient, address or message id.
+
+use serde_json::{Map, Value, json};
+use std::io::Write;
+
+pub const NAMESPACE: &str = "Herald";
+
+/// One count of `metric` with the given dimensions, e.g.
+/// `count("Notifications", &[("Stage", "eligibility"), ("Outcome", "suppressed"), ("Reason", "no_consent")])`.
+pub fn count(metric: &str, dimensions: &[(&str, &str)]) {
+    let line = emf_line(metric, dimensions, chrono::Utc::now().timestamp_millis());
+    // A failed write to stdout must never fail a record: metrics are best effort.
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// The EMF document for one count (separate from [`count`] so it can be tested).
+pub fn emf_line(metric: &str, dimensions: &[(&str, &str)], timestamp_ms: i64) -> String {
+    let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    let mut doc = Map::new();
+    doc.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [names],
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
+            }],
+        }),
+    );
+    for (k, v) in dimensions {
+        doc.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    doc.insert(metric.to_owned(), json!(1));
+    Value::Object(doc).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_names_its_dimensions_and_value() {
+        let line = emf_line("Notifications", &[("Stage", "eligibility"), ("Outcome", "suppressed")], 1_700_000_000_000);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Herald");
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Stage", "Outcome"]));
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Notifications");
+        assert_eq!(
+            (v["Stage"].as_str(), v["Outcome"].as_str(), v["Notifications"].as_i64()),
+            (Some("eligibility"), Some("suppressed"), Some(1))
+        );
+    }
+}
