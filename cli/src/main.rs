@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => {
             init_logs("warn");
+            herald::metrics::disable();
             let local = Local::up(&repo_root(), 0, "herald-").await?;
             let report = herald_cli::demo::run(&local).await;
             local.runner.stop().await;

@@ -6,12 +6,23 @@
 
 use serde_json::{Map, Value, json};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Stops emitting (the CLI's demo prints a report on stdout instead).
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
 
 pub const NAMESPACE: &str = "Herald";
 
 /// One count of `metric` with the given dimensions, e.g.
 /// `count("Notifications", &[("Stage", "eligibility"), ("Outcome", "suppressed"), ("Reason", "no_consent")])`.
 pub fn count(metric: &str, dimensions: &[(&str, &str)]) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let line = emf_line(metric, dimensions, chrono::Utc::now().timestamp_millis());
     // A failed write to stdout must never fail a record: metrics are best effort.
     let _ = writeln!(std::io::stdout().lock(), "{line}");
