@@ -5,7 +5,7 @@ CARGO ?= cargo
 # A Python with moto and cfn-lint at the pinned versions (installs them into .venv if needed).
 PYTHON = $(shell scripts/python.sh)
 
-.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean
+.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate
 
 ## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a report
 demo:
@@ -16,7 +16,7 @@ local:
 	HERALD_PYTHON=$(PYTHON) HERALD_LOCAL_PORT=$(or $(PORT),0) $(CARGO) run --quiet -p herald-cli --bin herald -- local
 
 ## test: everything CI runs
-test: fmt lint unit check-templates cfn-lint smoke-local
+test: fmt lint unit check-templates cfn-lint smoke-local infra-test
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -37,6 +37,38 @@ cfn-lint:
 smoke-local:
 	$(CARGO) build --quiet -p herald-cli --bin herald
 	HERALD_PYTHON=$(PYTHON) $(PYTHON) scripts/local_smoke.py target/debug/herald
+
+## build: the Lambda artifacts, target/lambda/<function>/bootstrap, one per crate under functions/
+## (cargo-lambda and zig from requirements-build.txt, into .venv/build). SAM and the CDK construct deploy these.
+FUNCTIONS = $(notdir $(patsubst %/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
+build:
+	@set -e; tools=$$(scripts/tool_venv.sh build); \
+	for f in $(FUNCTIONS); do \
+	  echo "cargo lambda build --release --arm64 --package $$f"; \
+	  PATH="$$tools:$$PATH" $(CARGO) lambda build --release --arm64 --package $$f; \
+	done
+	@ls -l target/lambda/*/bootstrap
+
+## bench: what a notification costs (AWS requests, DynamoDB units, $ per million), pipeline throughput
+## against the endpoint's floor, hot paths (criterion), each function's size, start time and memory.
+## Prints one table; writes bench/results/latest.{json,md} and the README's Benchmarks table. Not part of `make test`.
+## Builds each function's x86_64 release binary first (BENCH_ARGS="--quick" for a short run).
+.PHONY: bench
+bench:
+	@set -e; for f in $(FUNCTIONS); do echo "cargo build --release --package $$f"; $(CARGO) build --release --quiet --package $$f; done
+	$(CARGO) bench --quiet -p herald-bench --bench hot_paths
+	HERALD_PYTHON=$(PYTHON) $(CARGO) run --release --quiet -p herald-bench --bin herald-bench -- $(BENCH_ARGS)
+
+## infra-test: the CDK construct (infra/): npm ci, offline synth with cdk-nag, parity with
+## template.yaml (and a self-test that a one-sided queue change fails it), cfn-lint over the synthesized template
+infra-test:
+	cd infra && npm ci --no-audit --no-fund --loglevel=error
+	HERALD_PYTHON=$(PYTHON) scripts/infra_test.sh
+
+## sam-validate: `sam validate --lint` over template.yaml (aws-sam-cli from requirements-sam.txt, into .venv/sam)
+sam-validate:
+	tools=$$(scripts/tool_venv.sh sam) && \
+	SAM_CLI_TELEMETRY=0 "$$tools/sam" validate --lint --region us-east-1 --template template.yaml
 
 deps:
 	@echo "python: $(PYTHON)"

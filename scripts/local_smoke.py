@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -68,8 +69,13 @@ def main() -> int:
         )
         deadline = time.time() + 60
         while time.time() < deadline:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/data.json") as r:
-                data = json.load(r)
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json") as r:
+                    data = json.load(r)
+            except urllib.error.HTTPError:
+                # moto answers 500 now and then while other requests change its state: ask again.
+                time.sleep(0.2)
+                continue
             sent = [
                 m
                 for m in data.get("ses", {}).get("Message", [])

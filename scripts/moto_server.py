@@ -4,27 +4,50 @@ Prints the endpoint URL on the first line of stdout once it accepts requests,
 then serves until its stdin closes: when the process that started it exits
 (normally or not), the pipe closes and the server stops with it.
 
+DynamoDB serializes the writes to one item, which is what makes a conditional
+write atomic; moto evaluates a condition and applies the update in Python
+threads that can interleave. So DynamoDB requests are served one at a time here
+(a lock around them only: SQS long polls and the rest stay concurrent), and a
+conditional write behaves as it does on AWS.
+
 Usage: python3 scripts/moto_server.py [PORT]   (0 or absent: a free port)
 """
 
 import logging
 import sys
+import threading
 
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+
+def serialize_dynamodb(app):
+    lock = threading.Lock()
+
+    def wrapped(environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with lock:
+                # The body is produced inside the lock: the update and its answer are one step.
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return wrapped
 
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, bound = server.get_host_and_port()
+    app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, bound = server.server_address[:2]
     print(f"http://{host}:{bound}", flush=True)
     try:
         sys.stdin.read()
     except KeyboardInterrupt:
         pass
-    server.stop()
+    server.shutdown()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ use crate::support::*;
 use chrono::{TimeDelta, Utc};
 use herald::aws::dynamodb::{DynamoCaps, DynamoLedger, DynamoRecipients};
 use herald::contract::{IngestMessage, NotifyRequest};
-use herald::domain::caps::CapSlot;
+use herald::domain::caps::{CapScope, CapSlot};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::{Channel, IdempotencyKey, MessageId};
 use herald::lambda::{Context, LambdaEvent, SqsEvent};
@@ -24,11 +24,15 @@ fn request(key: &str) -> NotifyRequest {
 async fn concurrent_takers_never_share_the_last_cap_slot() {
     let t = TestStack::without_functions().await;
     let caps = Arc::new(DynamoCaps::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("CapsTable")));
+    let now = Utc::now();
     let slot = CapSlot {
         key: format!("{}#email#day", t.tag),
         max: 3,
-        expires_at: Utc::now() + TimeDelta::days(1),
+        rolling_secs: None,
+        expires_at: now + TimeDelta::days(1),
+        at: now,
         label: "email/day".into(),
+        scope: CapScope::EachChannel,
     };
     let takers: Vec<_> = (0..24)
         .map(|_| {
@@ -45,6 +49,39 @@ async fn concurrent_takers_never_share_the_last_cap_slot() {
     caps.give_back(&slot).await.unwrap();
     assert!(caps.try_take(&slot).await.unwrap());
     assert!(!caps.try_take(&slot).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_window_is_atomic_and_rolls() {
+    let t = TestStack::without_functions().await;
+    let caps = Arc::new(DynamoCaps::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("CapsTable")));
+    let now = Utc::now();
+    let slot = |at: chrono::DateTime<Utc>| CapSlot {
+        key: format!("{}#campaign:sale#24h", t.tag),
+        max: 2,
+        rolling_secs: Some(86_400),
+        expires_at: at + TimeDelta::hours(25),
+        at,
+        label: "campaign/24h".into(),
+        scope: CapScope::Campaign,
+    };
+    let takers: Vec<_> = (0..12)
+        .map(|i| {
+            let (caps, slot) = (caps.clone(), slot(now + TimeDelta::milliseconds(i)));
+            tokio::spawn(async move { caps.try_take(&slot).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in takers {
+        // Under heavy contention a taker may give up (reported as throttling, so it retries later);
+        // what matters is that no more than the limit is ever granted.
+        granted += usize::from(t.await.unwrap().unwrap_or(false));
+    }
+    assert!((1..=2).contains(&granted), "never more than the limit: {granted}");
+    // Fill it up, then 24 hours after the first take, a slot has rolled out.
+    while caps.try_take(&slot(now + TimeDelta::seconds(1))).await.unwrap() {}
+    assert!(!caps.try_take(&slot(now + TimeDelta::hours(23))).await.unwrap());
+    assert!(caps.try_take(&slot(now + TimeDelta::hours(24) + TimeDelta::seconds(1))).await.unwrap());
 }
 
 #[tokio::test]
@@ -73,17 +110,19 @@ async fn the_ledger_admits_once_and_only_moves_forward() {
         Admission::Duplicate { status: Status::Accepted, same_source: false }
     );
 
-    // The send is claimed once; a second copy of the job finds it taken.
+    // The send is claimed once; a second copy of the job finds it taken, even for another channel.
     let until = now + TimeDelta::seconds(30);
-    assert_eq!(ledger.claim_send(&id, Channel::Email, now, until).await.unwrap(), Applied::Applied);
-    assert_eq!(ledger.claim_send(&id, Channel::Email, now, until).await.unwrap(), Applied::Stale);
+    let claim = |channel, at, until| Claim { id: &id, channel, per_channel: false, variant: None, at, until };
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Applied::Stale);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Applied::Stale);
     // Released after a failed call, it can be claimed again.
-    ledger.release_send(&id, None).await.unwrap();
-    assert_eq!(ledger.claim_send(&id, Channel::Sms, now, until).await.unwrap(), Applied::Applied);
-    ledger.record_sent(&id, "provider-1", 4).await.unwrap();
+    ledger.release_send(&id, Channel::Email, None).await.unwrap();
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Applied::Applied);
+    ledger.record_sent(&id, "provider-1", 4, None).await.unwrap();
     // Once the provider id is recorded, even an expired claim is never retaken.
     let later = now + TimeDelta::minutes(5);
-    assert_eq!(ledger.claim_send(&id, Channel::Sms, later, later).await.unwrap(), Applied::Stale);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, later, later)).await.unwrap(), Applied::Stale);
 
     // Receipts: forward moves apply once; late or repeated ones change nothing.
     let delivered = Transition::new(Status::Delivered, now);
@@ -151,4 +190,39 @@ async fn a_failed_forward_returns_only_its_records_to_the_queue() {
     );
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
     assert_eq!(ledger.rejection("m-bad").await.unwrap().map(|r| r.0).as_deref(), Some("malformed_json"));
+}
+
+#[tokio::test]
+async fn all_mode_claims_each_channel_once() {
+    let t = TestStack::without_functions().await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
+    let key = format!("{}-all", t.tag);
+    let req = request(&key);
+    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
+    let now = Utc::now();
+    let admit = Admit {
+        id: &id,
+        source_id: "s",
+        request: &req,
+        now,
+        dedupe_until: now + TimeDelta::hours(1),
+        expires_at: now + TimeDelta::days(1),
+    };
+    ledger.admit(admit).await.unwrap();
+    let claim = |channel| Claim {
+        id: &id,
+        channel,
+        per_channel: true,
+        variant: Some("b"),
+        at: now,
+        until: now + TimeDelta::seconds(30),
+    };
+    assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Applied::Stale, "each channel once");
+    let entry = ledger.get(&id).await.unwrap().unwrap();
+    assert_eq!(entry.variant.as_deref(), Some("b"));
+    let sent_on: Vec<_> =
+        entry.history.iter().filter(|h| h.status == "sent").filter_map(|h| h.channel.clone()).collect();
+    assert_eq!(sent_on, ["email", "sms"]);
 }

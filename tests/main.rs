@@ -4,5 +4,10 @@
 
 mod adapters;
 mod contract_schema;
+mod dispatching;
 mod pipeline;
+mod receipts;
+mod recipients;
+mod scheduling;
 mod support;
+mod webhooks;

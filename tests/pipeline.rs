@@ -45,7 +45,7 @@ async fn every_channel_sends_a_duplicate_once_and_bad_input_does_not_stop_the_ba
     let emails = emails_to(&data, &bob);
     assert_eq!(emails.len(), 1);
     assert_eq!(emails[0]["subject"], "Order 1002 has shipped");
-    assert_eq!(emails[0]["source"], "notifications@example.com");
+    assert_eq!(emails[0]["source"], "Example Shop <orders@example.com>", "the template's own sender");
     let sms = sms_to(&data, &carol_phone);
     assert_eq!(sms.len(), 1);
     assert_eq!(sms[0]["message"], "Order 1003 has shipped and arrives Tuesday.");

@@ -114,8 +114,7 @@ impl TestStack {
 
 /// What moto's fake providers received.
 pub async fn provider_data() -> Value {
-    let body = herald_cli::moto::http(endpoint(), "GET", "/moto-api/data.json").await.unwrap();
-    serde_json::from_str(&body).unwrap()
+    herald_cli::moto::data(endpoint()).await.unwrap()
 }
 
 /// Emails moto's SES received for `address`.

@@ -42,6 +42,10 @@ fn setup_commands() -> Vec<String> {
         json!({"type": "set_consent", "recipient": "user-finn", "channel": "email", "granted": true, "source": "signup-form"}),
         json!({"type": "upsert_recipient", "recipient": "user-gus", "email": "bounce@simulator.amazonses.com"}),
         json!({"type": "upsert_recipient", "recipient": "user-hal", "email": "hal@example.org"}),
+        json!({"type": "upsert_recipient", "recipient": "user-kim", "email": "kim@example.org"}),
+        json!({"type": "set_consent", "recipient": "user-kim", "channel": "email", "granted": true, "source": "signup-form"}),
+        json!({"type": "upsert_recipient", "recipient": "user-lea", "email": "lea@example.org"}),
+        json!({"type": "set_consent", "recipient": "user-lea", "channel": "email", "granted": true, "source": "signup-form"}),
         json!({"type": "register_push_token", "recipient": "user-hal", "platform": "apns", "token": "apns-token-hal-stale"}),
     ]
     .iter()
@@ -49,15 +53,17 @@ fn setup_commands() -> Vec<String> {
     .collect()
 }
 
+fn shipped(key: &str, who: &str, order: &str) -> Value {
+    json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+           "data": {"order_id": order, "eta": "mardi"}, "topic": "order_updates"})
+}
+
+fn digest(key: &str, who: &str, campaign: &str) -> Value {
+    json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
+           "topic": "news", "campaign": campaign, "data": {"headline": "Five new arrivals"}})
+}
+
 fn notifications() -> Vec<Sample> {
-    let shipped = |key: &str, who: &str, order: &str| {
-        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
-               "data": {"order_id": order, "eta": "mardi"}, "topic": "order_updates"})
-    };
-    let digest = |key: &str, who: &str, campaign: &str| {
-        json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
-               "topic": "news", "campaign": campaign, "data": {"headline": "Five new arrivals"}})
-    };
     vec![
         notify(
             "ana: order shipped (push, in French)",
@@ -102,6 +108,12 @@ fn notifications() -> Vec<Sample> {
             "push fails, falls back to email",
             shipped("order-1004-shipped", "user-hal", "1004"),
         ),
+        notify(
+            "kim: spring sale (20% holdout)",
+            "suppressed: holdout",
+            digest("spring-kim", "user-kim", "spring-sale"),
+        ),
+        notify("lea: spring sale", "sent on email, variant b", digest("spring-lea", "user-lea", "spring-sale")),
         notify(
             "an unknown template",
             "rejected: unknown_template",
@@ -195,18 +207,23 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
     simulate_ses_events(local, &ledger, &keys).await?;
     local.stack.wait_idle(&local.sdk, idle).await?;
 
-    eprintln!("herald demo: a new order for the address that bounced");
-    let after = notify(
-        "gus: another order, after the bounce",
-        "suppressed: suppressed_bounce",
-        json!({"idempotency_key": "order-1005-shipped", "recipient": "user-gus", "template": "order_shipped",
-               "kind": "transactional", "channels": ["email"], "data": {"order_id": "1005"}}),
-    );
-    sent_ids.push(publish(local, &after.body).await?);
+    eprintln!("herald demo: follow-ups");
+    let after = [
+        notify(
+            "gus: another order, after the bounce",
+            "suppressed: suppressed_bounce",
+            json!({"idempotency_key": "order-1005-shipped", "recipient": "user-gus", "template": "order_shipped",
+                   "kind": "transactional", "channels": ["email"], "data": {"order_id": "1005"}}),
+        ),
+        notify("lea: the spring sale again", "suppressed: cooldown", digest("spring-lea-2", "user-lea", "spring-sale")),
+    ];
+    for s in &after {
+        sent_ids.push(publish(local, &s.body).await?);
+    }
     local.stack.wait_idle(&local.sdk, idle).await?;
 
     let mut all = samples;
-    all.push(after);
+    all.extend(after);
     report(local, &ledger, &all, &sent_ids).await
 }
 
@@ -260,6 +277,8 @@ async fn report(
                     .map(|h| format!("{} failed first", h.channel.clone().unwrap_or_default()))
                     .collect();
                 let reason = e.reason.clone().unwrap_or_else(|| "-".into());
+                let path: Vec<String> =
+                    path.into_iter().chain(e.variant.clone().map(|v| format!("variant {v}"))).collect();
                 let provider = e.provider_id.clone().map(|p| shorten(&p, 24)).unwrap_or_else(|| "-".into());
                 let note = if path.is_empty() { provider } else { format!("{provider} ({})", path.join(", ")) };
                 (e.status.to_string(), e.channel.clone().unwrap_or_else(|| "-".into()), reason, note)

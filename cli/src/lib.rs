@@ -3,8 +3,10 @@
 //! its real queues, the demo, template checks.
 
 pub mod demo;
+pub mod funnel;
 pub mod local;
 pub mod moto;
 pub mod runner;
 pub mod stack;
 pub mod templates;
+pub mod web;

@@ -5,6 +5,7 @@ use crate::moto::Moto;
 use crate::runner::Runner;
 use crate::stack::{self, LocalParams, Stack};
 use crate::templates;
+use crate::web::WebFront;
 use anyhow::Context as _;
 use aws_config::SdkConfig;
 use chrono::Utc;
@@ -31,6 +32,16 @@ pub async fn sdk_for(endpoint: &str) -> SdkConfig {
 /// Creates what a team creates by hand before deploying (the SES identity, the SNS
 /// platform applications), then the stack from `template.yaml`, then uploads the templates.
 pub async fn provision(sdk: &SdkConfig, root: &Path, prefix: &str) -> anyhow::Result<Stack> {
+    provision_with_web_port(sdk, root, prefix, 0).await
+}
+
+/// As [`provision`], with the first function URL on `web_port` (0: a free port).
+pub async fn provision_with_web_port(
+    sdk: &SdkConfig,
+    root: &Path,
+    prefix: &str,
+    web_port: u16,
+) -> anyhow::Result<Stack> {
     let template = stack::read_template(&root.join("template.yaml"))?;
     let identity = template
         .get("Parameters")
@@ -62,31 +73,62 @@ pub async fn provision(sdk: &SdkConfig, root: &Path, prefix: &str) -> anyhow::Re
             .context("no platform application ARN")?;
         overrides.insert(param.to_owned(), arn);
     }
-    let stack = stack::create(sdk, &template, prefix, LocalParams { overrides }).await?;
+    // Secrets a deployment is given: fresh ones for each local stack (tests read them
+    // back from `stack.params`; `herald local` prints them).
+    overrides.insert("UnsubscribeKey".to_owned(), local_secret(prefix, "unsubscribe"));
+    let provider = serde_json::json!({ LOCAL_PROVIDER: local_secret(prefix, "provider") });
+    overrides.insert("WebhookProviderSecrets".to_owned(), provider.to_string());
+    let stack = stack::create(sdk, &template, prefix, LocalParams { overrides, web_port }).await?;
 
     let table = stack.tables.get("TemplatesTable").context("the template declares no TemplatesTable")?;
     let store = DynamoTemplates::new(aws_sdk_dynamodb::Client::new(sdk), table, Duration::from_secs(60));
     for t in templates::load_dir(&root.join("templates"))? {
         store.put(&t.doc, Utc::now()).await?;
     }
+    for c in templates::load_campaigns(&root.join("campaigns"))? {
+        store.put_campaign(&c, Utc::now()).await?;
+    }
     Ok(stack)
 }
 
-/// Moto, the stack and the running functions.
+/// The custom provider a local stack accepts reports from (its secret is in
+/// `stack.params["WebhookProviderSecrets"]`).
+pub const LOCAL_PROVIDER: &str = "local";
+
+/// A secret for a local stack: 64 hex digits, different for every stack and run.
+fn local_secret(prefix: &str, purpose: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let seed = format!(
+        "{prefix}|{purpose}|{}|{}|{:?}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        std::time::Instant::now()
+    );
+    hex::encode(Sha256::digest(seed.as_bytes()))
+}
+
+/// Moto, the stack, the running functions and the served function URLs.
 pub struct Local {
     pub moto: Moto,
     pub sdk: SdkConfig,
     pub stack: Stack,
     pub runner: Runner,
+    pub web: WebFront,
 }
 
 impl Local {
     pub async fn up(root: &Path, port: u16, prefix: &str) -> anyhow::Result<Self> {
+        Self::up_with_web_port(root, port, 0, prefix).await
+    }
+
+    /// As [`Local::up`], serving the function URLs from `web_port` on (0: free ports).
+    pub async fn up_with_web_port(root: &Path, port: u16, web_port: u16, prefix: &str) -> anyhow::Result<Self> {
         let moto = Moto::start(root, port).await?;
         let sdk = sdk_for(&moto.endpoint).await;
-        let stack = provision(&sdk, root, prefix).await?;
+        let stack = provision_with_web_port(&sdk, root, prefix, web_port).await?;
         let runner = Runner::start(&stack, &sdk)?;
-        Ok(Self { moto, sdk, stack, runner })
+        let web = WebFront::start(&stack, &sdk).await?;
+        Ok(Self { moto, sdk, stack, runner, web })
     }
 }
 
@@ -96,7 +138,7 @@ impl Stack {
     pub async fn wait_idle(&self, sdk: &SdkConfig, timeout: Duration) -> anyhow::Result<()> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let sqs = aws_sdk_sqs::Client::new(sdk);
-        let queues: Vec<_> = self.functions.iter().filter_map(|f| self.queues.get(&f.queue)).collect();
+        let queues: Vec<_> = self.functions.iter().filter_map(|f| self.queues.get(f.queue()?)).collect();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut quiet_rounds = 0;
         while quiet_rounds < 3 {

@@ -20,6 +20,9 @@ enum Command {
         /// Port for the local AWS endpoint (0: a free one).
         #[arg(long, default_value_t = 0, env = "HERALD_LOCAL_PORT")]
         port: u16,
+        /// Port for the local webhook function URL (0: a free one).
+        #[arg(long, default_value_t = 0, env = "HERALD_WEBHOOK_PORT")]
+        webhook_port: u16,
     },
     /// Template files.
     Templates {
@@ -32,6 +35,13 @@ enum Command {
         #[arg(long, env = "HERALD_LEDGER_TABLE")]
         table: String,
     },
+    /// A campaign's funnel: accepted, suppressed by reason, sent, delivered, opened, clicked,
+    /// bounced (scans the ledger table: an operator command, not for a hot path).
+    Funnel {
+        campaign: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        table: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -40,6 +50,9 @@ enum TemplatesCommand {
     Check {
         #[arg(long, default_value = "templates")]
         dir: PathBuf,
+        /// SMS segments a message may cost (the SmsMaxSegments parameter of the deployment).
+        #[arg(long, default_value_t = 3)]
+        max_sms_segments: usize,
     },
     /// Upload every template to the templates table (uses the standard AWS environment).
     Push {
@@ -67,28 +80,37 @@ async fn main() -> anyhow::Result<()> {
             local.runner.stop().await;
             println!("{}", report?);
         }
-        Command::Local { port } => {
+        Command::Local { port, webhook_port } => {
             init_logs("info");
-            let local = Local::up(&repo_root(), port, "herald-").await?;
+            let local = Local::up_with_web_port(&repo_root(), port, webhook_port, "herald-").await?;
             println!("AWS_ENDPOINT_URL={}", local.moto.endpoint);
             println!("AWS_REGION=us-east-1");
             println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
             println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
+            println!("HERALD_WEBHOOK_URL={}", local.web.url("WebhooksFunction").context("WebhooksFunction URL")?);
+            // Local secrets, so a developer can sign unsubscribe links and provider reports.
+            for (param, var) in
+                [("UnsubscribeKey", "HERALD_UNSUBSCRIBE_KEY"), ("WebhookProviderSecrets", "HERALD_WEBHOOK_SECRETS")]
+            {
+                println!("{var}={}", local.stack.params.get(param).map(String::as_str).unwrap_or_default());
+            }
             println!("# Herald is running; publish to the ingest queue (any credentials work). Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             local.runner.stop().await;
         }
-        Command::Templates { command: TemplatesCommand::Check { dir } } => {
+        Command::Templates { command: TemplatesCommand::Check { dir, max_sms_segments } } => {
             init_logs("warn");
             let templates = herald_cli::templates::load_dir(&dir)?;
-            let problems = herald_cli::templates::check_all(&templates);
+            let campaigns = herald_cli::templates::load_campaigns(&dir.with_file_name("campaigns"))?;
+            let limits = herald::domain::template::Limits { max_sms_segments, ..Default::default() };
+            let problems = herald_cli::templates::check_all(&templates, &limits);
             for p in &problems {
                 eprintln!("{p}");
             }
             if !problems.is_empty() {
                 anyhow::bail!("{} problem(s) in {} template(s)", problems.len(), templates.len());
             }
-            println!("{} template(s) checked, no problems", templates.len());
+            println!("{} template(s) and {} campaign(s) checked, no problems", templates.len(), campaigns.len());
         }
         Command::Templates { command: TemplatesCommand::Push { dir, table } } => {
             init_logs("warn");
@@ -101,6 +123,10 @@ async fn main() -> anyhow::Result<()> {
             for t in herald_cli::templates::load_dir(&dir)? {
                 store.put(&t.doc, chrono::Utc::now()).await?;
                 println!("pushed {} v{}", t.doc.name, t.doc.version);
+            }
+            for c in herald_cli::templates::load_campaigns(&dir.with_file_name("campaigns"))? {
+                store.put_campaign(&c, chrono::Utc::now()).await?;
+                println!("pushed campaign {}", c.name);
             }
         }
         Command::Message { key, table } => {
@@ -118,8 +144,25 @@ async fn main() -> anyhow::Result<()> {
                 entry.channel.unwrap_or_default()
             );
             for h in entry.history {
-                println!("  {} {} {} {}", h.at, h.status, h.channel.unwrap_or_default(), h.reason.unwrap_or_default());
+                println!(
+                    "  {} {} {} {} {}",
+                    h.at,
+                    h.status,
+                    h.channel.unwrap_or_default(),
+                    h.reason.unwrap_or_default(),
+                    h.detail.unwrap_or_default()
+                );
             }
+        }
+        Command::Funnel { campaign, table } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+            let mut funnel = herald_cli::funnel::Funnel::new(&campaign);
+            for entry in ledger.campaign_entries(&campaign).await? {
+                funnel.add(&entry);
+            }
+            println!("{funnel}");
         }
     }
     Ok(())

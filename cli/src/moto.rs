@@ -53,9 +53,22 @@ impl Moto {
 
     /// What moto's fake providers received (`GET /moto-api/data.json`).
     pub async fn data(&self) -> anyhow::Result<serde_json::Value> {
-        let body = http(&self.endpoint, "GET", "/moto-api/data.json").await?;
-        serde_json::from_str(&body).context("moto data.json")
+        data(&self.endpoint).await
     }
+}
+
+/// What moto's fake providers received. Moto serializes its backends while other
+/// requests change them and then answers 500 now and then: such a read is retried.
+pub async fn data(endpoint: &str) -> anyhow::Result<serde_json::Value> {
+    let mut last = None;
+    for _ in 0..10 {
+        match http(endpoint, "GET", "/moto-api/data.json").await {
+            Ok(body) => return serde_json::from_str(&body).context("moto data.json"),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("moto data.json")))
 }
 
 /// A one-shot HTTP/1.0 request to the loopback endpoint: enough for moto's own API,

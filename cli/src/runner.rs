@@ -3,7 +3,7 @@
 //! not report as failed. Failed records come back after the visibility timeout,
 //! and after `maxReceiveCount` moto moves them to the dead-letter queue.
 
-use crate::stack::{FunctionSpec, Stack};
+use crate::stack::{FunctionSpec, Stack, Trigger};
 use anyhow::{Context as _, bail};
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -18,12 +18,42 @@ use tokio::task::JoinHandle;
 type Invoke = Arc<
     dyn Fn(LambdaEvent<SqsEvent>) -> BoxFuture<'static, Result<SqsBatchResponse, lambda_runtime::Error>> + Send + Sync,
 >;
+type InvokeJson = Arc<
+    dyn Fn(LambdaEvent<serde_json::Value>) -> BoxFuture<'static, Result<serde_json::Value, lambda_runtime::Error>>
+        + Send
+        + Sync,
+>;
+
+/// A function's handler, by the kind of event it takes.
+pub enum Handler {
+    Sqs(Invoke),
+    Json(InvokeJson),
+}
 
 /// Builds a function's handler from its template-resolved environment, as its `main` does from the process's.
-pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Invoke> {
+pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
     let env = spec.env.clone();
     let get = move |name: &str| env.get(name).cloned();
     let invoke: Invoke = match spec.name.as_str() {
+        "scheduler" => {
+            let deps = Arc::new(scheduler::aws::deps(sdk, &scheduler::Config::from_lookup(&get)?));
+            return Ok(Handler::Json(Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { scheduler::handler(&d, e).await })
+            })));
+        }
+        // A Function URL handler: the event and response travel as JSON (see crate::web).
+        "webhooks" => {
+            let deps = Arc::new(webhooks::aws::deps(sdk, &webhooks::Config::from_lookup(&get)?));
+            return Ok(Handler::Json(Arc::new(move |e: LambdaEvent<serde_json::Value>| {
+                let d = deps.clone();
+                Box::pin(async move {
+                    let request = serde_json::from_value(e.payload)?;
+                    let response = webhooks::handler(&d, LambdaEvent::new(request, e.context)).await?;
+                    Ok(serde_json::to_value(response)?)
+                })
+            })));
+        }
         "ingest" => {
             let deps = Arc::new(ingest::aws::deps(sdk, &ingest::Config::from_lookup(&get)?));
             Arc::new(move |e| {
@@ -68,7 +98,7 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Invoke> {
         }
         other => bail!("the template declares a function {other} that this runner does not know"),
     };
-    Ok(invoke)
+    Ok(Handler::Sqs(invoke))
 }
 
 /// The running pollers; dropping it does not stop them, [`Runner::stop`] does.
@@ -84,17 +114,27 @@ impl Runner {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let mut tasks = Vec::new();
         for spec in &stack.functions {
-            let invoke = build(spec, sdk).with_context(|| format!("configuring {}", spec.name))?;
-            let queue = stack.queue(&spec.queue)?.clone();
-            let poller = Poller {
-                sqs: sqs.clone(),
-                url: queue.url,
-                arn: queue.arn,
-                spec: spec.clone(),
-                invoke,
-                stop: stop.clone(),
-            };
-            tasks.push(tokio::spawn(poller.run()));
+            let handler = build(spec, sdk).with_context(|| format!("configuring {}", spec.name))?;
+            match (&spec.trigger, handler) {
+                (Trigger::Queue { queue, .. }, Handler::Sqs(invoke)) => {
+                    let queue = stack.queue(queue)?.clone();
+                    let poller = Poller {
+                        sqs: sqs.clone(),
+                        url: queue.url,
+                        arn: queue.arn,
+                        spec: spec.clone(),
+                        invoke,
+                        stop: stop.clone(),
+                    };
+                    tasks.push(tokio::spawn(poller.run()));
+                }
+                (Trigger::Schedule { every_secs }, Handler::Json(invoke)) => {
+                    tasks.push(tokio::spawn(tick(spec.name.clone(), *every_secs, invoke, stop.clone())));
+                }
+                // Function URLs are served over HTTP by the local web front, not polled.
+                (Trigger::Url, _) => {}
+                (trigger, _) => bail!("{}: its handler does not take {trigger:?} events", spec.name),
+            }
         }
         Ok(Self { stop, tasks })
     }
@@ -104,6 +144,21 @@ impl Runner {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// An EventBridge schedule, locally: invoke every `every_secs` until stopped.
+async fn tick(name: String, every_secs: u64, invoke: InvokeJson, stop: Arc<AtomicBool>) {
+    let mut next = tokio::time::Instant::now() + Duration::from_secs(every_secs);
+    while !stop.load(Ordering::SeqCst) {
+        if tokio::time::Instant::now() >= next {
+            next += Duration::from_secs(every_secs);
+            let event = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+            if let Err(e) = (invoke)(LambdaEvent::new(event, Context::default())).await {
+                tracing::warn!(function = %name, error = %e, "scheduled invocation failed");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -131,7 +186,10 @@ impl Poller {
             .sqs
             .receive_message()
             .queue_url(&self.url)
-            .max_number_of_messages(self.spec.batch_size.clamp(1, 10))
+            .max_number_of_messages(match self.spec.trigger {
+                Trigger::Queue { batch_size, .. } => batch_size.clamp(1, 10),
+                _ => 10,
+            })
             .wait_time_seconds(1)
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()

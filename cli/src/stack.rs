@@ -23,13 +23,46 @@ pub struct FunctionSpec {
     /// The binary: the last folder of `CodeUri` (`target/lambda/<name>/`).
     pub name: String,
     pub env: BTreeMap<String, String>,
-    /// Logical id of the queue its SQS event reads.
-    pub queue: String,
-    pub batch_size: i32,
+    pub trigger: Trigger,
     pub timeout_secs: u64,
 }
 
+/// What invokes a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An SQS event source: the logical id of the queue, and the batch size.
+    Queue { queue: String, batch_size: i32 },
+    /// An EventBridge schedule, every so many seconds.
+    Schedule { every_secs: u64 },
+    /// A Lambda Function URL (HTTP).
+    Url,
+}
+
+impl FunctionSpec {
+    pub fn queue(&self) -> Option<&str> {
+        match &self.trigger {
+            Trigger::Queue { queue, .. } => Some(queue),
+            _ => None,
+        }
+    }
+}
+
+/// `rate(1 minute)`, `rate(5 minutes)`, `rate(1 hour)` as seconds.
+pub fn parse_rate(expr: &str) -> Option<u64> {
+    let inner = expr.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let unit_secs = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(n * unit_secs)
+}
+
 #[derive(Debug, Clone, Default)]
+/// A stack created on a local endpoint from the template.
 pub struct Stack {
     pub prefix: String,
     pub region: String,
@@ -38,6 +71,9 @@ pub struct Stack {
     pub tables: BTreeMap<String, String>,
     pub topics: BTreeMap<String, String>,
     pub config_sets: BTreeMap<String, String>,
+    /// Local URLs of the functions with a `FunctionUrlConfig`, by function logical id,
+    /// chosen before the functions are resolved so `!GetAtt <Function>Url.FunctionUrl` works.
+    pub function_urls: BTreeMap<String, String>,
     pub functions: Vec<FunctionSpec>,
 }
 
@@ -102,6 +138,8 @@ impl Stack {
             "QueueName" => self.queues.get(name).and_then(|q| q.url.rsplit('/').next().map(str::to_owned)),
             "TopicName" => self.topics.get(name).and_then(|t| t.rsplit(':').next().map(str::to_owned)),
             "TopicArn" => self.topics.get(name).cloned(),
+            // SAM names a function's URL resource `<Function>Url`.
+            "FunctionUrl" => name.strip_suffix("Url").and_then(|f| self.function_urls.get(f)).cloned(),
             _ => None,
         };
         found.ok_or_else(|| anyhow!("!GetAtt {name}.{attr}: not available locally"))
@@ -188,6 +226,8 @@ fn resources(template: &Value) -> anyhow::Result<Vec<(String, String, Value)>> {
 /// Local values for parameters that name things created outside the stack.
 pub struct LocalParams {
     pub overrides: HashMap<String, String>,
+    /// Port for the first function URL (0: a free one; the others always take free ones).
+    pub web_port: u16,
 }
 
 /// Creates every queue, table, topic, subscription and SES configuration set the
@@ -203,7 +243,7 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
             stack.params.insert(name.to_owned(), default);
         }
     }
-    stack.params.extend(local.overrides);
+    stack.params.extend(local.overrides.clone());
 
     let all = resources(template)?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -276,6 +316,17 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
         stack.config_sets.insert(id.clone(), name);
     }
 
+    // Function URLs: a loopback port each, reserved now and served by the local web front.
+    let mut web_port = local.web_port;
+    for (id, _, _) in
+        all.iter().filter(|(_, t, p)| t == "AWS::Serverless::Function" && p.get("FunctionUrlConfig").is_some())
+    {
+        let port = match std::mem::take(&mut web_port) {
+            0 => std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port(),
+            chosen => chosen,
+        };
+        stack.function_urls.insert(id.clone(), format!("http://127.0.0.1:{port}/"));
+    }
     stack.functions = functions(&stack, template, &all)?;
     Ok(stack)
 }
@@ -335,23 +386,36 @@ fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -
                 }
             }
         }
-        let event = props
-            .get("Events")
-            .and_then(Value::as_mapping)
-            .and_then(|events| events.values().find(|e| e.get("Type").and_then(Value::as_str) == Some("SQS")))
-            .with_context(|| format!("{id}: no SQS event"))?;
-        let queue_ref = event.get("Properties").and_then(|p| p.get("Queue")).context("SQS event Queue")?;
-        let queue_arn = stack.resolve(queue_ref)?;
-        let queue = stack
-            .queues
-            .iter()
-            .find(|(_, q)| q.arn == queue_arn)
-            .map(|(k, _)| k.clone())
-            .with_context(|| format!("{id}: event queue {queue_arn} is not in the template"))?;
+        let events: Vec<&Value> =
+            props.get("Events").and_then(Value::as_mapping).map(|m| m.values().collect()).unwrap_or_default();
+        let of_type = |t: &str| events.iter().copied().find(|e| e.get("Type").and_then(Value::as_str) == Some(t));
         let number = |v: Option<&Value>| v.and_then(|v| stack.resolve(v).ok()).and_then(|v| v.parse::<i64>().ok());
-        let batch_size = number(event.get("Properties").and_then(|p| p.get("BatchSize"))).unwrap_or(10) as i32;
+        let trigger = if let Some(event) = of_type("SQS") {
+            let queue_ref = event.get("Properties").and_then(|p| p.get("Queue")).context("SQS event Queue")?;
+            let queue_arn = stack.resolve(queue_ref)?;
+            let queue = stack
+                .queues
+                .iter()
+                .find(|(_, q)| q.arn == queue_arn)
+                .map(|(k, _)| k.clone())
+                .with_context(|| format!("{id}: event queue {queue_arn} is not in the template"))?;
+            let batch_size = number(event.get("Properties").and_then(|p| p.get("BatchSize"))).unwrap_or(10) as i32;
+            Trigger::Queue { queue, batch_size }
+        } else if let Some(event) = of_type("Schedule").or_else(|| of_type("ScheduleV2")) {
+            let expr = event
+                .get("Properties")
+                .and_then(|p| p.get("Schedule").or_else(|| p.get("ScheduleExpression")))
+                .and_then(Value::as_str)
+                .context("Schedule expression")?;
+            let every_secs = parse_rate(expr).with_context(|| format!("{id}: only rate(...) schedules run locally"))?;
+            Trigger::Schedule { every_secs }
+        } else if props.get("FunctionUrlConfig").is_some() {
+            Trigger::Url
+        } else {
+            bail!("{id}: no SQS event, schedule or function URL")
+        };
         let timeout_secs = number(props.get("Timeout").or(global("Timeout"))).unwrap_or(3) as u64;
-        out.push(FunctionSpec { logical_id: id.clone(), name, env, queue, batch_size, timeout_secs });
+        out.push(FunctionSpec { logical_id: id.clone(), name, env, trigger, timeout_secs });
     }
     Ok(out)
 }

@@ -1,7 +1,8 @@
 //! Template files (`templates/*.toml`): load, check, upload to the templates table.
 
 use anyhow::{Context as _, bail};
-use herald::domain::template::{CompiledTemplate, TemplateDoc};
+use herald::domain::campaign::CampaignDoc;
+use herald::domain::template::{CompiledTemplate, Limits, TemplateDoc};
 use std::path::Path;
 
 /// Loads and compiles every `*.toml` in `dir`, sorted by name.
@@ -26,7 +27,34 @@ pub fn load(path: &Path) -> anyhow::Result<CompiledTemplate> {
     CompiledTemplate::compile(doc).with_context(|| path.display().to_string())
 }
 
-/// Checks every template; returns the problems found, one line each.
-pub fn check_all(templates: &[CompiledTemplate]) -> Vec<String> {
-    templates.iter().flat_map(|t| t.check().into_iter().map(move |p| format!("{}: {p}", t.name()))).collect()
+/// Checks every template, with the same code that renders them: variables,
+/// parts, and sizes against `limits`. Returns the problems found, one line each.
+pub fn check_all(templates: &[CompiledTemplate], limits: &Limits) -> Vec<String> {
+    templates
+        .iter()
+        .flat_map(|t| t.check().into_iter().chain(t.check_limits(limits)).map(move |p| format!("{}: {p}", t.name())))
+        .collect()
+}
+
+/// Loads and validates every campaign definition (`campaigns/*.toml`); a missing folder is none.
+pub fn load_campaigns(dir: &Path) -> anyhow::Result<Vec<CampaignDoc>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let doc: CampaignDoc =
+                toml::from_str(&text).with_context(|| format!("{} is not a valid campaign", p.display()))?;
+            doc.validate().map_err(anyhow::Error::msg)?;
+            Ok(doc)
+        })
+        .collect()
 }

@@ -7,8 +7,8 @@
 
 use crate::domain::recipient::QuietHours;
 use crate::domain::{
-    CampaignId, Channel, EmailAddress, IdempotencyKey, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
-    Topic,
+    CampaignId, Channel, DeviceId, EmailAddress, IdempotencyKey, PhoneNumber, Platform, PushToken, RecipientId,
+    TemplateName, Topic,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,19 @@ pub struct SetConsent {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// Registers a device's token. With `device_id` (the app's own id for the device,
+/// such as an installation id) a new token for the same device replaces the old one;
+/// without it each token counts as its own device until it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterPushToken {
+    pub recipient: RecipientId,
+    pub platform: Platform,
+    pub token: PushToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushTokenCommand {
@@ -127,7 +140,7 @@ pub enum IngestMessage {
     Notify(Box<NotifyRequest>),
     UpsertRecipient(UpsertRecipient),
     SetConsent(SetConsent),
-    RegisterPushToken(PushTokenCommand),
+    RegisterPushToken(RegisterPushToken),
     RemovePushToken(PushTokenCommand),
     EraseRecipient(EraseRecipient),
 }

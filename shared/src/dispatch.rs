@@ -2,6 +2,7 @@
 //! and deliver on the channel, record the provider's id, or fall back to the next
 //! channel. Each channel supplies only [`Deliver`].
 
+use crate::contract::Mode;
 use crate::domain::jobs::DispatchJob;
 use crate::domain::ledger::{Reason, Status};
 use crate::domain::template::{CompiledTemplate, TemplateError};
@@ -9,6 +10,7 @@ use crate::lambda::{
     Context, LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, attempt_deadline, batch_response,
     for_each_record,
 };
+use crate::metrics;
 use crate::ports::*;
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -18,12 +20,11 @@ use std::future::Future;
 pub enum Delivery {
     Sent {
         provider_id: String,
+        /// SMS segments billed, recorded in the ledger.
+        sms_segments: Option<u32>,
     },
     /// Failed for good on this channel (dead token, refused address, opted-out number).
-    Failed {
-        reason: Reason,
-        detail: String,
-    },
+    Failed { reason: Reason, detail: String },
     /// Throttled or transient: try again later.
     Retry(String),
 }
@@ -49,18 +50,43 @@ pub trait Deliver: Send + Sync {
     fn deliver(&self, job: &DispatchJob, template: &CompiledTemplate) -> impl Future<Output = Delivery> + Send;
 }
 
-pub struct DispatchDeps<L, T, O> {
+pub struct DispatchDeps<L, T, O, C> {
     pub ledger: L,
     pub templates: T,
     pub outbox: O,
+    /// To give back the cap slots of a message that ends up not sent.
+    pub caps: C,
+    pub retry: RetryPolicy,
+}
+
+/// Back-off for throttled and transient failures, through the record's visibility timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first wait; each later receive doubles it, up to 15 minutes.
+    pub base_secs: u32,
+    /// The queue's `maxReceiveCount`: the receive after which SQS moves the record to the dead-letter queue.
+    pub max_receives: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { base_secs: 30, max_receives: 5 }
+    }
+}
+
+impl RetryPolicy {
+    pub fn backoff_secs(&self, receive_count: u32) -> u32 {
+        let doublings = receive_count.saturating_sub(1).min(10);
+        self.base_secs.saturating_mul(1 << doublings).min(900)
+    }
 }
 
 /// Records in flight per batch; the event source's maximum concurrency bounds the
 /// function as a whole, which is what keeps a team under its provider's send rate.
 const CONCURRENCY: usize = 5;
 
-pub async fn handle<L, T, O, D>(
-    deps: &DispatchDeps<L, T, O>,
+pub async fn handle<L, T, O, C, D>(
+    deps: &DispatchDeps<L, T, O, C>,
     deliver: &D,
     event: LambdaEvent<SqsEvent>,
 ) -> SqsBatchResponse
@@ -68,6 +94,7 @@ where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     D: Deliver,
 {
     let ctx = event.context;
@@ -75,11 +102,12 @@ where
     batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o)))
 }
 
-async fn process<L, T, O, D>(deps: &DispatchDeps<L, T, O>, deliver: &D, ctx: &Context, record: Record) -> Outcome
+async fn process<L, T, O, C, D>(deps: &DispatchDeps<L, T, O, C>, deliver: &D, ctx: &Context, record: Record) -> Outcome
 where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     D: Deliver,
 {
     let now = Utc::now();
@@ -102,14 +130,54 @@ where
             };
         }
     };
-    match dispatch(deps, deliver, ctx, &job, now).await {
+    let outcome = match dispatch(deps, deliver, ctx, &job, now).await {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Retry(e.to_string()),
+    };
+    if let Outcome::Retry(why) = &outcome {
+        retry_later(deps, &job, &record, why, now).await;
+    }
+    outcome
+}
+
+/// Spaces retries out (the provider asked to slow down, or was unavailable) and,
+/// on the last receive before the dead-letter queue, says why in the ledger.
+async fn retry_later<L: Ledger, T, O: Outbox, C>(
+    deps: &DispatchDeps<L, T, O, C>,
+    job: &DispatchJob,
+    record: &Record,
+    why: &str,
+    now: DateTime<Utc>,
+) {
+    let secs = deps.retry.backoff_secs(record.receive_count);
+    if !record.receipt_handle.is_empty()
+        && let Err(e) = deps.outbox.retry_later(Destination::Channel(job.channel()), &record.receipt_handle, secs).await
+    {
+        tracing::warn!(message_id = %job.message_id, error = %e, "could not set the retry back-off");
+    }
+    if record.receive_count >= deps.retry.max_receives {
+        let detail =
+            format!("gave up after {} attempts ({why}); the job is in the dead-letter queue", record.receive_count);
+        tracing::error!(message_id = %job.message_id, channel = %job.channel(), "{detail}");
+        let note =
+            Transition::new(Status::Failed, now).reason(Reason::RetriesExhausted).channel(job.channel()).detail(detail);
+        if let Err(e) = deps.ledger.note(&job.message_id, note).await {
+            tracing::warn!(message_id = %job.message_id, error = %e, "could not note the exhausted retries");
+        }
     }
 }
 
-async fn finish<L: Ledger>(
-    ledger: &L,
+/// The message will not be sent on this channel: its cap slots go back.
+async fn give_back<C: CapCounter>(caps: &C, job: &DispatchJob) {
+    for slot in &job.slots {
+        if let Err(e) = caps.give_back(slot).await {
+            tracing::warn!(message_id = %job.message_id, error = %e, "could not give a cap slot back");
+        }
+    }
+}
+
+async fn finish<L: Ledger, C: CapCounter>(
+    deps: &DispatchDeps<L, impl Sized, impl Sized, C>,
     job: &DispatchJob,
     status: Status,
     reason: Reason,
@@ -117,13 +185,18 @@ async fn finish<L: Ledger>(
     now: DateTime<Utc>,
 ) -> PortResult<Outcome> {
     tracing::info!(message_id = %job.message_id, channel = %job.channel(), status = %status, reason = %reason, "not sent");
+    metrics::count(
+        "Notifications",
+        &[("Stage", "dispatch"), ("Outcome", status.as_str()), ("Reason", reason.as_str())],
+    );
     let t = Transition::new(status, now).reason(reason).channel(job.channel()).detail(detail);
-    ledger.transition(&job.message_id, t).await?;
+    deps.ledger.transition(&job.message_id, t).await?;
+    give_back(&deps.caps, job).await;
     Ok(Outcome::Done)
 }
 
-async fn dispatch<L, T, O, D>(
-    deps: &DispatchDeps<L, T, O>,
+async fn dispatch<L, T, O, C, D>(
+    deps: &DispatchDeps<L, T, O, C>,
     deliver: &D,
     ctx: &Context,
     job: &DispatchJob,
@@ -133,19 +206,27 @@ where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     D: Deliver,
 {
     let id = &job.message_id;
     let channel = job.channel();
     if job.request.expires_at.is_some_and(|e| e <= now) {
-        return finish(&deps.ledger, job, Status::Expired, Reason::Expired, "expired before it could be sent", now)
-            .await;
+        return finish(deps, job, Status::Expired, Reason::Expired, "expired before it could be sent", now).await;
     }
     let Some(template) = deps.templates.get(&job.request.template).await? else {
         let detail = format!("no template named {}", job.request.template);
-        return finish(&deps.ledger, job, Status::Failed, Reason::UnknownTemplate, &detail, now).await;
+        return finish(deps, job, Status::Failed, Reason::UnknownTemplate, &detail, now).await;
     };
-    match deps.ledger.claim_send(id, channel, now, attempt_deadline(ctx, now)).await? {
+    let claim = Claim {
+        id,
+        channel,
+        per_channel: job.request.mode == Mode::All,
+        variant: job.variant.as_deref(),
+        at: now,
+        until: attempt_deadline(ctx, now),
+    };
+    match deps.ledger.claim_send(claim).await? {
         Applied::Applied => {}
         Applied::Stale => {
             tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", "already sent or being sent: dropped");
@@ -156,24 +237,30 @@ where
             return Ok(Outcome::Done);
         }
     }
+    let labels = [("Stage", "dispatch"), ("Channel", channel.as_str()), ("Template", job.request.template.as_str())];
     match deliver.deliver(job, &template).await {
-        Delivery::Sent { provider_id } => {
+        Delivery::Sent { provider_id, sms_segments } => {
             tracing::info!(message_id = %id, channel = %channel, template_version = template.doc.version, "sent");
+            metrics::count("Sent", &labels);
             // The send happened: a failure to record its id must not make a retry send again.
-            if let Err(e) = deps.ledger.record_sent(id, &provider_id, template.doc.version).await {
+            if let Err(e) = deps.ledger.record_sent(id, &provider_id, template.doc.version, sms_segments).await {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
             }
             Ok(Outcome::Done)
         }
         Delivery::Retry(why) => {
-            deps.ledger.release_send(id, None).await?;
+            metrics::count("Retried", &labels);
+            deps.ledger.release_send(id, channel, None).await?;
             Ok(Outcome::Retry(why))
         }
         Delivery::Failed { reason, detail } if job.may_fall_back => {
             tracing::info!(message_id = %id, channel = %channel, reason = %reason, "channel failed: falling back");
-            // Release first, so the next channel's claim finds the message free.
+            metrics::count("FellBack", &labels);
+            // Release first, so the next channel's claim finds the message free; the
+            // next channel takes its own cap slots.
             let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
-            deps.ledger.release_send(id, Some(note)).await?;
+            deps.ledger.release_send(id, channel, Some(note)).await?;
+            give_back(&deps.caps, job).await;
             let body = serde_json::to_string(&job.fallback()).map_err(|e| PortError::Unknown(e.into()))?;
             let failed = deps
                 .outbox
@@ -181,6 +268,19 @@ where
                 .await?;
             if failed.is_empty() { Ok(Outcome::Done) } else { Ok(Outcome::Retry("fallback enqueue failed".into())) }
         }
-        Delivery::Failed { reason, detail } => finish(&deps.ledger, job, Status::Failed, reason, &detail, now).await,
+        Delivery::Failed { reason, detail } => finish(deps, job, Status::Failed, reason, &detail, now).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_fifteen_minutes() {
+        let p = RetryPolicy { base_secs: 30, max_receives: 5 };
+        let waits: Vec<u32> = (1..=7).map(|n| p.backoff_secs(n)).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900]);
+        assert_eq!(RetryPolicy { base_secs: 0, max_receives: 5 }.backoff_secs(3), 0);
     }
 }

@@ -31,6 +31,16 @@ pub fn init_tracing() {
 pub struct Record {
     pub id: String,
     pub body: String,
+    /// To change the record's visibility (a retry back-off).
+    pub receipt_handle: String,
+    /// How many times SQS has delivered it, this time included.
+    pub receive_count: u32,
+}
+
+impl Record {
+    pub fn new(id: impl Into<String>, body: impl Into<String>) -> Self {
+        Self { id: id.into(), body: body.into(), receipt_handle: String::new(), receive_count: 1 }
+    }
 }
 
 /// What a handler decided for one record.
@@ -48,10 +58,12 @@ where
     F: Fn(Record) -> Fut,
     Fut: Future<Output = T>,
 {
-    let records = event
-        .records
-        .into_iter()
-        .map(|m| Record { id: m.message_id.unwrap_or_default(), body: m.body.unwrap_or_default() });
+    let records = event.records.into_iter().map(|m| Record {
+        receive_count: m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
+        id: m.message_id.unwrap_or_default(),
+        body: m.body.unwrap_or_default(),
+        receipt_handle: m.receipt_handle.unwrap_or_default(),
+    });
     futures::stream::iter(records)
         .map(|r| {
             let id = r.id.clone();

@@ -50,8 +50,66 @@ pub fn emf_line(metric: &str, dimensions: &[(&str, &str)], timestamp_ms: i64) ->
     Value::Object(doc).to_string()
 }
 
+/// The metric every ledger transition counts (see [`transition`]).
+pub const TRANSITIONS: &str = "Transitions";
+
+/// A message moved to `status` (a ledger transition). Counted three ways, each its
+/// own series so cardinality adds up instead of multiplying: by channel
+/// (`[Channel, Status]`, what the alarms read), by template (`[Template, Status]`)
+/// and by campaign (`[Campaign, Status]`, `none` outside campaigns).
+pub fn transition(status: &str, channel: &str, template: &str, campaign: Option<&str>) {
+    let values =
+        [("Status", status), ("Channel", channel), ("Template", template), ("Campaign", campaign.unwrap_or("none"))];
+    count_by(TRANSITIONS, &values, &[&["Channel", "Status"], &["Template", "Status"], &["Campaign", "Status"]]);
+}
+
+/// One count of `metric` with `values`, published under each of the dimension `sets`.
+pub fn count_by(metric: &str, values: &[(&str, &str)], sets: &[&[&str]]) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let line = emf_line_sets(metric, values, sets, chrono::Utc::now().timestamp_millis());
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// The EMF document for [`count_by`].
+pub fn emf_line_sets(metric: &str, values: &[(&str, &str)], sets: &[&[&str]], timestamp_ms: i64) -> String {
+    let mut doc = Map::new();
+    doc.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": sets,
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
+            }],
+        }),
+    );
+    for (k, v) in values {
+        doc.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    doc.insert(metric.to_owned(), json!(1));
+    Value::Object(doc).to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_transition_is_published_under_three_dimension_sets() {
+        let values = [("Status", "bounced"), ("Channel", "email"), ("Template", "order_shipped"), ("Campaign", "none")];
+        let line = emf_line_sets(TRANSITIONS, &values, &[&["Channel", "Status"], &["Template", "Status"]], 1);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Channel", "Status"], ["Template", "Status"]])
+        );
+        assert_eq!(
+            (v["Channel"].as_str(), v["Status"].as_str(), v["Transitions"].as_i64()),
+            (Some("email"), Some("bounced"), Some(1))
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -2,11 +2,14 @@
 //! them over the SDKs; no SDK type crosses this module.
 
 use crate::contract::{Kind, NotifyRequest, SetConsent, UpsertRecipient};
+use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
 use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::recipient::{Device, Recipient};
 use crate::domain::template::{CompiledTemplate, EmailContent};
-use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName};
+use crate::domain::{
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
+};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +87,20 @@ pub struct RejectionRecord {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A dispatch's claim on a send, made before the provider call.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub id: &'a MessageId,
+    pub channel: Channel,
+    /// `all` mode: each channel is claimed on its own; otherwise one channel per message.
+    pub per_channel: bool,
+    /// The A/B variant the message was assigned, recorded for lift measurement.
+    pub variant: Option<&'a str>,
+    pub at: DateTime<Utc>,
+    /// When the attempt is over (its Lambda deadline): a claim older than this was abandoned.
+    pub until: DateTime<Utc>,
+}
+
 /// A step in a message's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -136,6 +153,10 @@ pub struct LedgerEntry {
     pub reason: Option<String>,
     pub channel: Option<String>,
     pub provider_id: Option<String>,
+    /// The campaign variant it was sent as.
+    pub variant: Option<String>,
+    /// SMS segments billed, for an SMS.
+    pub sms_segments: Option<u32>,
     pub duplicates: u32,
     pub history: Vec<HistoryEntry>,
 }
@@ -158,28 +179,44 @@ pub trait Ledger: Send + Sync {
     /// Claims the send on `channel` before the provider call (status `sent`), so a
     /// second copy of the job cannot send again. `Stale`: already sent, or claimed
     /// by an attempt that is still running (`claim_until` not passed).
-    fn claim_send(
+    fn claim_send(&self, claim: Claim<'_>) -> impl Future<Output = PortResult<Applied>> + Send;
+    /// Lets a retry (or a fallback channel) claim again after a failed provider call,
+    /// appending `note` to the history in the same write when given.
+    fn release_send(
         &self,
         id: &MessageId,
         channel: Channel,
-        at: DateTime<Utc>,
-        claim_until: DateTime<Utc>,
-    ) -> impl Future<Output = PortResult<Applied>> + Send;
-    /// Lets a retry (or a fallback channel) claim again after a failed provider call,
-    /// appending `note` to the history in the same write when given.
-    fn release_send(&self, id: &MessageId, note: Option<Transition>) -> impl Future<Output = PortResult<()>> + Send;
+        note: Option<Transition>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
     /// Records the provider's id and the template version after a send.
     fn record_sent(
         &self,
         id: &MessageId,
         provider_id: &str,
         template_version: u32,
+        sms_segments: Option<u32>,
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Moves a message forward; never backwards, and applying it twice changes nothing.
     fn transition(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<Applied>> + Send;
     /// Appends to the history without changing the status (a channel that failed before a fallback).
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
     fn get(&self, id: &MessageId) -> impl Future<Output = PortResult<Option<LedgerEntry>>> + Send;
+    /// [`Ledger::transition`], also returning what the ledger knows of the message
+    /// (template, campaign) when the write applied, read back from the same write.
+    fn advance(
+        &self,
+        id: &MessageId,
+        t: Transition,
+    ) -> impl Future<Output = PortResult<(Applied, Option<MessageFacts>)>> + Send {
+        async move { self.transition(id, t).await.map(|applied| (applied, None)) }
+    }
+}
+
+/// What a receipt needs to know of a message to count it by template and campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageFacts {
+    pub template: String,
+    pub campaign: Option<String>,
 }
 
 // ---------------------------------------------------------------- recipients
@@ -215,6 +252,27 @@ pub trait RecipientStore: Send + Sync {
     fn erase(&self, id: &RecipientId) -> impl Future<Output = PortResult<Vec<Device>>> + Send;
 }
 
+/// Devices by platform endpoint: so a push event (which names only an endpoint)
+/// finds its recipient, and a token that moves to another person or is replaced
+/// on the same device leaves no stale copy behind.
+pub trait DeviceRegistry: Send + Sync {
+    /// Records the device for `id` under its slot ([`crate::domain::recipient::device_slot`]):
+    /// the endpoint is taken from whoever held it before, and a device id's previous
+    /// token is replaced. Returns the devices replaced, whose endpoints nobody uses any more.
+    fn register_device(
+        &self,
+        id: &RecipientId,
+        device: &Device,
+        device_id: Option<&DeviceId>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<Vec<Device>>> + Send;
+    /// Removes the device behind an endpoint from its recipient; returns who had it.
+    fn remove_endpoint(
+        &self,
+        endpoint_arn: &str,
+    ) -> impl Future<Output = PortResult<Option<(RecipientId, Device)>>> + Send;
+}
+
 // ---------------------------------------------------------------- suppression
 
 pub trait SuppressionList: Send + Sync {
@@ -247,6 +305,37 @@ pub trait TemplateStore: Send + Sync {
     fn get(&self, name: &TemplateName) -> impl Future<Output = PortResult<Option<Arc<CompiledTemplate>>>> + Send;
 }
 
+/// Campaign definitions (holdouts, variants), kept beside the templates.
+pub trait CampaignStore: Send + Sync {
+    fn campaign(&self, name: &CampaignId) -> impl Future<Output = PortResult<Option<Arc<CampaignDoc>>>> + Send;
+}
+
+// ---------------------------------------------------------------- schedule
+
+/// A job waiting in the schedule for its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub id: MessageId,
+    pub body: String,
+    pub due: DateTime<Utc>,
+}
+
+/// Durable waiting for sends due more than an SQS delay (15 minutes) ahead.
+pub trait ScheduleStore: Send + Sync {
+    fn schedule(&self, id: &MessageId, body: &str, due: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
+    /// Jobs due in `[from, to]`, oldest first, at most `limit`.
+    fn due(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = PortResult<Vec<Scheduled>>> + Send;
+    fn remove(&self, jobs: &[Scheduled]) -> impl Future<Output = PortResult<()>> + Send;
+    /// Where the last run stopped reading.
+    fn cursor(&self) -> impl Future<Output = PortResult<Option<DateTime<Utc>>>> + Send;
+    fn set_cursor(&self, at: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
+}
+
 // ---------------------------------------------------------------- queues
 
 /// Where a stage sends its output.
@@ -267,6 +356,13 @@ pub struct Outgoing {
 pub trait Outbox: Send + Sync {
     /// Sends in batches; returns the ids that were not accepted (to retry their input).
     fn send(&self, to: Destination, messages: Vec<Outgoing>) -> impl Future<Output = PortResult<Vec<String>>> + Send;
+    /// Makes a received message come back only after `secs` (a retry back-off).
+    fn retry_later(
+        &self,
+        from: Destination,
+        receipt_handle: &str,
+        secs: u32,
+    ) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 // ---------------------------------------------------------------- providers
@@ -275,6 +371,7 @@ pub trait Outbox: Send + Sync {
 pub struct EmailMessage {
     pub to: EmailAddress,
     pub from: String,
+    pub reply_to: Option<String>,
     pub content: EmailContent,
     pub headers: Vec<(String, String)>,
     /// SES message tags, so events can be correlated back (`herald_message_id`).
@@ -306,4 +403,27 @@ pub trait PushEndpoints: Send + Sync {
     /// Creates (or finds) the platform endpoint for a token; returns its ARN.
     fn register(&self, platform: Platform, token: &PushToken) -> impl Future<Output = PortResult<String>> + Send;
     fn delete(&self, endpoint_arn: &str) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+// ---------------------------------------------------------------- webhooks
+
+/// Remembers webhook signatures for their freshness window, so a captured request
+/// cannot be played again.
+pub trait ReplayGuard: Send + Sync {
+    /// `true` the first time `key` is seen before `until`; `false` for a replay.
+    fn first_use(&self, key: &str, until: DateTime<Utc>) -> impl Future<Output = PortResult<bool>> + Send;
+    /// Forgets `key`, so a request that could not be handed on may be retried.
+    fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// The receipts queue, for receipts that arrive over HTTPS.
+pub trait ReceiptInbox: Send + Sync {
+    fn put(&self, body: &str) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// HTTPS GETs to SNS: signing certificates and subscription confirmations. The caller
+/// checks every URL against the SNS host pattern first.
+pub trait CertFetcher: Send + Sync {
+    /// The body of a successful GET, at most `max_bytes` long.
+    fn get(&self, url: &str, max_bytes: usize) -> impl Future<Output = PortResult<Vec<u8>>> + Send;
 }

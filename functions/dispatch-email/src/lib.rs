@@ -1,13 +1,17 @@
 //! Email dispatch: renders the email part of the template and sends it with SES v2,
 //! tagged with Herald's message id so SES events find their way back.
 
-use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
-use herald::dispatch::{Deliver, Delivery, DispatchDeps};
+use chrono::{DateTime, TimeDelta, Utc};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
+use herald::contract::Kind;
+use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
+use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
 use herald::domain::template::CompiledTemplate;
+use herald::domain::unsubscribe::{Unsubscribe, UnsubscribeKey, link, sign};
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
-use herald::ports::{EmailMessage, EmailSender, Ledger, Outbox, TemplateStore};
+use herald::ports::{CapCounter, EmailMessage, EmailSender, Ledger, Outbox, TemplateStore};
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -16,9 +20,15 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub templates_table: String,
+    pub caps_table: String,
+    /// The function's own queue (for retry back-off).
+    pub queue_url: String,
+    pub retry: RetryPolicy,
     pub eligibility_queue_url: String,
     pub from_address: String,
     pub configuration_set: Option<String>,
+    /// Signs the one-click unsubscribe links of marketing email.
+    pub unsubscribe: Option<UnsubscribeLinks>,
 }
 
 impl Config {
@@ -26,9 +36,25 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            caps_table: required(get, "HERALD_CAPS_TABLE")?,
+            queue_url: required(get, "HERALD_EMAIL_QUEUE_URL")?,
+            retry: RetryPolicy {
+                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
+                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
+            },
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             from_address: required(get, "HERALD_FROM_ADDRESS")?,
             configuration_set: optional(get, "HERALD_SES_CONFIGURATION_SET"),
+            unsubscribe: match (optional(get, "HERALD_UNSUBSCRIBE_KEY"), optional(get, "HERALD_UNSUBSCRIBE_URL")) {
+                (Some(key), Some(base_url)) => Some(UnsubscribeLinks {
+                    key: UnsubscribeKey::new(key).map_err(|e| ConfigError(format!("HERALD_UNSUBSCRIBE_KEY: {e}")))?,
+                    base_url,
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError("HERALD_UNSUBSCRIBE_KEY and HERALD_UNSUBSCRIBE_URL go together".into()));
+                }
+            },
         })
     }
 }
@@ -36,9 +62,42 @@ impl Config {
 /// The SES message tag that carries Herald's message id.
 pub const MESSAGE_ID_TAG: &str = "herald_message_id";
 
+/// How marketing email links to one-click unsubscribe (RFC 8058).
+#[derive(Debug, Clone)]
+pub struct UnsubscribeLinks {
+    pub key: UnsubscribeKey,
+    /// The webhook function's URL, which serves `/unsubscribe`.
+    pub base_url: String,
+}
+
+/// How long an unsubscribe link in a sent email keeps working.
+pub const UNSUBSCRIBE_LINK_DAYS: i64 = 90;
+
 pub struct Email<E> {
     pub sender: E,
     pub from: String,
+    pub unsubscribe: Option<UnsubscribeLinks>,
+}
+
+impl<E> Email<E> {
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` for marketing email: a signed
+    /// link that revokes this topic on email for this recipient, in one POST.
+    fn unsubscribe_headers(&self, job: &DispatchJob, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let Some(links) = self.unsubscribe.as_ref().filter(|_| job.request.kind == Kind::Marketing) else {
+            return Vec::new();
+        };
+        let grant = Unsubscribe {
+            recipient: job.request.recipient.clone(),
+            channel: Channel::Email,
+            topic: job.request.topic.clone(),
+            expires_at: now + TimeDelta::days(UNSUBSCRIBE_LINK_DAYS),
+        };
+        let url = link(&links.base_url, &sign(&grant, &links.key));
+        vec![
+            ("List-Unsubscribe".to_owned(), format!("<{url}>")),
+            ("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned()),
+        ]
+    }
 }
 
 impl<E: EmailSender> Deliver for Email<E> {
@@ -57,16 +116,24 @@ impl<E: EmailSender> Deliver for Email<E> {
         if let Some(c) = &job.request.campaign {
             tags.push(("herald_campaign".to_owned(), c.to_string()));
         }
-        let message = EmailMessage { to: to.clone(), from: self.from.clone(), content, headers: Vec::new(), tags };
+        let settings = template.doc.email.as_ref();
+        let message = EmailMessage {
+            to: to.clone(),
+            from: settings.and_then(|e| e.from.clone()).unwrap_or_else(|| self.from.clone()),
+            reply_to: settings.and_then(|e| e.reply_to.clone()),
+            content,
+            headers: self.unsubscribe_headers(job, Utc::now()),
+            tags,
+        };
         match self.sender.send(&message).await {
-            Ok(provider_id) => Delivery::Sent { provider_id },
+            Ok(provider_id) => Delivery::Sent { provider_id, sms_segments: None },
             Err(e) => Delivery::from_error(e),
         }
     }
 }
 
-pub async fn handler<L, T, O, E>(
-    deps: &DispatchDeps<L, T, O>,
+pub async fn handler<L, T, O, C, E>(
+    deps: &DispatchDeps<L, T, O, C>,
     email: &Email<E>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
@@ -74,7 +141,47 @@ where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     E: EmailSender,
 {
     Ok(herald::dispatch::handle(deps, email, event).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald::domain::unsubscribe::verify;
+
+    fn job(kind: &str) -> DispatchJob {
+        serde_json::from_value(serde_json::json!({
+            "message_id": "0123456789abcdef0123456789abcdef",
+            "request": {"idempotency_key": "k", "recipient": "user-42", "template": "t", "kind": kind, "topic": "news"},
+            "contact": {"email": "ana@example.org"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn marketing_email_carries_a_signed_one_click_unsubscribe() {
+        let key = UnsubscribeKey::new("0123456789abcdef0123456789abcdef").unwrap();
+        let email = Email {
+            sender: (),
+            from: "x@example.com".into(),
+            unsubscribe: Some(UnsubscribeLinks { key: key.clone(), base_url: "https://hooks.example.com/".into() }),
+        };
+        let now = Utc::now();
+        let headers = email.unsubscribe_headers(&job("marketing"), now);
+        assert_eq!(headers[1], ("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned()));
+        let url = headers[0].1.trim_start_matches('<').trim_end_matches('>');
+        let token = url.strip_prefix("https://hooks.example.com/unsubscribe?t=").expect("a link to the webhook");
+        let grant = verify(token, &key, now).unwrap();
+        assert_eq!(
+            (grant.recipient.as_str(), grant.channel, grant.topic.as_ref().map(|t| t.as_str())),
+            ("user-42", Channel::Email, Some("news"))
+        );
+        assert!(
+            email.unsubscribe_headers(&job("transactional"), now).is_empty(),
+            "transactional mail has no unsubscribe"
+        );
+    }
 }

@@ -2,14 +2,14 @@
 //! of the recipient's devices through SNS. A disabled endpoint's token is removed
 //! from the recipient; when every device is gone the message falls back.
 
-use herald::config::{ConfigError, LedgerConfig, Lookup, required};
-use herald::dispatch::{Deliver, Delivery, DispatchDeps};
+use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
+use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
-use herald::domain::push::sns_message;
+use herald::domain::push::{MAX_PAYLOAD_BYTES, payload_bytes, sns_message};
 use herald::domain::template::CompiledTemplate;
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
-use herald::ports::{Ledger, Outbox, PortError, PushSender, RecipientStore, TemplateStore};
+use herald::ports::{CapCounter, Ledger, Outbox, PortError, PushSender, RecipientStore, TemplateStore};
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -18,6 +18,10 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub templates_table: String,
+    pub caps_table: String,
+    /// The function's own queue (for retry back-off).
+    pub queue_url: String,
+    pub retry: RetryPolicy,
     pub recipients_table: String,
     pub eligibility_queue_url: String,
 }
@@ -27,6 +31,12 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            caps_table: required(get, "HERALD_CAPS_TABLE")?,
+            queue_url: required(get, "HERALD_PUSH_QUEUE_URL")?,
+            retry: RetryPolicy {
+                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
+                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
+            },
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
         })
@@ -55,6 +65,16 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };
+        // APNs and FCM refuse payloads over 4 KB: no device would take this one.
+        for device in devices {
+            let size = payload_bytes(device.platform, &content, &job.message_id);
+            if size > MAX_PAYLOAD_BYTES {
+                return Delivery::Failed {
+                    reason: Reason::PayloadTooLarge,
+                    detail: format!("{size} bytes on {}, over {MAX_PAYLOAD_BYTES}", device.platform.as_str()),
+                };
+            }
+        }
         let mut sent = Vec::new();
         let mut retry = None;
         let mut dead = 0;
@@ -74,7 +94,7 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
         }
         // Any device reached counts as sent: retrying would push twice to the others.
         match (sent.first(), retry) {
-            (Some(first), _) => Delivery::Sent { provider_id: first.clone() },
+            (Some(first), _) => Delivery::Sent { provider_id: first.clone(), sms_segments: None },
             (None, Some(why)) => Delivery::Retry(why),
             (None, None) => Delivery::Failed {
                 reason: Reason::EndpointDisabled,
@@ -84,8 +104,8 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
     }
 }
 
-pub async fn handler<L, T, O, P, R>(
-    deps: &DispatchDeps<L, T, O>,
+pub async fn handler<L, T, O, C, P, R>(
+    deps: &DispatchDeps<L, T, O, C>,
     push: &Push<P, R>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
@@ -93,6 +113,7 @@ where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     P: PushSender,
     R: RecipientStore,
 {

@@ -3,13 +3,15 @@
 
 use chrono::Utc;
 use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
-use herald::dispatch::{Deliver, Delivery, DispatchDeps};
+use herald::contract::Kind;
+use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::{Reason, SuppressionCause};
+use herald::domain::sms;
 use herald::domain::template::CompiledTemplate;
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
-use herald::ports::{Ledger, Outbox, SmsSender, SmsType, SuppressionList, TemplateStore};
+use herald::ports::{CapCounter, Ledger, Outbox, SmsSender, SmsType, SuppressionList, TemplateStore};
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -18,9 +20,14 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub templates_table: String,
+    pub caps_table: String,
+    /// The function's own queue (for retry back-off).
+    pub queue_url: String,
+    pub retry: RetryPolicy,
     pub suppression_table: String,
     pub eligibility_queue_url: String,
     pub sms_type: SmsType,
+    pub max_segments: usize,
 }
 
 impl Config {
@@ -33,9 +40,16 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            caps_table: required(get, "HERALD_CAPS_TABLE")?,
+            queue_url: required(get, "HERALD_SMS_QUEUE_URL")?,
+            retry: RetryPolicy {
+                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
+                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
+            },
             suppression_table: required(get, "HERALD_SUPPRESSION_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             sms_type,
+            max_segments: parsed(get, "HERALD_SMS_MAX_SEGMENTS", 3)?,
         })
     }
 }
@@ -43,7 +57,10 @@ impl Config {
 pub struct Sms<S, L> {
     pub sender: S,
     pub suppression: L,
+    /// The SMS type of transactional messages (marketing always goes Promotional).
     pub sms_type: SmsType,
+    /// Segments a message may cost; a longer one fails (and falls back) rather than costing more.
+    pub max_segments: usize,
 }
 
 impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
@@ -55,8 +72,20 @@ impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };
-        match self.sender.send(to, &content.text, self.sms_type).await {
-            Ok(provider_id) => Delivery::Sent { provider_id },
+        let segments = sms::segments(&content.text);
+        if segments.count > self.max_segments {
+            return Delivery::Failed {
+                reason: Reason::TooLong,
+                detail: format!(
+                    "{} segments ({:?}), over the budget of {}",
+                    segments.count, segments.encoding, self.max_segments
+                ),
+            };
+        }
+        // Marketing goes as Promotional (cheaper, best effort); the rest as configured.
+        let sms_type = if job.request.kind == Kind::Marketing { SmsType::Promotional } else { self.sms_type };
+        match self.sender.send(to, &content.text, sms_type).await {
+            Ok(provider_id) => Delivery::Sent { provider_id, sms_segments: u32::try_from(segments.count).ok() },
             Err(e) if e.permanent_code().is_some_and(|c| c.contains("OptedOut") || c.contains("OptOut")) => {
                 if let Err(err) = self
                     .suppression
@@ -72,8 +101,8 @@ impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
     }
 }
 
-pub async fn handler<L, T, O, S, X>(
-    deps: &DispatchDeps<L, T, O>,
+pub async fn handler<L, T, O, C, S, X>(
+    deps: &DispatchDeps<L, T, O, C>,
     sms: &Sms<S, X>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
@@ -81,8 +110,78 @@ where
     L: Ledger,
     T: TemplateStore,
     O: Outbox,
+    C: CapCounter,
     S: SmsSender,
     X: SuppressionList,
 {
     Ok(herald::dispatch::handle(deps, sms, event).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald::domain::PhoneNumber;
+    use herald::ports::PortResult;
+    use std::sync::Mutex;
+
+    /// Records what it was asked to send.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, SmsType)>>);
+
+    impl SmsSender for Recorder {
+        async fn send(&self, _to: &PhoneNumber, text: &str, sms_type: SmsType) -> PortResult<String> {
+            self.0.lock().unwrap().push((text.to_owned(), sms_type));
+            Ok("sns-1".into())
+        }
+    }
+
+    struct NoSuppression;
+
+    impl SuppressionList for NoSuppression {
+        async fn find(&self, _: &[(Channel, String)]) -> PortResult<Vec<(Channel, SuppressionCause)>> {
+            Ok(Vec::new())
+        }
+        async fn suppress(&self, _: Channel, _: &str, _: SuppressionCause, _: chrono::DateTime<Utc>) -> PortResult<()> {
+            Ok(())
+        }
+    }
+
+    fn template(text: &str) -> CompiledTemplate {
+        let doc = serde_json::json!({"name": "t", "channels": ["sms"], "default_locale": "en", "variables": ["n"],
+                                     "locales": {"en": {"sms": {"text": text}}}});
+        CompiledTemplate::compile(serde_json::from_value(doc).unwrap()).unwrap()
+    }
+
+    fn job(kind: &str) -> DispatchJob {
+        serde_json::from_value(serde_json::json!({
+            "message_id": "0123456789abcdef0123456789abcdef",
+            "request": {"idempotency_key": "k", "recipient": "r", "template": "t", "kind": kind, "data": {"n": "1"}},
+            "contact": {"sms": "+15555550100"},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn type_follows_the_kind_and_length_is_bounded() {
+        let sms = Sms {
+            sender: Recorder::default(),
+            suppression: NoSuppression,
+            sms_type: SmsType::Transactional,
+            max_segments: 1,
+        };
+        let short = template("Code {{ n }}");
+        assert_eq!(
+            sms.deliver(&job("transactional"), &short).await,
+            Delivery::Sent { provider_id: "sns-1".into(), sms_segments: Some(1) }
+        );
+        assert!(matches!(sms.deliver(&job("marketing"), &short).await, Delivery::Sent { .. }));
+        let types: Vec<SmsType> = sms.sender.0.lock().unwrap().iter().map(|(_, t)| *t).collect();
+        assert_eq!(types, [SmsType::Transactional, SmsType::Promotional]);
+        let long = template(&"x".repeat(161));
+        assert!(matches!(
+            sms.deliver(&job("transactional"), &long).await,
+            Delivery::Failed { reason: Reason::TooLong, .. }
+        ));
+        assert_eq!(sms.sender.0.lock().unwrap().len(), 2, "nothing sent over the budget");
+    }
 }

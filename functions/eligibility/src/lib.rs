@@ -5,13 +5,15 @@
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{Kind, Mode};
-use herald::domain::caps::{CapPolicy, CapSlot};
+use herald::domain::Channel;
+use herald::domain::campaign::Assignment;
+use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
 use herald::domain::eligibility::{Decision, Facts, evaluate};
 use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Recipient;
-use herald::domain::{Channel, MessageId};
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::metrics;
 use herald::ports::*;
 
 #[cfg(feature = "aws")]
@@ -27,7 +29,8 @@ pub struct Config {
     pub push_queue_url: String,
     pub email_queue_url: String,
     pub sms_queue_url: String,
-    pub eligibility_queue_url: Option<String>,
+    pub eligibility_queue_url: String,
+    pub schedule_table: String,
     pub cap_policy: CapPolicy,
 }
 
@@ -46,23 +49,39 @@ impl Config {
             push_queue_url: required(get, "HERALD_PUSH_QUEUE_URL")?,
             email_queue_url: required(get, "HERALD_EMAIL_QUEUE_URL")?,
             sms_queue_url: required(get, "HERALD_SMS_QUEUE_URL")?,
-            eligibility_queue_url: optional(get, "HERALD_ELIGIBILITY_QUEUE_URL"),
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            schedule_table: required(get, "HERALD_SCHEDULE_TABLE")?,
             cap_policy,
         })
     }
 }
 
-pub struct Deps<L, R, S, C, T, O> {
-    pub ledger: L,
-    pub recipients: R,
-    pub suppression: S,
-    pub caps: C,
-    pub templates: T,
-    pub outbox: O,
+/// The ports eligibility uses, bundled so handlers take one type parameter.
+pub trait Ports {
+    type Ledger: Ledger;
+    type Recipients: RecipientStore;
+    type Suppression: SuppressionList;
+    type Caps: CapCounter;
+    type Templates: TemplateStore + CampaignStore;
+    type Outbox: Outbox;
+    type Schedule: ScheduleStore;
+}
+
+pub struct Deps<P: Ports> {
+    pub ledger: P::Ledger,
+    pub recipients: P::Recipients,
+    pub suppression: P::Suppression,
+    pub caps: P::Caps,
+    pub templates: P::Templates,
+    pub outbox: P::Outbox,
+    pub schedule: P::Schedule,
     pub policy: CapPolicy,
 }
 
 const CONCURRENCY: usize = 10;
+
+/// SQS delays a message at most 15 minutes; longer waits go to the schedule table.
+pub const MAX_QUEUE_DELAY_SECS: i64 = 900;
 
 /// One record's output: jobs for channel queues (or back to eligibility when deferred).
 struct Routed {
@@ -80,19 +99,19 @@ impl Routed {
     }
 }
 
-pub async fn handler<L, R, S, C, T, O>(
-    deps: &Deps<L, R, S, C, T, O>,
+pub async fn handler<P: Ports>(
+    deps: &Deps<P>,
     event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, herald::lambda::Error>
-where
-    L: Ledger,
-    R: RecipientStore,
-    S: SuppressionList,
-    C: CapCounter,
-    T: TemplateStore,
-    O: Outbox,
-{
-    let now = Utc::now();
+) -> Result<SqsBatchResponse, herald::lambda::Error> {
+    handle_at(deps, event, Utc::now()).await
+}
+
+/// The handler at a given instant (tests move the clock; Lambda passes now).
+pub async fn handle_at<P: Ports>(
+    deps: &Deps<P>,
+    event: LambdaEvent<SqsEvent>,
+    now: DateTime<Utc>,
+) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let routed = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
 
     // Group the jobs by destination and send each group in batches; a failed job
@@ -135,15 +154,7 @@ where
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, R, S, C, T, O>(deps: &Deps<L, R, S, C, T, O>, record: Record, now: DateTime<Utc>) -> Routed
-where
-    L: Ledger,
-    R: RecipientStore,
-    S: SuppressionList,
-    C: CapCounter,
-    T: TemplateStore,
-    O: Outbox,
-{
+async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -> Routed {
     let job: EligibilityJob = match serde_json::from_str(&record.body) {
         Ok(job) => job,
         Err(e) => {
@@ -169,20 +180,30 @@ where
         Err(e) if e.is_retryable() => Routed::retry(e),
         Err(e) => {
             tracing::error!(message_id = %job.message_id, error = %e, "eligibility failed permanently");
-            refuse(deps, &job.message_id, Status::Failed, Reason::ProviderRejected, &e.to_string(), now).await
+            refuse(deps, &job, Status::Failed, Reason::ProviderRejected, &e.to_string(), now).await
         }
     }
 }
 
-async fn refuse<L: Ledger, R, S, C, T, O>(
-    deps: &Deps<L, R, S, C, T, O>,
-    id: &MessageId,
+async fn refuse<P: Ports>(
+    deps: &Deps<P>,
+    job: &EligibilityJob,
     status: Status,
     reason: Reason,
     detail: &str,
     now: DateTime<Utc>,
 ) -> Routed {
+    let id = &job.message_id;
     tracing::info!(message_id = %id, status = %status, reason = %reason, detail, "not sent");
+    metrics::count(
+        "Notifications",
+        &[
+            ("Stage", "eligibility"),
+            ("Outcome", status.as_str()),
+            ("Reason", reason.as_str()),
+            ("Kind", job.request.kind.as_str()),
+        ],
+    );
     let t = Transition::new(status, now).reason(reason).detail(detail);
     match deps.ledger.transition(id, t).await {
         Ok(_) => Routed::done(),
@@ -199,27 +220,15 @@ fn contact(recipient: &Recipient, channel: Channel) -> Option<Contact> {
     }
 }
 
-async fn decide<L, R, S, C, T, O>(
-    deps: &Deps<L, R, S, C, T, O>,
-    job: &EligibilityJob,
-    now: DateTime<Utc>,
-) -> PortResult<Routed>
-where
-    L: Ledger,
-    R: RecipientStore,
-    S: SuppressionList,
-    C: CapCounter,
-    T: TemplateStore,
-{
+async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Utc>) -> PortResult<Routed> {
     let request = &job.request;
-    let id = &job.message_id;
     let Some(template) = deps.templates.get(&request.template).await? else {
         let detail = format!("no template named {}", request.template);
-        return Ok(refuse(deps, id, Status::Rejected, Reason::UnknownTemplate, &detail, now).await);
+        return Ok(refuse(deps, job, Status::Rejected, Reason::UnknownTemplate, &detail, now).await);
     };
     let Some(recipient) = deps.recipients.get(&request.recipient).await? else {
         let detail = format!("no recipient {}", request.recipient);
-        return Ok(refuse(deps, id, Status::Rejected, Reason::UnknownRecipient, &detail, now).await);
+        return Ok(refuse(deps, job, Status::Rejected, Reason::UnknownRecipient, &detail, now).await);
     };
     let mut keys = Vec::with_capacity(2);
     if let Some(email) = &recipient.email {
@@ -240,61 +249,118 @@ where
     match evaluate(&facts) {
         Decision::Refuse { reason, detail } => {
             let status = if reason == Reason::Expired { Status::Expired } else { Status::Suppressed };
-            Ok(refuse(deps, id, status, reason, &detail, now).await)
+            Ok(refuse(deps, job, status, reason, &detail, now).await)
         }
-        Decision::Defer { until, reason } => {
-            tracing::info!(message_id = %id, reason = %reason, until = %until, "deferred");
-            if !job.deferred {
-                let t = Transition::new(Status::Deferred, now).reason(reason).detail(until.to_rfc3339());
-                deps.ledger.transition(id, t).await?;
+        Decision::Defer { until, reason } => defer(deps, job, until, reason, now).await,
+        Decision::Send { candidates } => {
+            // Holdouts are drawn among people who would have received it, so the
+            // groups compare like with like when lift is measured.
+            let mut variant = None;
+            if let Some(name) = &request.campaign
+                && let Some(campaign) = deps.templates.campaign(name).await?
+            {
+                match campaign.assign(&request.recipient) {
+                    Assignment::Holdout => {
+                        let detail = format!("held out of campaign {name} ({}%)", campaign.holdout_percent);
+                        return Ok(refuse(deps, job, Status::Suppressed, Reason::Holdout, &detail, now).await);
+                    }
+                    Assignment::Send(v) => variant = v.cloned(),
+                }
             }
-            // SQS delays at most 15 minutes: a longer wait takes several hops, each
-            // re-evaluated (consent or suppression may have changed meanwhile).
-            let delay = (until - now).num_seconds().clamp(0, i64::from(u32::MAX)) as u32;
-            let body = serde_json::to_string(&EligibilityJob { deferred: true, ..job.clone() })
-                .map_err(|e| PortError::Unknown(e.into()))?;
-            Ok(Routed {
-                outcome: Outcome::Done,
-                jobs: vec![(Destination::Eligibility, body, delay)],
-                slots: Vec::new(),
-            })
+            route(deps, job, &recipient, &candidates, variant, now).await
         }
-        Decision::Send { candidates } => route(deps, job, &recipient, &candidates, now).await,
     }
+}
+
+/// Waits until `until`: on the queue itself when that is within an SQS delay,
+/// else in the schedule table, which the scheduler reads every minute.
+async fn defer<P: Ports>(
+    deps: &Deps<P>,
+    job: &EligibilityJob,
+    until: DateTime<Utc>,
+    reason: Reason,
+    now: DateTime<Utc>,
+) -> PortResult<Routed> {
+    let id = &job.message_id;
+    tracing::info!(message_id = %id, reason = %reason, until = %until, "deferred");
+    if !job.deferred {
+        let t = Transition::new(Status::Deferred, now).reason(reason).detail(until.to_rfc3339());
+        deps.ledger.transition(id, t).await?;
+        metrics::count(
+            "Notifications",
+            &[
+                ("Stage", "eligibility"),
+                ("Outcome", "deferred"),
+                ("Reason", reason.as_str()),
+                ("Kind", job.request.kind.as_str()),
+            ],
+        );
+    }
+    let body = serde_json::to_string(&EligibilityJob { deferred: true, ..job.clone() })
+        .map_err(|e| PortError::Unknown(e.into()))?;
+    let wait = (until - now).num_seconds().max(0);
+    if wait > MAX_QUEUE_DELAY_SECS {
+        deps.schedule.schedule(id, &body, until).await?;
+        return Ok(Routed::done());
+    }
+    Ok(Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, wait as u32)], slots: Vec::new() })
 }
 
 /// Takes cap slots on the candidates in order: the first channel that gets all its
 /// slots is used (every such channel in `all` mode).
-async fn route<L, R, S, C, T, O>(
-    deps: &Deps<L, R, S, C, T, O>,
+async fn route<P: Ports>(
+    deps: &Deps<P>,
     job: &EligibilityJob,
     recipient: &Recipient,
     candidates: &[Channel],
+    variant: Option<herald::domain::campaign::Variant>,
     now: DateTime<Utc>,
-) -> PortResult<Routed>
-where
-    L: Ledger,
-    C: CapCounter,
-{
+) -> PortResult<Routed> {
     let request = &job.request;
     let mode = request.mode;
     let mut routed = Routed::done();
     let mut capped = Vec::new();
+    let mut reason = Reason::CapReached;
+    let mut sent_request = request.clone();
+    if let Some(template) = variant.as_ref().and_then(|v| v.template.clone()) {
+        sent_request.template = template;
+    }
     for (position, &channel) in candidates.iter().enumerate() {
         let Some(contact) = contact(recipient, channel) else { continue };
-        match take_slots(&deps.caps, &deps.policy.slots(request.kind, &request.recipient, channel, now)).await? {
-            Err(label) => capped.push(format!("{channel}: cap_reached ({label})")),
+        let slots = deps.policy.slots(request.kind, &request.recipient, channel, request.campaign.as_ref(), now);
+        match take_slots(&deps.caps, &slots).await? {
+            Err(full) => {
+                if full.scope == CapScope::Campaign {
+                    reason = Reason::Cooldown;
+                }
+                capped.push(format!(
+                    "{channel}: {} ({})",
+                    if full.scope == CapScope::Campaign { "cooldown" } else { "cap_reached" },
+                    full.label
+                ));
+            }
             Ok(taken) => {
                 let dispatch = DispatchJob {
                     message_id: job.message_id.clone(),
-                    request: request.clone(),
+                    request: sent_request.clone(),
                     contact,
                     locale: recipient.locale.clone(),
                     tried: job.tried.clone(),
                     may_fall_back: mode == Mode::First && position + 1 < candidates.len(),
+                    slots: taken.clone(),
+                    variant: variant.as_ref().map(|v| v.name.clone()),
                 };
                 let body = serde_json::to_string(&dispatch).map_err(|e| PortError::Unknown(e.into()))?;
                 tracing::info!(message_id = %job.message_id, channel = %channel, kind = request.kind.as_str(), "routed");
+                metrics::count(
+                    "Notifications",
+                    &[
+                        ("Stage", "eligibility"),
+                        ("Outcome", "routed"),
+                        ("Channel", channel.as_str()),
+                        ("Kind", request.kind.as_str()),
+                    ],
+                );
                 routed.jobs.push((Destination::Channel(channel), body, 0));
                 routed.slots.extend(taken);
                 if mode == Mode::First {
@@ -305,7 +371,7 @@ where
     }
     if routed.jobs.is_empty() {
         let detail = capped.join(", ");
-        return Ok(refuse(deps, &job.message_id, Status::Suppressed, Reason::CapReached, &detail, now).await);
+        return Ok(refuse(deps, job, Status::Suppressed, reason, &detail, now).await);
     }
     if request.kind == Kind::Marketing && !capped.is_empty() {
         tracing::info!(message_id = %job.message_id, capped = %capped.join(", "), "some channels were capped");
@@ -314,14 +380,14 @@ where
 }
 
 /// Takes every slot or none: on the first full counter, the ones taken are given back.
-async fn take_slots<C: CapCounter>(caps: &C, slots: &[CapSlot]) -> PortResult<Result<Vec<CapSlot>, String>> {
+async fn take_slots<C: CapCounter>(caps: &C, slots: &[CapSlot]) -> PortResult<Result<Vec<CapSlot>, CapSlot>> {
     let mut taken = Vec::with_capacity(slots.len());
     for slot in slots {
         match caps.try_take(slot).await {
             Ok(true) => taken.push(slot.clone()),
             Ok(false) => {
                 give_back_all(caps, &taken).await;
-                return Ok(Err(slot.label.clone()));
+                return Ok(Err(slot.clone()));
             }
             Err(e) => {
                 give_back_all(caps, &taken).await;

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
-use herald::contract::{IngestMessage, PushTokenCommand, Rejection};
+use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
 use herald::domain::MessageId;
 use herald::domain::jobs::EligibilityJob;
 use herald::domain::ledger::Status;
@@ -63,7 +63,7 @@ pub async fn handler<L, R, O, E>(
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
     L: Ledger,
-    R: RecipientStore,
+    R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
 {
@@ -108,7 +108,7 @@ where
 async fn process<L, R, O, E>(deps: &Deps<L, R, O, E>, record: Record, now: DateTime<Utc>) -> Step
 where
     L: Ledger,
-    R: RecipientStore,
+    R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
 {
@@ -217,14 +217,21 @@ where
     }
 }
 
-async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand, now: DateTime<Utc>) -> PortResult<()>
+/// Creates (or finds and re-enables) the token's platform endpoint and records the
+/// device; the endpoints of tokens it replaced on the same device are deleted.
+async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &RegisterPushToken, now: DateTime<Utc>) -> PortResult<()>
 where
-    R: RecipientStore,
+    R: DeviceRegistry,
     E: PushEndpoints,
 {
     let endpoint_arn = deps.endpoints.register(cmd.platform, &cmd.token).await?;
     let device = Device { platform: cmd.platform, token: cmd.token.clone(), endpoint_arn };
-    deps.recipients.add_device(&cmd.recipient, &device, now).await
+    let replaced = deps.recipients.register_device(&cmd.recipient, &device, cmd.device_id.as_ref(), now).await?;
+    for old in &replaced {
+        tracing::info!(recipient = %cmd.recipient, token = %old.token.handle(), "token replaced on the same device");
+        delete_endpoint(deps, old).await?;
+    }
+    Ok(())
 }
 
 async fn remove<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand) -> PortResult<()>

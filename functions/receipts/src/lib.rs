@@ -1,15 +1,21 @@
-//! Receipts: SES events (through SNS into SQS) move the ledger forward and
-//! suppress addresses that bounced hard or complained.
+//! Receipts: what providers report back changes what Herald does next.
 //!
-//! Not built yet (issue 5): SNS mobile push events, HTTPS webhooks with
-//! signature checks, one-click unsubscribe. Such messages are acknowledged and
-//! logged as not handled.
+//! - SES events (through SNS into SQS) move the message's ledger status forward
+//!   and suppress addresses that bounced hard or complained.
+//! - SNS mobile push events (endpoint disabled or deleted, delivery failures that
+//!   condemn the token) remove the token from whoever registered it.
+//! - Custom providers' reports, relayed by the webhook function once their HMAC is
+//!   checked, do both for the channels those providers carry.
+//!
+//! Every change is safe to apply twice and in any order: the ledger only moves a
+//! status forward, suppression is a put, removing a removed token does nothing.
 
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, required};
-use herald::domain::Channel;
-use herald::domain::receipts::{LedgerChange, SesEvent, SnsEnvelope};
+use herald::domain::contact::redact_contacts;
+use herald::domain::receipts::{LedgerChange, PushAction, PushEvent, Receipt, ReceiptAction};
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::metrics;
 use herald::ports::*;
 
 #[cfg(feature = "aws")]
@@ -19,6 +25,7 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub suppression_table: String,
+    pub recipients_table: String,
 }
 
 impl Config {
@@ -26,72 +33,75 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             suppression_table: required(get, "HERALD_SUPPRESSION_TABLE")?,
+            recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
         })
     }
 }
 
-pub struct Deps<L, S> {
+pub struct Deps<L, S, D> {
     pub ledger: L,
     pub suppression: S,
+    pub devices: D,
 }
 
 const CONCURRENCY: usize = 10;
 
-pub async fn handler<L, S>(
-    deps: &Deps<L, S>,
+pub async fn handler<L, S, D>(
+    deps: &Deps<L, S, D>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
     L: Ledger,
     S: SuppressionList,
+    D: DeviceRegistry,
 {
     let now = Utc::now();
     let outcomes = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L: Ledger, S: SuppressionList>(deps: &Deps<L, S>, record: Record, now: DateTime<Utc>) -> Outcome {
-    let parsed = serde_json::from_str::<SnsEnvelope>(&record.body)
-        .map_err(|e| format!("not an SNS notification: {e}"))
-        .and_then(|env| {
-            if env.kind != "Notification" {
-                return Err(format!("SNS message of type {} is not a notification", env.kind));
-            }
-            Ok(env)
-        });
-    let envelope = match parsed {
-        Ok(env) => env,
-        Err(detail) => return reject(deps, &record, "invalid_event", detail, now).await,
+async fn process<L, S, D>(deps: &Deps<L, S, D>, record: Record, now: DateTime<Utc>) -> Outcome
+where
+    L: Ledger,
+    S: SuppressionList,
+    D: DeviceRegistry,
+{
+    let receipt = match Receipt::parse(&record.body) {
+        Ok(r) => r,
+        Err(e) => return reject(deps, &record, e.code, e.detail, now).await,
     };
-    let ses: SesEvent = match serde_json::from_str(&envelope.message) {
-        Ok(e) => e,
-        Err(e) => {
-            let is_push_event = serde_json::from_str::<serde_json::Value>(&envelope.message)
-                .is_ok_and(|v| v.get("EventType").is_some());
-            if is_push_event {
-                tracing::info!(record = %record.id, "SNS mobile push event: not handled yet (issue 5)");
-                return Outcome::Done;
+    let result = match receipt {
+        Receipt::Ses(event) => apply(deps, event.action(), now).await,
+        Receipt::Push(event) => remove_dead_token(deps, &event).await,
+        Receipt::Provider(report) => {
+            let mut result = Ok(());
+            // In order: a retry re-applies the earlier events, which changes nothing.
+            for event in &report.events {
+                result = apply(deps, event.action(), now).await;
+                if result.is_err() {
+                    break;
+                }
             }
-            return reject(deps, &record, "invalid_event", format!("not an SES event: {e}"), now).await;
+            result
         }
     };
-    match apply(deps, &ses, now).await {
+    match result {
         Ok(()) => Outcome::Done,
         Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
         Err(e) => reject(deps, &record, "store_rejected", e.to_string(), now).await,
     }
 }
 
-async fn apply<L: Ledger, S: SuppressionList>(
-    deps: &Deps<L, S>,
-    event: &SesEvent,
-    now: DateTime<Utc>,
-) -> PortResult<()> {
-    let action = event.action();
+async fn apply<L, S, D>(deps: &Deps<L, S, D>, action: ReceiptAction, now: DateTime<Utc>) -> PortResult<()>
+where
+    L: Ledger,
+    S: SuppressionList,
+{
     // Suppress first: it matters even when the message is unknown to the ledger.
-    for (hash, cause) in &action.suppress {
-        deps.suppression.suppress(Channel::Email, hash, *cause, now).await?;
-        tracing::info!(event = %action.event, cause = cause.as_str(), "address suppressed");
+    for s in &action.suppress {
+        deps.suppression.suppress(s.channel, &s.hash, s.cause, now).await?;
+        tracing::info!(event = %action.event, channel = %s.channel, cause = s.cause.as_str(), "contact suppressed");
+        metrics::count("Suppressions", &[("Channel", s.channel.as_str()), ("Cause", s.cause.as_str())]);
     }
     let Some(id) = &action.message_id else {
         tracing::info!(event = %action.event, "event without a Herald message id: suppression only");
@@ -100,29 +110,61 @@ async fn apply<L: Ledger, S: SuppressionList>(
     match action.change {
         LedgerChange::None => Ok(()),
         LedgerChange::Advance { status, reason, detail } => {
-            let mut t = Transition::new(status, now).channel(Channel::Email);
+            let mut t = Transition::new(status, now).channel(action.channel);
             t.reason = reason;
-            t.provider_id = Some(action.provider_id.clone());
+            t.provider_id = action.provider_id.clone();
             if !detail.is_empty() {
                 t = t.detail(detail);
             }
-            let applied = deps.ledger.transition(id, t).await?;
+            let (applied, facts) = deps.ledger.advance(id, t).await?;
+            if let (Applied::Applied, Some(facts)) = (applied, &facts) {
+                metrics::transition(
+                    status.as_str(),
+                    action.channel.as_str(),
+                    &facts.template,
+                    facts.campaign.as_deref(),
+                );
+            }
             tracing::info!(message_id = %id, event = %action.event, status = %status, applied = ?applied, "receipt");
             Ok(())
         }
         LedgerChange::Note { status, detail } => {
-            deps.ledger.note(id, Transition::new(status, now).channel(Channel::Email).detail(detail)).await
+            tracing::info!(message_id = %id, event = %action.event, "receipt noted");
+            deps.ledger.note(id, Transition::new(status, now).channel(action.channel).detail(detail)).await
         }
     }
 }
 
-async fn reject<L: Ledger, S>(
-    deps: &Deps<L, S>,
+async fn remove_dead_token<L, S, D>(deps: &Deps<L, S, D>, event: &PushEvent) -> PortResult<()>
+where
+    D: DeviceRegistry,
+{
+    let (endpoint_arn, cause) = match event.action() {
+        PushAction::RemoveDevice { endpoint_arn, cause } => (endpoint_arn, cause),
+        PushAction::Ignore(why) => {
+            tracing::info!(event = %event.event_type, why, "push event: nothing to do");
+            return Ok(());
+        }
+    };
+    match deps.devices.remove_endpoint(&endpoint_arn).await? {
+        Some((recipient, device)) => {
+            tracing::info!(recipient = %recipient, token = %device.token.handle(), cause = cause.as_str(), "push token removed");
+            metrics::count("PushTokensRemoved", &[("Platform", device.platform.as_str()), ("Cause", cause.as_str())]);
+        }
+        None => tracing::info!(event = %event.event_type, cause = cause.as_str(), "no recipient holds this endpoint"),
+    }
+    Ok(())
+}
+
+async fn reject<L: Ledger, S, D>(
+    deps: &Deps<L, S, D>,
     record: &Record,
     code: &str,
     detail: String,
     now: DateTime<Utc>,
 ) -> Outcome {
+    // Parser errors quote the body: no address or number goes to the log or the ledger.
+    let detail = redact_contacts(&detail);
     tracing::warn!(record = %record.id, code, detail = %detail, "receipt rejected");
     let rejection = RejectionRecord {
         source_id: record.id.clone(),

@@ -6,17 +6,20 @@
 
 use crate::aws::classify;
 use crate::contract::{ConsentSource, Kind, Locale, SetConsent, TimeZone, UpsertRecipient};
+use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
 use crate::domain::ledger::{Status, SuppressionCause};
-use crate::domain::recipient::{ConsentScope, ConsentState, Device, QuietHours, Recipient};
+use crate::domain::recipient::{ConsentScope, ConsentState, Device, QuietHours, Recipient, device_slot};
 use crate::domain::template::{CompiledTemplate, TemplateDoc};
-use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName};
+use crate::domain::{
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
+};
 use crate::ports::*;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, DurationRound, NaiveTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,6 +112,8 @@ impl DynamoLedger {
             reason: get_s(item, "reason").map(str::to_owned),
             channel: get_s(item, "channel").map(str::to_owned),
             provider_id: get_s(item, "provider_id").map(str::to_owned),
+            variant: get_s(item, "variant").map(str::to_owned),
+            sms_segments: get_n(item, "sms_segments"),
             duplicates: get_n(item, "duplicates").unwrap_or(0),
             history,
         })
@@ -212,41 +217,44 @@ impl Ledger for DynamoLedger {
             .map_err(|e| classify("PutItem", e))
     }
 
-    async fn claim_send(
-        &self,
-        id: &MessageId,
-        channel: Channel,
-        at: DateTime<Utc>,
-        claim_until: DateTime<Utc>,
-    ) -> PortResult<Applied> {
-        let sent = Transition::new(Status::Sent, at).channel(channel);
-        let result = self
+    async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Applied> {
+        let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
+        let mut update = String::from(
+            "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, \
+             history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
+        );
+        // One channel per message (`first` mode): a new send, or the retry of an attempt
+        // that ended without recording a provider id. `all` mode: each channel once.
+        let condition = if claim.per_channel {
+            "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank <= :rank"
+        } else {
+            "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
+             AND attribute_not_exists(provider_id)))"
+        };
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(id.as_str())))
-            .update_expression(
-                "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, \
-                 history = list_append(if_not_exists(history, :empty), :h)",
-            )
-            // A new send, or the retry of an attempt that ended without recording a provider id.
-            .condition_expression(
-                "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
-                 AND attribute_not_exists(provider_id)))",
-            )
+            .set_key(Some(key(claim.id.as_str())))
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#rank", "rank")
             .expression_attribute_values(":sent", s(Status::Sent.as_str()))
             .expression_attribute_values(":rank", n(Status::Sent.rank()))
-            .expression_attribute_values(":channel", s(channel.as_str()))
-            .expression_attribute_values(":until", n(claim_until.timestamp()))
-            .expression_attribute_values(":now", n(at.timestamp()))
+            .expression_attribute_values(":channel", s(claim.channel.as_str()))
+            .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
+            .expression_attribute_values(":until", n(claim.until.timestamp()))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&sent))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if !claim.per_channel {
+            req = req.expression_attribute_values(":now", n(claim.at.timestamp()));
+        }
+        if let Some(v) = claim.variant {
+            update = update.replacen("SET ", "SET variant = :variant, ", 1);
+            req = req.expression_attribute_values(":variant", s(v));
+        }
+        match req.update_expression(update).send().await {
             Ok(_) => Ok(Applied::Applied),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
@@ -257,20 +265,24 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    async fn release_send(&self, id: &MessageId, note: Option<Transition>) -> PortResult<()> {
+    async fn release_send(&self, id: &MessageId, channel: Channel, note: Option<Transition>) -> PortResult<()> {
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(provider_id)")
-            .expression_attribute_values(":zero", n(0));
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":channels", AttributeValue::Ss(vec![channel.as_str().to_owned()]));
         req = match note {
             Some(t) => req
-                .update_expression("SET claim_until = :zero, history = list_append(if_not_exists(history, :empty), :h)")
+                .update_expression(
+                    "SET claim_until = :zero, history = list_append(if_not_exists(history, :empty), :h) \
+                     DELETE claimed :channels",
+                )
                 .expression_attribute_values(":empty", AttributeValue::L(vec![]))
                 .expression_attribute_values(":h", history_entry(&t)),
-            None => req.update_expression("SET claim_until = :zero"),
+            None => req.update_expression("SET claim_until = :zero DELETE claimed :channels"),
         };
         req.send().await.map(|_| ()).or_else(|e| match e.as_service_error() {
             Some(se) if is_conditional_failure(se) => Ok(()),
@@ -278,21 +290,34 @@ impl Ledger for DynamoLedger {
         })
     }
 
-    async fn record_sent(&self, id: &MessageId, provider_id: &str, template_version: u32) -> PortResult<()> {
-        self.client
+    async fn record_sent(
+        &self,
+        id: &MessageId,
+        provider_id: &str,
+        template_version: u32,
+        sms_segments: Option<u32>,
+    ) -> PortResult<()> {
+        let mut req = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
-            .update_expression("SET provider_id = :pid, template_version = :v")
             .expression_attribute_values(":pid", s(provider_id))
-            .expression_attribute_values(":v", n(template_version))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("UpdateItem", e))
+            .expression_attribute_values(":v", n(template_version));
+        // `all` mode sends on several channels: the first provider id is kept.
+        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid), template_version = :v");
+        if let Some(segments) = sms_segments {
+            update.push_str(", sms_segments = :seg");
+            req = req.expression_attribute_values(":seg", n(segments));
+        }
+        req.update_expression(update).send().await.map(|_| ()).map_err(|e| classify("UpdateItem", e))
     }
 
     async fn transition(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {
+        self.advance(id, t).await.map(|(applied, _)| applied)
+    }
+
+    async fn advance(&self, id: &MessageId, t: Transition) -> PortResult<(Applied, Option<MessageFacts>)> {
         let mut update = String::from(
             "SET #status = :status, #rank = :rank, history = list_append(if_not_exists(history, :empty), :h)",
         );
@@ -308,6 +333,9 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":rank", n(t.status.rank()))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&t))
+            // The item comes back with the write at no extra cost: its template and
+            // campaign label the transition's metric without a read.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(r) = t.reason {
             update.push_str(", reason = :reason");
@@ -322,10 +350,17 @@ impl Ledger for DynamoLedger {
             req = req.expression_attribute_values(":pid", s(p));
         }
         match req.update_expression(update).send().await {
-            Ok(_) => Ok(Applied::Applied),
+            Ok(out) => {
+                let facts = out.attributes.as_ref().map(|item| MessageFacts {
+                    template: get_s(item, "template").unwrap_or_default().to_owned(),
+                    campaign: get_s(item, "campaign").map(str::to_owned),
+                });
+                Ok((Applied::Applied, facts))
+            }
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(if c.item().is_some_and(|i| i.contains_key("pk")) { Applied::Stale } else { Applied::Unknown })
+                    let exists = c.item().is_some_and(|i| i.contains_key("pk"));
+                    Ok((if exists { Applied::Stale } else { Applied::Unknown }, None))
                 }
                 _ => Err(classify("UpdateItem", e)),
             },
@@ -374,6 +409,34 @@ impl DynamoLedger {
         Ok(item.map(|i| {
             (get_s(&i, "reason").unwrap_or_default().to_owned(), get_s(&i, "detail").unwrap_or_default().to_owned())
         }))
+    }
+
+    /// Every message of a campaign, for the operator's funnel (`herald funnel`). A Scan
+    /// with a filter reads the whole table: acceptable for an occasional operator
+    /// command on a ledger that TTL keeps to its retention window. A GSI on campaign
+    /// would be cheaper to read but would cost a write on every status change of
+    /// every campaign message, which the per-notification write budget forbids.
+    pub async fn campaign_entries(&self, campaign: &str) -> PortResult<Vec<LedgerEntry>> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("campaign = :c")
+                .expression_attribute_values(":c", s(campaign))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Scan", e))?;
+            entries.extend(page.items.unwrap_or_default().iter().filter_map(Self::parse_entry));
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(entries)
     }
 }
 
@@ -428,15 +491,7 @@ impl DynamoRecipients {
                     r.consents.insert(scope, state);
                 }
             } else if name.starts_with(DEVICE_PREFIX) {
-                let device = (|| {
-                    Some(Device {
-                        platform: serde_json::from_value(serde_json::Value::String(get_s(m, "platform")?.into()))
-                            .ok()?,
-                        token: PushToken::new(get_s(m, "token")?).ok()?,
-                        endpoint_arn: get_s(m, "arn")?.to_owned(),
-                    })
-                })();
-                r.devices.extend(device);
+                r.devices.extend(Self::parse_device(m));
             }
         }
         r.devices.sort_by(|a, b| a.endpoint_arn.cmp(&b.endpoint_arn));
@@ -548,48 +603,48 @@ impl RecipientStore for DynamoRecipients {
     }
 
     async fn add_device(&self, id: &RecipientId, device: &Device, now: DateTime<Utc>) -> PortResult<()> {
-        let value = AttributeValue::M(HashMap::from([
-            ("platform".to_owned(), s(device.platform.as_str())),
-            ("token".to_owned(), s(device.token.as_str())),
-            ("arn".to_owned(), s(&device.endpoint_arn)),
-            ("at".to_owned(), ts(now)),
-        ]));
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::profile_key(id)))
-            .update_expression("SET #d = :d, updated_at = :now")
-            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{}", device.token.handle()))
-            .expression_attribute_values(":d", value)
-            .expression_attribute_values(":now", ts(now))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("UpdateItem", e))
+        self.register_device(id, device, None, now).await.map(drop)
     }
 
+    /// One read (which attributes hold the token) and one write, plus the index item's delete.
     async fn remove_device(&self, id: &RecipientId, token: &PushToken) -> PortResult<Option<Device>> {
-        let out = self
+        let Some(item) = self.profile(id).await? else { return Ok(None) };
+        let found: Vec<(String, Device)> =
+            Self::device_attributes(&item).into_iter().filter(|(_, d)| d.token == *token).collect();
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::profile_key(id)))
-            .update_expression("REMOVE #d")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{}", token.handle()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .expression_attribute_names("#tok", "token")
+            .expression_attribute_values(":tok", s(token.as_str()));
+        let mut removes = Vec::new();
+        let mut conditions = Vec::new();
+        for (i, (name, _)) in found.iter().enumerate() {
+            req = req.expression_attribute_names(format!("#d{i}"), name);
+            removes.push(format!("#d{i}"));
+            // Unless a registration gave that device a new token in the meantime.
+            conditions.push(format!("#d{i}.#tok = :tok"));
+        }
+        let result = req
+            .update_expression(format!("REMOVE {}", removes.join(", ")))
+            .condition_expression(conditions.join(" AND "))
             .send()
             .await;
-        match out {
-            Ok(o) => {
-                let removed = o.attributes.map(|attrs| Self::parse(&attrs)).and_then(|r| r.devices.into_iter().next());
-                Ok(removed)
-            }
+        match result {
+            Ok(_) => {}
             Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(None),
-                _ => Err(classify("UpdateItem", e)),
+                Some(se) if is_conditional_failure(se) => return Ok(None),
+                _ => return Err(classify("UpdateItem", e)),
             },
         }
+        for (_, device) in &found {
+            self.drop_index(&device.endpoint_arn, id).await?;
+        }
+        Ok(found.into_iter().next().map(|(_, d)| d))
     }
 
     async fn erase(&self, id: &RecipientId) -> PortResult<Vec<Device>> {
@@ -637,7 +692,217 @@ impl RecipientStore for DynamoRecipients {
                 None => break,
             }
         }
+        // The endpoint index items name the recipient: they go too.
+        for device in &devices {
+            self.drop_index(&device.endpoint_arn, id).await?;
+        }
         Ok(devices)
+    }
+}
+
+/// The endpoint index: one item per platform endpoint, `pk` = `endpoint#<ARN>`,
+/// naming the recipient and device slot that hold it. Push events name only an
+/// endpoint; this is how they find the person. Devices stay attributes of the
+/// profile (eligibility reads one item per recipient), so the index costs one more
+/// write per token registration and one per removal. Registrations happen when an
+/// app installs or its token rotates, not per notification: the notification
+/// budget (3 write units from ingest to receipt) is untouched. A GSI could not do
+/// it: devices are map attributes, and a GSI indexes top-level attributes only.
+const ENDPOINT_PREFIX: &str = "endpoint#";
+const ENDPOINT_SK: &str = "device";
+
+impl DynamoRecipients {
+    fn endpoint_key(arn: &str) -> Item {
+        HashMap::from([("pk".to_owned(), s(format!("{ENDPOINT_PREFIX}{arn}"))), ("sk".to_owned(), s(ENDPOINT_SK))])
+    }
+
+    fn parse_device(m: &Item) -> Option<Device> {
+        Some(Device {
+            platform: parse_platform(get_s(m, "platform")?)?,
+            token: PushToken::new(get_s(m, "token")?).ok()?,
+            endpoint_arn: get_s(m, "arn")?.to_owned(),
+        })
+    }
+
+    /// The device attributes of a profile item, with their attribute names.
+    fn device_attributes(item: &Item) -> Vec<(String, Device)> {
+        item.iter()
+            .filter(|(name, _)| name.starts_with(DEVICE_PREFIX))
+            .filter_map(|(name, v)| Some((name.clone(), Self::parse_device(v.as_m().ok()?)?)))
+            .collect()
+    }
+
+    async fn profile(&self, id: &RecipientId) -> PortResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Removes a device slot from a profile while it still holds `arn`; returns the device removed.
+    async fn remove_slot_if(&self, id: &RecipientId, slot: &str, arn: &str) -> PortResult<Option<Device>> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .update_expression("REMOVE #d")
+            .condition_expression("#d.#arn = :arn")
+            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{slot}"))
+            .expression_attribute_names("#arn", "arn")
+            .expression_attribute_values(":arn", s(arn))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.attributes.and_then(|a| Self::device_attributes(&a).into_iter().next()).map(|(_, d)| d)),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(None),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    /// Deletes an endpoint's index item if `owner` holds it (or nobody does); `false`
+    /// when it has moved to someone else since.
+    async fn drop_index(&self, arn: &str, owner: &RecipientId) -> PortResult<bool> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::endpoint_key(arn)))
+            .condition_expression("attribute_not_exists(pk) OR recipient = :r")
+            .expression_attribute_values(":r", s(owner.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(false),
+                _ => Err(classify("DeleteItem", e)),
+            },
+        }
+    }
+}
+
+impl DeviceRegistry for DynamoRecipients {
+    /// Two writes in the common case (the index item, the profile attribute); one more
+    /// when the endpoint moves from another recipient, one per token replaced.
+    async fn register_device(
+        &self,
+        id: &RecipientId,
+        device: &Device,
+        device_id: Option<&DeviceId>,
+        now: DateTime<Utc>,
+    ) -> PortResult<Vec<Device>> {
+        let slot = device_slot(&device.token, device_id);
+        let index: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("{ENDPOINT_PREFIX}{}", device.endpoint_arn))),
+            ("sk".to_owned(), s(ENDPOINT_SK)),
+            ("recipient".to_owned(), s(id.as_str())),
+            ("slot".to_owned(), s(&slot)),
+            ("at".to_owned(), ts(now)),
+        ]);
+        let before = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(index))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?
+            .attributes
+            .and_then(|old| Some((get_s(&old, "recipient")?.to_owned(), get_s(&old, "slot")?.to_owned())));
+
+        // Other slots of this person that hold the same endpoint: the same token seen
+        // under another slot (registered before with or without a device id).
+        let mut stale: Vec<String> = Vec::new();
+        if let Some((owner, old_slot)) = &before
+            && owner == id.as_str()
+            && *old_slot != slot
+        {
+            stale.push(old_slot.clone());
+        }
+        let token_slot = device.token.handle();
+        if token_slot != slot && !stale.contains(&token_slot) {
+            stale.push(token_slot);
+        }
+        let value = AttributeValue::M(HashMap::from([
+            ("platform".to_owned(), s(device.platform.as_str())),
+            ("token".to_owned(), s(device.token.as_str())),
+            ("arn".to_owned(), s(&device.endpoint_arn)),
+            ("at".to_owned(), ts(now)),
+        ]));
+        let mut update = String::from("SET #d = :d, updated_at = :now");
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{slot}"))
+            .expression_attribute_values(":d", value)
+            .expression_attribute_values(":now", ts(now))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld);
+        if !stale.is_empty() {
+            let names: Vec<String> = (0..stale.len()).map(|i| format!("#s{i}")).collect();
+            update.push_str(&format!(" REMOVE {}", names.join(", ")));
+            for (name, old) in names.iter().zip(&stale) {
+                req = req.expression_attribute_names(name, format!("{DEVICE_PREFIX}{old}"));
+            }
+        }
+        let previous = req
+            .update_expression(update)
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem", e))?
+            .attributes
+            .map(|old| Self::device_attributes(&old))
+            .unwrap_or_default();
+
+        // The endpoint (the same token) moved from another recipient: it is theirs no more.
+        if let Some((owner, old_slot)) = before.filter(|(owner, _)| owner != id.as_str())
+            && let Ok(owner) = RecipientId::new(owner)
+        {
+            self.remove_slot_if(&owner, &old_slot, &device.endpoint_arn).await?;
+        }
+        // This device's previous token: its endpoint is nobody's now.
+        let mut replaced = Vec::new();
+        for (_, old) in previous.into_iter().filter(|(_, d)| d.endpoint_arn != device.endpoint_arn) {
+            if self.drop_index(&old.endpoint_arn, id).await? {
+                replaced.push(old);
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// One read of the index item, one write to the profile, one delete of the index item.
+    async fn remove_endpoint(&self, endpoint_arn: &str) -> PortResult<Option<(RecipientId, Device)>> {
+        let index = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::endpoint_key(endpoint_arn)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?
+            .item;
+        let Some(index) = index else { return Ok(None) };
+        let (Some(owner), Some(slot)) =
+            (get_s(&index, "recipient").and_then(|r| RecipientId::new(r).ok()), get_s(&index, "slot"))
+        else {
+            return Ok(None);
+        };
+        let removed = self.remove_slot_if(&owner, slot, endpoint_arn).await?;
+        self.drop_index(endpoint_arn, &owner).await?;
+        Ok(removed.map(|d| (owner, d)))
     }
 }
 
@@ -726,8 +991,12 @@ impl DynamoCaps {
     }
 }
 
-impl CapCounter for DynamoCaps {
-    async fn try_take(&self, slot: &CapSlot) -> PortResult<bool> {
+/// Optimistic attempts at a rolling window before reporting contention as throttling.
+const ROLLING_ATTEMPTS: usize = 8;
+
+impl DynamoCaps {
+    /// A calendar window: one conditional increment.
+    async fn take_counter(&self, slot: &CapSlot) -> PortResult<bool> {
         let result = self
             .client
             .update_item()
@@ -750,7 +1019,81 @@ impl CapCounter for DynamoCaps {
         }
     }
 
+    /// A rolling window: the item keeps the instants of the sends still inside it
+    /// and a version; a take reads it, drops what has rolled out and writes it back
+    /// only if nobody wrote in between (one read, one write; retried on a race).
+    async fn take_rolling(&self, slot: &CapSlot, window_secs: i64, give_back: bool) -> PortResult<bool> {
+        let at = slot.at.timestamp_millis();
+        let since = at - window_secs * 1000;
+        for _ in 0..ROLLING_ATTEMPTS {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&slot.key)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify("GetItem", e))?
+                .item;
+            let version: u64 = item.as_ref().and_then(|i| get_n(i, "version")).unwrap_or(0);
+            let mut live: Vec<i64> = item
+                .as_ref()
+                .and_then(|i| i.get("sends"))
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|x| x.as_n().ok()?.parse().ok()).filter(|t| *t > since).collect())
+                .unwrap_or_default();
+            if give_back {
+                match live.iter().position(|t| *t == at) {
+                    Some(i) => {
+                        live.remove(i);
+                    }
+                    None => return Ok(true),
+                }
+            } else if live.len() >= slot.max as usize {
+                return Ok(false);
+            } else {
+                live.push(at);
+            }
+            let new_item: Item = HashMap::from([
+                ("pk".to_owned(), s(&slot.key)),
+                ("sends".to_owned(), AttributeValue::L(live.iter().map(|t| n(*t)).collect())),
+                ("version".to_owned(), n(version + 1)),
+                ("ttl".to_owned(), n(slot.expires_at.timestamp())),
+            ]);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(new_item))
+                .condition_expression("attribute_not_exists(pk) OR version = :v")
+                .expression_attribute_values(":v", n(version))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(true),
+                Err(e) => match e.as_service_error() {
+                    Some(se) if is_conditional_failure(se) => continue,
+                    _ => return Err(classify("PutItem", e)),
+                },
+            }
+        }
+        Err(PortError::Throttled(format!("cap counter {} is contended", slot.label)))
+    }
+}
+
+impl CapCounter for DynamoCaps {
+    async fn try_take(&self, slot: &CapSlot) -> PortResult<bool> {
+        match slot.rolling_secs {
+            Some(secs) => self.take_rolling(slot, secs, false).await,
+            None => self.take_counter(slot).await,
+        }
+    }
+
     async fn give_back(&self, slot: &CapSlot) -> PortResult<()> {
+        if let Some(secs) = slot.rolling_secs {
+            return self.take_rolling(slot, secs, true).await.map(|_| ());
+        }
         let result = self
             .client
             .update_item()
@@ -776,6 +1119,8 @@ impl CapCounter for DynamoCaps {
 
 /// A template as last read (or its absence), and when.
 type Cached = (Instant, Option<Arc<CompiledTemplate>>);
+/// A campaign as last read (or its absence), and when.
+type CachedCampaign = (Instant, Option<Arc<CampaignDoc>>);
 
 /// Templates, read from the table and kept compiled in memory for `ttl`, so a
 /// warm function reads each template about once a minute at most.
@@ -785,11 +1130,18 @@ pub struct DynamoTemplates {
     table: String,
     ttl: Duration,
     cache: Mutex<HashMap<TemplateName, Cached>>,
+    campaigns: Mutex<HashMap<CampaignId, CachedCampaign>>,
 }
 
 impl DynamoTemplates {
     pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
-        Self { client, table: table.into(), ttl, cache: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            table: table.into(),
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            campaigns: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Stores a template document (used by `herald templates push`).
@@ -809,6 +1161,44 @@ impl DynamoTemplates {
             .await
             .map(|_| ())
             .map_err(|e| classify("PutItem", e))
+    }
+
+    /// Stores a campaign definition beside the templates (`pk` = `campaign#<name>`).
+    pub async fn put_campaign(&self, doc: &CampaignDoc, now: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(doc).map_err(|e| PortError::Unknown(e.into()))?;
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("campaign#{}", doc.name))),
+            ("doc".to_owned(), s(body)),
+            ("updated_at".to_owned(), ts(now)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+
+    async fn load_campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&format!("campaign#{name}"))))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(raw) = out.item.as_ref().and_then(|i| get_s(i, "doc")) else {
+            return Ok(None);
+        };
+        let doc: CampaignDoc = serde_json::from_str(raw).map_err(|e| PortError::Permanent {
+            code: "InvalidCampaign".into(),
+            message: format!("campaign {name} is not a valid document: {e}"),
+        })?;
+        doc.validate().map_err(|message| PortError::Permanent { code: "InvalidCampaign".into(), message })?;
+        Ok(Some(Arc::new(doc)))
     }
 
     async fn load(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
@@ -851,6 +1241,24 @@ impl TemplateStore for DynamoTemplates {
     }
 }
 
+impl CampaignStore for DynamoTemplates {
+    async fn campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
+        let cached = self
+            .campaigns
+            .lock()
+            .ok()
+            .and_then(|c| c.get(name).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, t)| t.clone()));
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let loaded = self.load_campaign(name).await?;
+        if let Ok(mut c) = self.campaigns.lock() {
+            c.insert(name.clone(), (Instant::now(), loaded.clone()));
+        }
+        Ok(loaded)
+    }
+}
+
 /// Parses a ledger `kind` attribute (shared with the CLI's report).
 pub fn parse_kind(raw: &str) -> Option<Kind> {
     serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
@@ -859,4 +1267,196 @@ pub fn parse_kind(raw: &str) -> Option<Kind> {
 /// Parses a platform name as stored.
 pub fn parse_platform(raw: &str) -> Option<Platform> {
     serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}
+
+// ============================================================== schedule
+
+/// The schedule: one item per waiting job, `pk` = `due#<minute, UTC>`, `sk` = message id,
+/// so a run reads each minute it has not read yet with one Query.
+#[derive(Debug, Clone)]
+pub struct DynamoSchedule {
+    client: Client,
+    table: String,
+}
+
+const CURSOR: &str = "cursor";
+
+impl DynamoSchedule {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn bucket(at: DateTime<Utc>) -> String {
+        format!("due#{}", at.format("%Y-%m-%dT%H:%M"))
+    }
+
+    fn item_key(pk: &str, sk: &str) -> Item {
+        HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+    }
+}
+
+impl ScheduleStore for DynamoSchedule {
+    async fn schedule(&self, id: &MessageId, body: &str, due: DateTime<Utc>) -> PortResult<()> {
+        let mut item = Self::item_key(&Self::bucket(due), id.as_str());
+        item.insert("body".into(), s(body));
+        item.insert("due".into(), ts(due));
+        // Kept a week past its time should every run fail, then forgotten.
+        item.insert("ttl".into(), n((due + chrono::TimeDelta::days(7)).timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+
+    async fn due(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> PortResult<Vec<Scheduled>> {
+        let mut out = Vec::new();
+        let mut minute = from.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(from);
+        while minute <= to && out.len() < limit {
+            let mut start: Option<Item> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(Self::bucket(minute)))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify("Query", e))?;
+                for item in page.items.unwrap_or_default() {
+                    let due = get_s(&item, "due").and_then(|d| d.parse::<DateTime<Utc>>().ok());
+                    let id = get_s(&item, "sk").and_then(MessageId::parse);
+                    if let (Some(due), Some(id), Some(body)) = (due, id, get_s(&item, "body"))
+                        && due <= to
+                        && out.len() < limit
+                    {
+                        out.push(Scheduled { id, body: body.to_owned(), due });
+                    }
+                }
+                match page.last_evaluated_key {
+                    Some(k) if out.len() < limit => start = Some(k),
+                    _ => break,
+                }
+            }
+            minute += chrono::TimeDelta::minutes(1);
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, jobs: &[Scheduled]) -> PortResult<()> {
+        for chunk in jobs.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .filter_map(|j| {
+                    DeleteRequest::builder()
+                        .set_key(Some(Self::item_key(&Self::bucket(j.due), j.id.as_str())))
+                        .build()
+                        .ok()
+                })
+                .map(|d| WriteRequest::builder().delete_request(d).build())
+                .collect();
+            for _ in 0..5 {
+                if requests.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| classify("BatchWriteItem", e))?;
+                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
+    async fn cursor(&self) -> PortResult<Option<DateTime<Utc>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(CURSOR, CURSOR)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, "at")).and_then(|a| a.parse().ok()))
+    }
+
+    async fn set_cursor(&self, at: DateTime<Utc>) -> PortResult<()> {
+        let mut item = Self::item_key(CURSOR, CURSOR);
+        item.insert("at".into(), ts(at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutItem", e))
+    }
+}
+
+// ============================================================== webhook replay guard
+
+/// Signatures seen by the webhook function, in the ledger table (`pk` =
+/// `replay#<key>`, expiring by TTL after the freshness window): one conditional
+/// put per signed request, which a second copy of the request cannot pass.
+#[derive(Debug, Clone)]
+pub struct DynamoReplayGuard {
+    client: Client,
+    table: String,
+}
+
+impl DynamoReplayGuard {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn pk(key: &str) -> String {
+        format!("replay#{key}")
+    }
+}
+
+impl ReplayGuard for DynamoReplayGuard {
+    async fn first_use(&self, replay_key: &str, until: DateTime<Utc>) -> PortResult<bool> {
+        let item: Item =
+            HashMap::from([("pk".to_owned(), s(Self::pk(replay_key))), ("ttl".to_owned(), n(until.timestamp()))]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // TTL deletion lags: an item past its time counts as gone.
+            .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(false),
+                _ => Err(classify("PutItem", e)),
+            },
+        }
+    }
+
+    async fn forget(&self, replay_key: &str) -> PortResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&Self::pk(replay_key))))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("DeleteItem", e))
+    }
 }

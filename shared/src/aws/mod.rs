@@ -7,6 +7,8 @@
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "https")]
+pub mod https;
 #[cfg(feature = "sesv2")]
 pub mod ses;
 #[cfg(feature = "sns")]

@@ -44,6 +44,7 @@ impl EmailSender for SesEmail {
             .client
             .send_email()
             .from_email_address(&m.from)
+            .set_reply_to_addresses(m.reply_to.clone().map(|r| vec![r]))
             .destination(Destination::builder().to_addresses(m.to.as_str()).build())
             .content(EmailContent::builder().simple(message).build())
             .set_email_tags(Some(tags))

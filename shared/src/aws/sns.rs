@@ -108,16 +108,47 @@ impl PushEndpoints for SnsEndpoints {
             code: "PlatformNotConfigured".into(),
             message: format!("no SNS platform application is configured for {}", platform.as_str()),
         })?;
-        // CreatePlatformEndpoint is idempotent for the same token and attributes.
-        let out = self
+        // CreatePlatformEndpoint is idempotent for the same token and attributes. When
+        // the token's endpoint exists with other attributes (the platform disabled it),
+        // SNS refuses and names it: take that one, as AWS's token-management guide does.
+        let created =
+            self.client.create_platform_endpoint().platform_application_arn(app).token(token.as_str()).send().await;
+        let arn = match created {
+            Ok(out) => out
+                .endpoint_arn
+                .ok_or_else(|| PortError::Unknown(anyhow::anyhow!("CreatePlatformEndpoint returned no ARN")))?,
+            Err(e) => {
+                let err = classify("CreatePlatformEndpoint", e);
+                match existing_endpoint(&err) {
+                    Some(arn) => arn,
+                    None => return Err(err),
+                }
+            }
+        };
+        // A disabled endpoint stays disabled until told otherwise: a token registered
+        // again must be deliverable again (and carry the token just given).
+        let attributes = self
             .client
-            .create_platform_endpoint()
-            .platform_application_arn(app)
-            .token(token.as_str())
+            .get_endpoint_attributes()
+            .endpoint_arn(&arn)
             .send()
             .await
-            .map_err(|e| classify("CreatePlatformEndpoint", e))?;
-        out.endpoint_arn.ok_or_else(|| PortError::Unknown(anyhow::anyhow!("CreatePlatformEndpoint returned no ARN")))
+            .map_err(|e| classify("GetEndpointAttributes", e))?
+            .attributes
+            .unwrap_or_default();
+        let enabled = attributes.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let same_token = attributes.get("Token").map(String::as_str) == Some(token.as_str());
+        if !enabled || !same_token {
+            self.client
+                .set_endpoint_attributes()
+                .endpoint_arn(&arn)
+                .attributes("Token", token.as_str())
+                .attributes("Enabled", "true")
+                .send()
+                .await
+                .map_err(|e| classify("SetEndpointAttributes", e))?;
+        }
+        Ok(arn)
     }
 
     async fn delete(&self, endpoint_arn: &str) -> PortResult<()> {
@@ -128,5 +159,34 @@ impl PushEndpoints for SnsEndpoints {
             .await
             .map(|_| ())
             .map_err(|e| classify("DeleteEndpoint", e))
+    }
+}
+
+/// The ARN in SNS's "Endpoint <arn> already exists with the same Token, but different
+/// attributes" refusal.
+fn existing_endpoint(err: &PortError) -> Option<String> {
+    let PortError::Permanent { code, message } = err else { return None };
+    if code != "InvalidParameter" || !message.contains("already exists with the same") {
+        return None;
+    }
+    let arn = message.split_whitespace().find(|w| w.starts_with("arn:") && w.contains(":endpoint/"))?;
+    Some(arn.trim_end_matches([',', '.']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_existing_endpoint_is_read_from_the_refusal() {
+        let refusal = |code: &str, message: &str| PortError::Permanent { code: code.into(), message: message.into() };
+        let arn = "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/5e3b";
+        let message = format!(
+            "CreatePlatformEndpoint: Invalid parameter: Token Reason: Endpoint {arn} already exists with the same Token, but different attributes."
+        );
+        assert_eq!(existing_endpoint(&refusal("InvalidParameter", &message)), Some(arn.to_owned()));
+        assert_eq!(existing_endpoint(&refusal("InvalidParameter", "CreatePlatformEndpoint: Invalid token")), None);
+        assert_eq!(existing_endpoint(&refusal("NotFound", &message)), None);
+        assert_eq!(existing_endpoint(&PortError::Transient("x".into())), None);
     }
 }

@@ -40,8 +40,26 @@ impl SqsOutbox {
 
 /// SQS caps a delay at 15 minutes.
 pub const MAX_DELAY_SECS: u32 = 900;
+/// SQS caps a visibility timeout at 12 hours.
+pub const MAX_VISIBILITY_SECS: u32 = 43_200;
 
 impl Outbox for SqsOutbox {
+    async fn retry_later(&self, from: Destination, receipt_handle: &str, secs: u32) -> PortResult<()> {
+        let url = self
+            .urls
+            .url(from)
+            .ok_or_else(|| PortError::Unknown(anyhow::anyhow!("no queue configured for {from:?}")))?;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs.min(MAX_VISIBILITY_SECS) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("ChangeMessageVisibility", e))
+    }
+
     async fn send(&self, to: Destination, messages: Vec<Outgoing>) -> PortResult<Vec<String>> {
         let url =
             self.urls.url(to).ok_or_else(|| PortError::Unknown(anyhow::anyhow!("no queue configured for {to:?}")))?;
@@ -72,5 +90,32 @@ impl Outbox for SqsOutbox {
             }
         }
         Ok(failed)
+    }
+}
+
+/// One queue for single messages: the receipts queue, for receipts that arrive
+/// over HTTPS (one request each, so nothing to batch).
+#[derive(Debug, Clone)]
+pub struct SqsReceiptInbox {
+    client: Client,
+    url: String,
+}
+
+impl SqsReceiptInbox {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+impl crate::ports::ReceiptInbox for SqsReceiptInbox {
+    async fn put(&self, body: &str) -> PortResult<()> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("SendMessage", e))
     }
 }

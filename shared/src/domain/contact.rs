@@ -77,6 +77,16 @@ pub enum InvalidContact {
     Token,
 }
 
+/// A text for logs with anything that looks like an email address or a phone
+/// number replaced: parser errors quote the input, which may hold either.
+pub fn redact_contacts(text: &str) -> String {
+    let looks_like_contact = |word: &str| {
+        let digits = word.chars().filter(char::is_ascii_digit).count();
+        word.contains('@') || (digits >= 7 && word.chars().all(|c| c.is_ascii_digit() || "+-() \"'`.,:;".contains(c)))
+    };
+    text.split(' ').map(|w| if looks_like_contact(w) { "<redacted>" } else { w }).collect::<Vec<_>>().join(" ")
+}
+
 /// SHA-256 of a normalized contact point: what suppression keeps after erasure.
 pub fn contact_hash(normalized: &str) -> String {
     hex::encode(Sha256::digest(normalized.as_bytes()))
@@ -209,6 +219,23 @@ mod tests {
             assert_eq!(PhoneNumber::new(raw).is_ok(), ok, "{raw:?}");
         }
         assert!(!format!("{:?}", PhoneNumber::new("+15555550100").unwrap()).contains("555"));
+    }
+
+    #[test]
+    fn contacts_are_redacted_from_log_text() {
+        assert_eq!(
+            redact_contacts("unknown variant `ana@example.org`, expected one of push"),
+            "unknown variant <redacted> expected one of push"
+        );
+        assert_eq!(
+            redact_contacts("invalid type: string \"+15555550100\", expected"),
+            "invalid type: string <redacted> expected"
+        );
+        assert_eq!(
+            redact_contacts("missing field `mail` at line 1 column 2"),
+            "missing field `mail` at line 1 column 2"
+        );
+        assert_eq!(redact_contacts("SES id 0100019c7a3e4f21"), "SES id 0100019c7a3e4f21");
     }
 
     #[test]

@@ -95,6 +95,11 @@ identifier!(
     /// A campaign, grouping messages for caps, cooldowns, variants and holdouts.
     CampaignId, "campaign", max = 64, chars = name_char
 );
+identifier!(
+    /// The app's own id for a device (an installation id), so a device's new push
+    /// token replaces its old one. Stored only as a hash.
+    DeviceId, "device_id", max = 128, chars = recipient_char
+);
 
 /// Herald's id for a notification: derived from its idempotency key, so every
 /// redelivery of the same request maps to the same ledger item, and safe to carry

@@ -1,6 +1,7 @@
 //! Messages between Herald's own stages (not part of the producer contract).
 
 use crate::contract::{Locale, NotifyRequest};
+use crate::domain::caps::CapSlot;
 use crate::domain::recipient::Device;
 use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,12 @@ pub struct DispatchJob {
     /// Whether another channel may be tried if this one fails for good (`first` mode).
     #[serde(default)]
     pub may_fall_back: bool,
+    /// The cap slots eligibility took for this send: given back if it does not happen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<CapSlot>,
+    /// The campaign variant assigned to the recipient, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 impl DispatchJob {

@@ -89,6 +89,8 @@ pub enum Reason {
     SuppressedOptOut,
     NoContact,
     CapReached,
+    Cooldown,
+    Holdout,
     QuietHoursDeferred,
     Scheduled,
     Expired,
@@ -96,6 +98,9 @@ pub enum Reason {
     ProviderRejected,
     EndpointDisabled,
     RenderFailed,
+    PayloadTooLarge,
+    TooLong,
+    RetriesExhausted,
 }
 
 impl Reason {
@@ -112,6 +117,8 @@ impl Reason {
             Reason::SuppressedOptOut => "suppressed_opt_out",
             Reason::NoContact => "no_contact",
             Reason::CapReached => "cap_reached",
+            Reason::Cooldown => "cooldown",
+            Reason::Holdout => "holdout",
             Reason::QuietHoursDeferred => "quiet_hours_deferred",
             Reason::Scheduled => "scheduled",
             Reason::Expired => "expired",
@@ -119,6 +126,9 @@ impl Reason {
             Reason::ProviderRejected => "provider_rejected",
             Reason::EndpointDisabled => "endpoint_disabled",
             Reason::RenderFailed => "render_failed",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::TooLong => "too_long",
+            Reason::RetriesExhausted => "retries_exhausted",
         }
     }
 }

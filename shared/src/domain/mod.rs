@@ -1,5 +1,6 @@
 //! Pure domain: values, rules and decisions. Nothing here performs I/O or reads a clock.
 
+pub mod campaign;
 pub mod caps;
 pub mod contact;
 pub mod eligibility;
@@ -9,7 +10,10 @@ pub mod ledger;
 pub mod push;
 pub mod receipts;
 pub mod recipient;
+pub mod sms;
 pub mod template;
+pub mod unsubscribe;
+pub mod webhook;
 
 pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken};
-pub use ids::{CampaignId, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};
+pub use ids::{CampaignId, DeviceId, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};

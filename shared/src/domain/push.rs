@@ -4,14 +4,20 @@ use crate::domain::template::PushContent;
 use crate::domain::{MessageId, Platform};
 use serde_json::{Value, json};
 
-/// The SNS message for one device: a `default` text plus the platform's own payload
-/// (APNs `aps` alert, or an FCM notification with data), carrying Herald's message id.
-pub fn sns_message(platform: Platform, content: &PushContent, id: &MessageId) -> String {
+/// APNs and FCM both refuse a payload above 4 KB.
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// The size of the platform payload (what APNs or FCM receives) for this content.
+pub fn payload_bytes(platform: Platform, content: &PushContent, id: &MessageId) -> usize {
+    platform_payload(platform, content, id).to_string().len()
+}
+
+fn platform_payload(platform: Platform, content: &PushContent, id: &MessageId) -> Value {
     let mut data = json!({ "herald_message_id": id.as_str() });
     if let Some(link) = &content.deep_link {
         data["deep_link"] = Value::String(link.clone());
     }
-    let payload = match platform {
+    match platform {
         Platform::Apns | Platform::ApnsSandbox => {
             let mut p =
                 json!({ "aps": { "alert": { "title": content.title, "body": content.body }, "sound": "default" } });
@@ -24,7 +30,13 @@ pub fn sns_message(platform: Platform, content: &PushContent, id: &MessageId) ->
             "notification": { "title": content.title, "body": content.body },
             "data": data,
         }),
-    };
+    }
+}
+
+/// The SNS message for one device: a `default` text plus the platform's own payload
+/// (APNs `aps` alert, or an FCM notification with data), carrying Herald's message id.
+pub fn sns_message(platform: Platform, content: &PushContent, id: &MessageId) -> String {
+    let payload = platform_payload(platform, content, id);
     json!({ "default": content.body, platform.sns_key(): payload.to_string() }).to_string()
 }
 

@@ -2,7 +2,8 @@
 //! consents and devices.
 
 use crate::contract::{ConsentSource, Kind, Locale, TimeZone};
-use crate::domain::{Channel, EmailAddress, PhoneNumber, Platform, PushToken, RecipientId, Topic};
+use crate::domain::contact::contact_hash;
+use crate::domain::{Channel, DeviceId, EmailAddress, PhoneNumber, Platform, PushToken, RecipientId, Topic};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +80,16 @@ pub struct Device {
     pub platform: Platform,
     pub token: PushToken,
     pub endpoint_arn: String,
+}
+
+/// Which of a recipient's devices a registration is for: the app's device id when it
+/// sends one (a new token for that device then replaces the old), else the token
+/// itself. A stable, non-reversible key, safe in attribute names and logs.
+pub fn device_slot(token: &PushToken, device_id: Option<&DeviceId>) -> String {
+    match device_id {
+        Some(id) => format!("id.{}", &contact_hash(&format!("device-id:{id}"))[..16]),
+        None => token.handle(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -167,6 +178,17 @@ mod tests {
             assert_eq!(ConsentScope::parse_key(&scope.key()), Some(scope));
         }
         assert_eq!(ConsentScope::parse_key("fax:*"), None);
+    }
+
+    #[test]
+    fn device_slots_follow_the_device_id_when_there_is_one() {
+        let (a, b) = (PushToken::new("token-a").unwrap(), PushToken::new("token-b").unwrap());
+        let phone = DeviceId::new("install-1").unwrap();
+        assert_eq!(device_slot(&a, Some(&phone)), device_slot(&b, Some(&phone)), "a new token, the same device");
+        assert_ne!(device_slot(&a, None), device_slot(&b, None));
+        assert_eq!(device_slot(&a, None), a.handle());
+        assert_ne!(device_slot(&a, Some(&phone)), device_slot(&a, Some(&DeviceId::new("install-2").unwrap())));
+        assert!(!device_slot(&a, Some(&phone)).contains("install"));
     }
 
     #[test]

@@ -29,7 +29,38 @@ pub struct TemplateDoc {
     /// Values used when the request's data lacks a variable.
     #[serde(default)]
     pub defaults: Map<String, Value>,
+    /// Realistic data for `check`, which renders every part with it to measure sizes.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub example: Map<String, Value>,
+    /// Sender settings for the email part; the deployment's sender when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
     pub locales: BTreeMap<String, LocaleParts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// A From address on the deployment's verified SES identity, e.g. `"Shop <orders@shop.example>"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// Limits a template must fit, checked by [`CompiledTemplate::check_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// SMS segments a message may cost (each is billed as one SMS).
+    pub max_sms_segments: usize,
+    /// APNs and FCM both refuse payloads above 4 KB.
+    pub max_push_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_sms_segments: 3, max_push_bytes: crate::domain::push::MAX_PAYLOAD_BYTES }
+    }
 }
 
 fn first_version() -> u32 {
@@ -232,6 +263,55 @@ impl CompiledTemplate {
         Ok(SmsContent { text: self.render_part(locale, Channel::Sms, "text", &ctx)? })
     }
 
+    /// Problems of size with realistic data (`example`, then `defaults`, then a
+    /// ten-character stand-in): push payloads over the platform limit on APNs or
+    /// FCM, SMS over the segment budget.
+    pub fn check_limits(&self, limits: &Limits) -> Vec<String> {
+        let mut data = self.doc.example.clone();
+        for v in &self.doc.variables {
+            if !data.contains_key(v) && !self.doc.defaults.contains_key(v) {
+                data.insert(v.clone(), Value::String("X".repeat(10)));
+            }
+        }
+        let mut problems = Vec::new();
+        let id = crate::domain::MessageId::parse("0123456789abcdef0123456789abcdef");
+        for locale in self.doc.locales.keys() {
+            if self.doc.locales.get(locale).is_some_and(|p| p.push.is_some()) {
+                match self.render_push(Some(locale), &data) {
+                    Ok(content) => {
+                        for platform in [crate::domain::Platform::Apns, crate::domain::Platform::Fcm] {
+                            let size =
+                                id.as_ref().map_or(0, |id| crate::domain::push::payload_bytes(platform, &content, id));
+                            if size > limits.max_push_bytes {
+                                problems.push(format!(
+                                    "{locale}/push is {size} bytes on {}, over the {} byte limit",
+                                    platform.as_str(),
+                                    limits.max_push_bytes
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            if self.doc.locales.get(locale).is_some_and(|p| p.sms.is_some()) {
+                match self.render_sms(Some(locale), &data) {
+                    Ok(content) => {
+                        let seg = crate::domain::sms::segments(&content.text);
+                        if seg.count > limits.max_sms_segments {
+                            problems.push(format!(
+                                "{locale}/sms takes {} segments ({:?}, {} units), over the budget of {}",
+                                seg.count, seg.encoding, seg.units, limits.max_sms_segments
+                            ));
+                        }
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+        }
+        problems
+    }
+
     /// Problems a template has before any message uses it: variables it uses but
     /// does not declare, channels in its order with no part in the default
     /// locale, a default locale with no parts.
@@ -317,6 +397,20 @@ mod tests {
         no_sms.locales.values_mut().for_each(|p| p.sms = None);
         let t = CompiledTemplate::compile(no_sms).unwrap();
         assert!(matches!(t.render_sms(None, &Map::new()), Err(TemplateError::MissingPart { .. })));
+    }
+
+    #[test]
+    fn check_limits_measures_push_and_sms() {
+        let t = CompiledTemplate::compile(doc()).unwrap();
+        assert!(t.check_limits(&Limits::default()).is_empty());
+        let mut long = doc();
+        long.locales.get_mut("en").unwrap().sms =
+            Some(SmsPart { text: format!("{} {{{{ order_id }}}}", "a".repeat(500)) });
+        long.locales.get_mut("en").unwrap().push.as_mut().unwrap().body = "b".repeat(5000);
+        let problems = CompiledTemplate::compile(long).unwrap().check_limits(&Limits::default());
+        assert!(problems.iter().any(|p| p.contains("over the budget of 3")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("en/push") && p.contains("apns")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("en/push") && p.contains("fcm")), "{problems:?}");
     }
 
     #[test]

@@ -1,0 +1,579 @@
+//! Webhooks: Herald's HTTPS endpoint (a Lambda Function URL, AuthType NONE: every
+//! request is verified by its own signature before it changes anything).
+//!
+//! - `POST /sns`: SNS HTTPS subscriptions. The message signature is checked
+//!   (versions 1 and 2, the certificate fetched only from an SNS host), the topic
+//!   must be one Herald accepts; a subscription confirmation is confirmed, a
+//!   notification is handed to the receipts queue as SNS would have put it there.
+//! - `POST /providers/<name>`: a custom provider's report, signed with
+//!   HMAC-SHA256 over `<timestamp>.<raw body>` with that provider's secret, at
+//!   most 5 minutes old, each signature accepted once.
+//! - `GET /unsubscribe?t=<token>`: a confirmation page (a link scanner that
+//!   follows the link changes nothing); `POST` with `List-Unsubscribe=One-Click`
+//!   (RFC 8058) revokes the consent the signed token names, through the same
+//!   consent path as `set_consent`, with source `one-click-unsubscribe`.
+//!
+//! Refusals: 400 malformed, 401 unsigned (or no secret for that provider), 403
+//! forged, stale, replayed or from an untrusted source, 404/405 elsewhere, 503
+//! when a store is unavailable (the sender retries).
+
+pub mod sns;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+use aws_lambda_events::event::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
+use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
+use herald::contract::{ConsentSource, SetConsent};
+use herald::domain::contact::redact_contacts;
+use herald::domain::receipts::{ProviderReceipt, ProviderReport};
+use herald::domain::unsubscribe::{self, TokenError, Unsubscribe, UnsubscribeKey};
+use herald::domain::webhook::{self, MAX_SKEW, ProviderKey, SnsMessage, SnsMessageError};
+use herald::metrics;
+use herald::ports::*;
+use sns::{SnsVerifier, VerifyError};
+use std::collections::HashMap;
+
+/// The consent source recorded for a one-click unsubscribe.
+pub const UNSUBSCRIBE_SOURCE: &str = "one-click-unsubscribe";
+
+/// Request bodies above this are refused unread (Function URLs allow 6 MB).
+const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ledger: LedgerConfig,
+    pub recipients_table: String,
+    pub receipts_queue_url: String,
+    pub settings: Settings,
+}
+
+/// What the handler checks requests against.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub unsubscribe_key: UnsubscribeKey,
+    /// Custom providers' secrets, by the name in their path.
+    pub providers: HashMap<String, ProviderKey>,
+    /// The SNS topics whose messages are accepted: a valid SNS signature proves
+    /// SNS sent the message, not whose topic it came from.
+    pub sns_topics: Vec<String>,
+}
+
+impl Config {
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
+        let key = required(get, "HERALD_UNSUBSCRIBE_KEY")?;
+        let unsubscribe_key =
+            UnsubscribeKey::new(key.as_bytes()).map_err(|e| ConfigError(format!("HERALD_UNSUBSCRIBE_KEY: {e}")))?;
+        let providers = match optional(get, "HERALD_WEBHOOK_SECRETS") {
+            None => HashMap::new(),
+            Some(raw) => {
+                let secrets: HashMap<String, String> = serde_json::from_str(&raw).map_err(|_| {
+                    ConfigError("HERALD_WEBHOOK_SECRETS must be a JSON object of provider name to secret".into())
+                })?;
+                let mut providers = HashMap::new();
+                for (name, secret) in secrets {
+                    let valid_name =
+                        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                    if !valid_name {
+                        return Err(ConfigError(format!(
+                            "HERALD_WEBHOOK_SECRETS: provider name {name:?} must be letters, digits, - or _"
+                        )));
+                    }
+                    let key = ProviderKey::new(&secret)
+                        .map_err(|e| ConfigError(format!("HERALD_WEBHOOK_SECRETS[{name}]: {e}")))?;
+                    providers.insert(name, key);
+                }
+                providers
+            }
+        };
+        let sns_topics = optional(get, "HERALD_SNS_TOPIC_ARNS")
+            .map(|raw| raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            ledger: LedgerConfig::from_lookup(get)?,
+            recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            receipts_queue_url: required(get, "HERALD_RECEIPTS_QUEUE_URL")?,
+            settings: Settings { unsubscribe_key, providers, sns_topics },
+        })
+    }
+}
+
+/// What the webhook function needs: SNS signature checks (with their certificate
+/// fetcher), consents, the receipts queue and the replay guard.
+pub struct Deps<F, R, Q, G> {
+    pub sns: SnsVerifier<F>,
+    pub recipients: R,
+    pub receipts: Q,
+    pub replay: G,
+    pub settings: Settings,
+}
+
+// ---------------------------------------------------------------- HTTP in and out
+
+/// An HTTP request as the handler sees it, whatever carried it.
+#[derive(Debug, Clone, Default)]
+pub struct WebRequest {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// Lower-case names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl WebRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The Function URL event (payload format 2.0); a body Lambda base64-encoded is decoded.
+    pub fn from_function_url(event: LambdaFunctionUrlRequest) -> Result<Self, Refusal> {
+        let body = match (event.body, event.is_base64_encoded) {
+            (None, _) => Vec::new(),
+            (Some(b), false) => b.into_bytes(),
+            (Some(b), true) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|_| Refusal::Malformed("the body is not valid base64".into()))?,
+        };
+        let headers = event
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+            .collect();
+        Ok(Self {
+            method: event.request_context.http.method.unwrap_or_default().to_ascii_uppercase(),
+            path: event.raw_path.or(event.request_context.http.path).unwrap_or_else(|| "/".into()),
+            query: event.query_string_parameters,
+            headers,
+            body,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl WebResponse {
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+    }
+
+    fn html(status: u16, body: String) -> Self {
+        Self { status, content_type: "text/html; charset=utf-8", body }
+    }
+
+    pub fn into_function_url(self) -> LambdaFunctionUrlResponse {
+        let mut response = LambdaFunctionUrlResponse::default();
+        response.status_code = i64::from(self.status);
+        response.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(self.content_type));
+        // The unsubscribe pages must not be cached or framed by anyone.
+        response.headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        response.headers.insert(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY"));
+        response.body = Some(self.body);
+        response
+    }
+}
+
+/// Why a request was refused: the status, and a reason safe to send back and to log
+/// (never a secret, an address or a token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unsigned(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Malformed(_) => 400,
+            Refusal::Unsigned(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::NotFound => 404,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::Unavailable(_) => 503,
+        }
+    }
+
+    fn unavailable(err: PortError) -> Self {
+        Refusal::Unavailable(format!("temporarily unavailable, retry later ({})", short(&err)))
+    }
+}
+
+/// A port error's kind, without its details (which may name stores or keys).
+fn short(err: &PortError) -> &'static str {
+    match err {
+        PortError::Throttled(_) => "throttled",
+        PortError::Transient(_) => "transient",
+        PortError::Permanent { .. } => "refused",
+        PortError::Unknown(_) => "unknown",
+    }
+}
+
+// ---------------------------------------------------------------- the handler
+
+pub async fn handler<F, R, Q, G>(
+    deps: &Deps<F, R, Q, G>,
+    event: lambda_runtime::LambdaEvent<LambdaFunctionUrlRequest>,
+) -> Result<LambdaFunctionUrlResponse, lambda_runtime::Error>
+where
+    F: CertFetcher,
+    R: RecipientStore,
+    Q: ReceiptInbox,
+    G: ReplayGuard,
+{
+    let response = match WebRequest::from_function_url(event.payload) {
+        Ok(request) => handle(deps, &request, Utc::now()).await,
+        Err(refusal) => refused("request", &refusal),
+    };
+    Ok(response.into_function_url())
+}
+
+/// Routes one request and turns the outcome into a response.
+pub async fn handle<F, R, Q, G>(deps: &Deps<F, R, Q, G>, request: &WebRequest, now: DateTime<Utc>) -> WebResponse
+where
+    F: CertFetcher,
+    R: RecipientStore,
+    Q: ReceiptInbox,
+    G: ReplayGuard,
+{
+    let path = request.path.trim_end_matches('/');
+    let (route, result) = if request.body.len() > MAX_BODY {
+        ("request", Err(Refusal::Malformed(format!("the body is larger than {MAX_BODY} bytes"))))
+    } else {
+        match (request.method.as_str(), path) {
+            ("POST", "/sns") => ("sns", sns(deps, request).await),
+            ("POST", p) if p.starts_with("/providers/") => {
+                ("provider", provider(deps, &p["/providers/".len()..], request, now).await)
+            }
+            ("GET" | "HEAD", "/unsubscribe") => ("unsubscribe", unsubscribe_page(deps, request, now)),
+            ("POST", "/unsubscribe") => ("unsubscribe", unsubscribe(deps, request, now).await),
+            (_, "/sns" | "/unsubscribe") => ("request", Err(Refusal::MethodNotAllowed)),
+            (_, p) if p.starts_with("/providers/") => ("request", Err(Refusal::MethodNotAllowed)),
+            _ => ("request", Err(Refusal::NotFound)),
+        }
+    };
+    match result {
+        Ok(response) => {
+            metrics::count("Webhooks", &[("Route", route), ("Outcome", "accepted")]);
+            response
+        }
+        Err(refusal) => refused(route, &refusal),
+    }
+}
+
+fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
+    let status = refusal.status();
+    // The reason may quote the request (a parser error): no address or number in the log.
+    tracing::warn!(route, status, reason = %redact_contacts(&refusal.to_string()), "webhook refused");
+    let outcome = match status {
+        400 => "malformed",
+        401 => "unsigned",
+        403 => "forbidden",
+        503 => "unavailable",
+        _ => "not_found",
+    };
+    metrics::count("Webhooks", &[("Route", route), ("Outcome", outcome)]);
+    if route == "unsubscribe" {
+        WebResponse::html(status, page("This link cannot be used", &escape(&refusal.to_string())))
+    } else {
+        WebResponse::text(status, refusal.to_string())
+    }
+}
+
+// ---------------------------------------------------------------- SNS
+
+async fn sns<F, R, Q, G>(deps: &Deps<F, R, Q, G>, request: &WebRequest) -> Result<WebResponse, Refusal>
+where
+    F: CertFetcher,
+    Q: ReceiptInbox,
+{
+    let message: SnsMessage = serde_json::from_slice(&request.body)
+        .map_err(|_| Refusal::Malformed("the body is not an SNS message".into()))?;
+    // Before any fetch: only the topics Herald was configured for.
+    if !deps.settings.sns_topics.contains(&message.topic_arn) {
+        return Err(Refusal::Forbidden("messages from this topic are not accepted".into()));
+    }
+    deps.sns.verify(&message).await.map_err(|e| match e {
+        VerifyError::Message(SnsMessageError::Unsigned) => Refusal::Unsigned(e.to_string()),
+        VerifyError::Message(SnsMessageError::UntrustedCertUrl) => Refusal::Forbidden(e.to_string()),
+        VerifyError::Message(_) => Refusal::Malformed(e.to_string()),
+        VerifyError::BadSignature | VerifyError::BadCertificate => Refusal::Forbidden(e.to_string()),
+        VerifyError::Fetch(err) if err.is_retryable() => Refusal::unavailable(err),
+        VerifyError::Fetch(_) => Refusal::Forbidden("the signing certificate could not be fetched".into()),
+    })?;
+    match message.kind.as_str() {
+        "SubscriptionConfirmation" => {
+            let url = message.subscribe_url.as_deref().unwrap_or_default();
+            if !webhook::is_sns_url(url) {
+                return Err(Refusal::Forbidden("SubscribeURL is not an SNS URL".into()));
+            }
+            deps.sns.fetcher().get(url, 64 * 1024).await.map_err(Refusal::unavailable)?;
+            tracing::info!(topic = %message.topic_arn, "SNS subscription confirmed");
+            Ok(WebResponse::text(200, "subscription confirmed"))
+        }
+        "UnsubscribeConfirmation" => {
+            tracing::warn!(topic = %message.topic_arn, "SNS unsubscribed this endpoint from a topic");
+            Ok(WebResponse::text(200, "noted"))
+        }
+        _ => {
+            // The body is exactly what an SQS subscription would have delivered.
+            let body =
+                std::str::from_utf8(&request.body).map_err(|_| Refusal::Malformed("the body is not UTF-8".into()))?;
+            deps.receipts.put(body).await.map_err(Refusal::unavailable)?;
+            tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification accepted");
+            Ok(WebResponse::text(200, "accepted"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- custom providers
+
+async fn provider<F, R, Q, G>(
+    deps: &Deps<F, R, Q, G>,
+    name: &str,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<WebResponse, Refusal>
+where
+    Q: ReceiptInbox,
+    G: ReplayGuard,
+{
+    let key = deps
+        .settings
+        .providers
+        .get(name)
+        .ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
+    let signature = request.header(webhook::SIGNATURE_HEADER);
+    let signed_at =
+        key.verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now).map_err(|e| match e {
+            webhook::ProviderAuthError::Missing(_) => Refusal::Unsigned(e.to_string()),
+            webhook::ProviderAuthError::Malformed(_) => Refusal::Malformed(e.to_string()),
+            webhook::ProviderAuthError::Stale | webhook::ProviderAuthError::Mismatch => {
+                Refusal::Forbidden(e.to_string())
+            }
+        })?;
+    let report = ProviderReport::parse(&request.body).map_err(|e| Refusal::Malformed(e.detail))?;
+    // Signed and fresh: now make sure it is the first time. Remembered a minute
+    // past the freshness window, after which the timestamp check refuses it anyway.
+    let replay_key = format!("{name}#{}", signature.unwrap_or_default().trim());
+    let until = signed_at + MAX_SKEW + TimeDelta::minutes(1);
+    if !deps.replay.first_use(&replay_key, until).await.map_err(Refusal::unavailable)? {
+        return Err(Refusal::Forbidden("this signed request was already received".into()));
+    }
+    let count = report.events.len();
+    let body = serde_json::to_string(&ProviderReceipt::new(name, report))
+        .map_err(|_| Refusal::Malformed("the report could not be encoded".into()))?;
+    if let Err(e) = deps.receipts.put(&body).await {
+        // Not handed on: let the provider's retry of this very request through.
+        if let Err(forget) = deps.replay.forget(&replay_key).await {
+            tracing::warn!(error = %forget, "could not forget a signature after a failed hand-over");
+        }
+        return Err(Refusal::unavailable(e));
+    }
+    tracing::info!(provider = name, events = count, "provider report accepted");
+    Ok(WebResponse { status: 200, content_type: "application/json", body: format!("{{\"accepted\":{count}}}") })
+}
+
+// ---------------------------------------------------------------- one-click unsubscribe
+
+fn token<F, R, Q, G>(
+    deps: &Deps<F, R, Q, G>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<Unsubscribe, Refusal> {
+    let raw = request.query.get("t").ok_or_else(|| Refusal::Malformed("the link carries no token".into()))?;
+    unsubscribe::verify(raw, &deps.settings.unsubscribe_key, now).map_err(|e| match e {
+        TokenError::Malformed => Refusal::Malformed(e.to_string()),
+        TokenError::BadSignature | TokenError::Expired => Refusal::Forbidden(e.to_string()),
+    })
+}
+
+fn scope(u: &Unsubscribe) -> String {
+    match &u.topic {
+        Some(topic) => format!("{} messages about {}", u.channel, escape(topic.as_str())),
+        None => format!("all {} messages", u.channel),
+    }
+}
+
+/// GET changes nothing: mail scanners follow links. The page posts the one-click form.
+fn unsubscribe_page<F, R, Q, G>(
+    deps: &Deps<F, R, Q, G>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<WebResponse, Refusal> {
+    let u = token(deps, request, now)?;
+    let token = request.query.get("t").map(|t| escape(t)).unwrap_or_default();
+    let body = format!(
+        "<p>Stop receiving {}?</p>\
+         <form method=\"post\" action=\"?t={token}\">\
+         <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+         <button type=\"submit\">Unsubscribe</button></form>",
+        scope(&u)
+    );
+    Ok(WebResponse::html(200, page("Unsubscribe", &body)))
+}
+
+async fn unsubscribe<F, R, Q, G>(
+    deps: &Deps<F, R, Q, G>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<WebResponse, Refusal>
+where
+    R: RecipientStore,
+{
+    let u = token(deps, request, now)?;
+    if !is_one_click(&request.body) {
+        return Err(Refusal::Malformed("the body must be List-Unsubscribe=One-Click (RFC 8058)".into()));
+    }
+    let source = ConsentSource::new(UNSUBSCRIBE_SOURCE).map_err(Refusal::Malformed)?;
+    let cmd = SetConsent {
+        recipient: u.recipient.clone(),
+        channel: u.channel,
+        topic: u.topic.clone(),
+        granted: false,
+        source,
+        at: None,
+    };
+    deps.recipients.set_consent(&cmd, now).await.map_err(Refusal::unavailable)?;
+    tracing::info!(recipient = %u.recipient, channel = %u.channel, topic = u.topic.as_ref().map_or("*", |t| t.as_str()), "unsubscribed");
+    metrics::count(
+        "Unsubscribes",
+        &[("Channel", u.channel.as_str()), ("Topic", u.topic.as_ref().map_or("*", |t| t.as_str()))],
+    );
+    Ok(WebResponse::html(200, page("Unsubscribed", &format!("<p>You will no longer receive {}.</p>", scope(&u)))))
+}
+
+/// `List-Unsubscribe=One-Click`, form-encoded (what mail providers send) or as a
+/// multipart form field.
+fn is_one_click(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let urlencoded = text.split('&').any(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        percent_decode(k).trim() == "List-Unsubscribe" && percent_decode(v).trim() == "One-Click"
+    });
+    let multipart = text.split("name=\"List-Unsubscribe\"").nth(1).is_some_and(|rest| {
+        rest.split_once("\r\n\r\n")
+            .or_else(|| rest.split_once("\n\n"))
+            .is_some_and(|(_, value)| value.starts_with("One-Click"))
+    });
+    urlencoded || multipart
+}
+
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, None) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn escape(raw: &str) -> String {
+    raw.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\
+         <body style=\"font-family: sans-serif; max-width: 32em; margin: 3em auto\"><h1>{title}</h1>{body}</body></html>"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_click_bodies_are_recognised_in_both_form_encodings() {
+        for (body, ok) in [
+            ("List-Unsubscribe=One-Click", true),
+            ("List-Unsubscribe=One-Click\r\n", true),
+            ("List%2DUnsubscribe=One%2DClick", true),
+            ("a=b&List-Unsubscribe=One-Click", true),
+            ("--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--", true),
+            ("List-Unsubscribe=Two-Clicks", false),
+            ("", false),
+            ("One-Click", false),
+            ("%", false),
+        ] {
+            assert_eq!(is_one_click(body.as_bytes()), ok, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn configuration_is_read_once_and_refuses_weak_secrets() {
+        let env = |extra: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                let base = [
+                    ("HERALD_LEDGER_TABLE", "ledger"),
+                    ("HERALD_RECIPIENTS_TABLE", "recipients"),
+                    ("HERALD_RECEIPTS_QUEUE_URL", "http://q"),
+                    ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
+                ];
+                extra.iter().chain(base.iter()).find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let ok = env(&[
+            ("HERALD_WEBHOOK_SECRETS", r#"{"acme": "a secret of sixteen+ bytes"}"#),
+            ("HERALD_SNS_TOPIC_ARNS", "arn:a, ,arn:b,"),
+        ]);
+        let c = Config::from_lookup(&ok).unwrap();
+        assert_eq!(c.settings.sns_topics, ["arn:a", "arn:b"]);
+        assert!(c.settings.providers.contains_key("acme"));
+        assert!(!format!("{c:?}").contains("sixteen"), "secrets never print");
+        for bad in [
+            env(&[("HERALD_UNSUBSCRIBE_KEY", "short")]),
+            env(&[("HERALD_WEBHOOK_SECRETS", "acme=x")]),
+            env(&[("HERALD_WEBHOOK_SECRETS", r#"{"acme": "short"}"#)]),
+            env(&[("HERALD_WEBHOOK_SECRETS", r#"{"a/b": "a secret of sixteen+ bytes"}"#)]),
+        ] {
+            assert!(Config::from_lookup(&bad).is_err());
+        }
+    }
+}

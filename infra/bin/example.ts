@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// An app that deploys Herald with CDK: `npm run synth` (offline), `npx cdk deploy` (with credentials).
+// `make infra-test` synthesizes it and checks it against ../template.yaml, which it resolves with
+// the same values as below (SAM_PARAMETERS in test/parity.py: keep the two in step).
+//
+// HERALD_ARTIFACTS_DIR: where `make build` put the functions (default ../target/lambda).
+
+import * as path from 'path';
+import { App, CfnOutput, SecretValue, Stack, Validations } from 'aws-cdk-lib';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { Herald } from '../lib';
+
+const app = new App({ analyticsReporting: false });
+
+// An explicit account and region: synth needs no credentials and makes no lookups.
+const account = '123456789012';
+const region = 'us-east-1';
+const stack = new Stack(app, 'HeraldExample', {
+  env: { account, region },
+  analyticsReporting: false,
+  description: 'Herald notification pipeline (ingest, eligibility, dispatch push/email/SMS, receipts)',
+});
+
+const herald = new Herald(stack, 'Herald', {
+  artifactsDir: process.env.HERALD_ARTIFACTS_DIR ?? path.join(__dirname, '..', '..', '..', 'target', 'lambda'),
+  email: { senderAddress: 'notifications@example.com', senderIdentity: 'example.com' },
+  push: {
+    apnsPlatformApplicationArn: `arn:aws:sns:${region}:${account}:app/APNS/herald-example`,
+    apnsSandboxPlatformApplicationArn: `arn:aws:sns:${region}:${account}:app/APNS_SANDBOX/herald-example`,
+    fcmPlatformApplicationArn: `arn:aws:sns:${region}:${account}:app/GCM/herald-example`,
+  },
+  // Create the secret first (at least 32 random characters); synth only refers to it.
+  unsubscribeKey: SecretValue.secretsManager('herald/unsubscribe-key'),
+  alarmTopic: sns.Topic.fromTopicArn(stack, 'AlarmTopic', `arn:aws:sns:${region}:${account}:herald-alarms`),
+});
+
+// A producer of the team's own: one line grants it sqs:SendMessage on the ingest queue.
+// herald.grantPublish(myServiceRole);
+
+// The outputs of template.yaml, under the same names.
+const output = (name: string, value: string, description: string) =>
+  new CfnOutput(stack, name, { value, description }).overrideLogicalId(name);
+output('IngestQueueUrl', herald.ingestQueue.queueUrl, 'Producers send notification requests and recipient commands here.');
+output('IngestQueueArn', herald.ingestQueue.queueArn, 'ARN of the ingest queue (grant producers sqs:SendMessage on it).');
+output('SesEventsTopicArn', herald.sesEventsTopic.topicArn, 'SNS topic receiving SES sending events.');
+output('PushEventsTopicArn', herald.pushEventsTopic.topicArn, 'SNS topic to set as the event topic of the SNS platform applications.');
+output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configuration set used for every email.');
+output('LedgerTableName', herald.ledgerTable.tableName, 'DynamoDB message ledger table.');
+output('WebhookUrl', herald.webhookUrl, "Herald's HTTPS endpoint: <url>sns for SNS HTTPS subscriptions, <url>providers/<name> for custom providers, <url>unsubscribe for one-click unsubscribe links.");
+
+// cdk-nag's AwsSolutions rules: any finding that is not acknowledged (with its reason, in
+// lib/herald.ts) fails the synth.
+Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
+
+app.synth();

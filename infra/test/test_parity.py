@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Self-test of the parity test: the two real templates agree, and a change made to a copy of
+only one of them (a queue setting, a dead-letter pairing, an IAM action, an environment
+variable, an event source setting) makes it fail, naming what differs.
+
+    test_parity.py --sam ../template.yaml --cdk cdk.out/HeraldExample.template.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import parity  # noqa: E402
+
+
+def run_parity(sam: dict, cdk: dict) -> tuple[int, str]:
+    """Writes the two templates to files, as a developer's copies would be, and runs the CLI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sam_path, cdk_path = Path(tmp, "template.json"), Path(tmp, "cdk.template.json")
+        sam_path.write_text(json.dumps(sam))
+        cdk_path.write_text(json.dumps(cdk))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = parity.main(["--sam", str(sam_path), "--cdk", str(cdk_path)])
+        return code, out.getvalue() + err.getvalue()
+
+
+def differences(output: str) -> list[str]:
+    """The difference lines of a parity report, without the file names."""
+    return [line for line in output.splitlines() if line.startswith("  - ")]
+
+
+def sam_queue_of(sam: dict, artifact: str) -> str:
+    """Logical id of the queue the function running target/lambda/<artifact> reads, in template.yaml."""
+    for resource in sam["Resources"].values():
+        p = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function" and str(p.get("CodeUri", "")).rstrip("/").endswith(f"/{artifact}"):
+            for event in p.get("Events", {}).values():
+                if event["Type"] == "SQS":
+                    return event["Properties"]["Queue"]["Fn::GetAtt"][0]
+    raise AssertionError(f"template.yaml: no function {artifact} with an SQS event")
+
+
+def cdk_resource(cdk: dict, path_suffix: str) -> dict:
+    """The CDK resource whose construct path ends with path_suffix (construct ids are the SAM logical ids)."""
+    for resource in cdk["Resources"].values():
+        if resource.get("Metadata", {}).get("aws:cdk:path", "").endswith(path_suffix):
+            return resource
+    raise AssertionError(f"CDK template: no resource at */{path_suffix}")
+
+
+def cdk_function_policy(cdk: dict, function_id: str) -> dict:
+    return cdk_resource(cdk, f"/{function_id}/ServiceRole/DefaultPolicy/Resource")["Properties"]["PolicyDocument"]
+
+
+# Each case: a name, a change to copies of (sam, cdk), and what the failure must say.
+Mutation = Callable[[dict, dict], None]
+
+
+# Literal values no template is likely to hold, so the change is a change whatever the setting
+# is today (a number or a parameter).
+ODD_VISIBILITY_TIMEOUT = 899
+ODD_MAX_RECEIVE_COUNT = 97
+
+
+def queue_visibility_in_sam(sam: dict, cdk: dict) -> None:
+    sam["Resources"][sam_queue_of(sam, "ingest")]["Properties"]["VisibilityTimeout"] = ODD_VISIBILITY_TIMEOUT
+
+
+def queue_redrive_count_in_sam(sam: dict, cdk: dict) -> None:
+    queue = sam["Resources"][sam_queue_of(sam, "eligibility")]["Properties"]
+    queue["RedrivePolicy"]["maxReceiveCount"] = ODD_MAX_RECEIVE_COUNT
+
+
+def dead_letter_pairing_in_sam(sam: dict, cdk: dict) -> None:
+    # The ingest queue sends its failures to a new queue instead of its own dead-letter queue.
+    ingest = sam["Resources"][sam_queue_of(sam, "ingest")]["Properties"]
+    own = ingest["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    sam["Resources"]["StrayDeadLetterQueue"] = copy.deepcopy(sam["Resources"][own])
+    ingest["RedrivePolicy"]["deadLetterTargetArn"] = {"Fn::GetAtt": ["StrayDeadLetterQueue", "Arn"]}
+
+
+def dlq_retention_in_cdk(cdk_sam: dict, cdk: dict) -> None:
+    dlq = cdk_resource(cdk, "/Herald/SmsQueueDeadLetterQueue/Resource")["Properties"]
+    dlq["MessageRetentionPeriod"] = 86400
+
+
+def iam_action_in_cdk(sam: dict, cdk: dict) -> None:
+    for statement in cdk_function_policy(cdk, "ReceiptsFunction")["Statement"]:
+        if statement.get("Sid") == "Ledger":
+            statement["Action"] = [a for a in statement["Action"] if a != "dynamodb:GetItem"]
+            return
+    raise AssertionError("no Ledger statement in the receipts function's policy")
+
+
+def event_source_grant_in_cdk(sam: dict, cdk: dict) -> None:
+    for statement in cdk_function_policy(cdk, "IngestFunction")["Statement"]:
+        if statement.get("Sid") == "EventSource":
+            statement["Action"] = [a for a in statement["Action"] if a != "sqs:ReceiveMessage"]
+            return
+    raise AssertionError("no EventSource statement in the ingest function's policy")
+
+
+def wildcard_in_cdk(sam: dict, cdk: dict) -> None:
+    cdk_function_policy(cdk, "DispatchPushFunction")["Statement"].append(
+        {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"})
+
+
+def env_var_in_cdk(sam: dict, cdk: dict) -> None:
+    env = cdk_resource(cdk, "/Herald/DispatchEmailFunction/Resource")["Properties"]["Environment"]["Variables"]
+    env.pop("HERALD_FROM_ADDRESS")
+
+
+def batch_size_in_cdk(sam: dict, cdk: dict) -> None:
+    for resource in cdk["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping" and "/Herald/IngestFunction/" in resource["Metadata"]["aws:cdk:path"]:
+            resource["Properties"]["BatchSize"] = 5
+            return
+    raise AssertionError("no event source of the ingest function")
+
+
+def table_ttl_in_cdk(sam: dict, cdk: dict) -> None:
+    cdk_resource(cdk, "/Herald/LedgerTable/Resource")["Properties"].pop("TimeToLiveSpecification")
+
+
+CASES: list[tuple[str, Mutation, list[str]]] = [
+    ("a queue's visibility timeout changed in template.yaml only", queue_visibility_in_sam,
+     ["queue read by function ingest", f"VisibilityTimeout: SAM {ODD_VISIBILITY_TIMEOUT}, CDK"]),
+    ("a queue's maxReceiveCount changed in template.yaml only", queue_redrive_count_in_sam,
+     ["queue read by function eligibility", f"RedrivePolicy.maxReceiveCount: SAM {ODD_MAX_RECEIVE_COUNT}, CDK"]),
+    ("a queue paired with another dead-letter queue in template.yaml only", dead_letter_pairing_in_sam,
+     ["dead-letter queue of «queue read by function ingest»"]),
+    ("a dead-letter queue's retention changed in the CDK template only", dlq_retention_in_cdk,
+     ["dead-letter queue of «queue read by function dispatch-sms»", "MessageRetentionPeriod: SAM", "CDK 86400"]),
+    ("an IAM action dropped in the CDK template only", iam_action_in_cdk,
+     ["function receipts: IAM Allow dynamodb:getitem on «table in env HERALD_LEDGER_TABLE».Arn: in template.yaml, not in the CDK construct"]),
+    ("the event source's ReceiveMessage dropped in the CDK template only", event_source_grant_in_cdk,
+     ["CDK: «function ingest» cannot consume «queue read by function ingest».Arn: no sqs:receivemessage",
+      "function ingest: IAM Allow sqs:receivemessage on «queue read by function ingest».Arn: in template.yaml, not in the CDK construct"]),
+    ("a data action on Resource * in the CDK template", wildcard_in_cdk,
+     ["CDK: «function dispatch-push»: Allow dynamodb:GetItem on Resource \"*\""]),
+    ("an environment variable dropped in the CDK template only", env_var_in_cdk,
+     ["function dispatch-email", "Environment.Variables.HERALD_FROM_ADDRESS: SAM notifications@example.com, CDK has none"]),
+    ("an event source batch size changed in the CDK template only", batch_size_in_cdk,
+     ["event source «queue read by function ingest» -> «function ingest»", "BatchSize: SAM", "CDK 5"]),
+    ("a table's TTL dropped in the CDK template only", table_ttl_in_cdk,
+     ["table in env HERALD_LEDGER_TABLE", "TimeToLiveSpecification"]),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sam", required=True)
+    parser.add_argument("--cdk", required=True)
+    args = parser.parse_args()
+    sam, cdk = parity.load_cfn(args.sam), parity.load_cfn(args.cdk)
+    passed = failed = 0
+
+    code, output = run_parity(sam, cdk)
+    base = set(differences(output))
+    if code == 0:
+        passed += 1
+        print("ok   the two templates agree")
+    else:
+        failed += 1
+        print(f"FAIL the two templates should agree (exit {code}):\n{output}")
+
+    for name, mutate, expected in CASES:
+        sam_copy, cdk_copy = copy.deepcopy(sam), copy.deepcopy(cdk)
+        try:
+            mutate(sam_copy, cdk_copy)
+        except Exception as e:  # noqa: BLE001 - the template changed shape: say so, do not crash
+            failed += 1
+            print(f"FAIL {name}: could not make the change ({e!r}); update infra/test/test_parity.py")
+            continue
+        code, output = run_parity(sam_copy, cdk_copy)
+        # Only what the change added counts (the real templates may already differ).
+        new = "\n".join(d for d in differences(output) if d not in base)
+        missing = [e for e in expected if e not in new]
+        if code == 1 and not missing:
+            passed += 1
+            print(f"ok   {name}: parity fails")
+        else:
+            failed += 1
+            print(f"FAIL {name}: exit {code}, expected 1 and new differences saying {missing}; parity said:\n{output}")
+
+    print(f"parity self-test: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

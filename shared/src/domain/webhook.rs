@@ -1,0 +1,329 @@
+//! What the webhook function checks before it believes a request: the parts of
+//! SNS message signatures that need no cryptography beyond hashing (the message,
+//! the string to sign, where the signing certificate may come from), and the
+//! HMAC-SHA256 signatures of custom providers with their freshness window.
+//! Pure: the clock is an argument. The RSA check itself is in the webhooks function.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use std::fmt;
+
+// ---------------------------------------------------------------- SNS
+
+/// An SNS message as delivered to an HTTP/HTTPS subscriber ("HTTP/HTTPS notification
+/// JSON format", and the subscription and unsubscribe confirmation formats).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnsMessage {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub message_id: String,
+    pub topic_arn: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub message: String,
+    pub timestamp: String,
+    #[serde(default)]
+    pub signature_version: Option<String>,
+    #[serde(default)]
+    pub signature: Option<String>,
+    #[serde(rename = "SigningCertURL", default)]
+    pub signing_cert_url: Option<String>,
+    #[serde(rename = "SubscribeURL", default)]
+    pub subscribe_url: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The digest SNS signed the message with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnsSignatureVersion {
+    /// SHA1withRSA.
+    V1,
+    /// SHA256withRSA.
+    V2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnsMessageError {
+    #[error("the message is not signed (no Signature, SignatureVersion or SigningCertURL)")]
+    Unsigned,
+    #[error("SignatureVersion {0:?} is not 1 or 2")]
+    UnknownVersion(String),
+    #[error("SigningCertURL is not an SNS certificate URL")]
+    UntrustedCertUrl,
+    #[error("a {0} message must carry {1}")]
+    MissingField(String, &'static str),
+    #[error("message type {0:?} is not one SNS sends")]
+    UnknownType(String),
+}
+
+impl SnsMessage {
+    /// The signature version, the certificate URL (checked against the SNS host
+    /// pattern before anything fetches it) and the decoded-later signature text.
+    pub fn signature_parts(&self) -> Result<(SnsSignatureVersion, &str, &str), SnsMessageError> {
+        let (Some(version), Some(signature), Some(url)) =
+            (self.signature_version.as_deref(), self.signature.as_deref(), self.signing_cert_url.as_deref())
+        else {
+            return Err(SnsMessageError::Unsigned);
+        };
+        let version = match version {
+            "1" => SnsSignatureVersion::V1,
+            "2" => SnsSignatureVersion::V2,
+            other => return Err(SnsMessageError::UnknownVersion(other.to_owned())),
+        };
+        if !is_sns_url(url) {
+            return Err(SnsMessageError::UntrustedCertUrl);
+        }
+        Ok((version, url, signature))
+    }
+
+    /// The string SNS signs: `Name\nvalue\n` for each signed field, in the order AWS
+    /// documents ("Verifying the signatures of Amazon SNS messages"). `Subject` is
+    /// signed only when present.
+    pub fn string_to_sign(&self) -> Result<String, SnsMessageError> {
+        let mut out = String::with_capacity(self.message.len() + 256);
+        let mut field = |name: &str, value: &str| {
+            out.push_str(name);
+            out.push('\n');
+            out.push_str(value);
+            out.push('\n');
+        };
+        let required = |value: &Option<String>, name: &'static str| {
+            value.clone().ok_or_else(|| SnsMessageError::MissingField(self.kind.clone(), name))
+        };
+        match self.kind.as_str() {
+            "Notification" => {
+                field("Message", &self.message);
+                field("MessageId", &self.message_id);
+                if let Some(subject) = &self.subject {
+                    field("Subject", subject);
+                }
+                field("Timestamp", &self.timestamp);
+                field("TopicArn", &self.topic_arn);
+                field("Type", &self.kind);
+            }
+            "SubscriptionConfirmation" | "UnsubscribeConfirmation" => {
+                let subscribe_url = required(&self.subscribe_url, "SubscribeURL")?;
+                let token = required(&self.token, "Token")?;
+                field("Message", &self.message);
+                field("MessageId", &self.message_id);
+                field("SubscribeURL", &subscribe_url);
+                field("Timestamp", &self.timestamp);
+                field("Token", &token);
+                field("TopicArn", &self.topic_arn);
+                field("Type", &self.kind);
+            }
+            other => return Err(SnsMessageError::UnknownType(other.to_owned())),
+        }
+        Ok(out)
+    }
+}
+
+/// `^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/`: the only place a signing
+/// certificate (or a subscription confirmation) may be fetched from. Anything
+/// else (another host, a port, user info, plain HTTP) is refused unfetched.
+pub fn is_sns_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://sns.") else { return false };
+    let Some((host_tail, _path)) = rest.split_once('/') else { return false };
+    let region = host_tail.strip_suffix(".amazonaws.com").or_else(|| host_tail.strip_suffix(".amazonaws.com.cn"));
+    region
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+}
+
+// ---------------------------------------------------------------- custom providers
+
+/// How far a provider's timestamp may be from Herald's clock, either way.
+pub const MAX_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// The header carrying the provider's timestamp (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-herald-timestamp";
+/// The header carrying `v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+pub const SIGNATURE_HEADER: &str = "x-herald-signature";
+
+/// One provider's shared secret, kept as a keyed HMAC. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ProviderKey(Hmac<Sha256>);
+
+impl fmt::Debug for ProviderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProviderKey(<redacted>)")
+    }
+}
+
+/// Why a provider's request was not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderAuthError {
+    #[error("the request carries no {0} header")]
+    Missing(&'static str),
+    #[error("the {0} header is malformed")]
+    Malformed(&'static str),
+    #[error("the timestamp is more than 5 minutes away from now")]
+    Stale,
+    #[error("the signature does not match the body")]
+    Mismatch,
+}
+
+impl ProviderKey {
+    /// At least 16 bytes of secret.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(secret: &str) -> Result<Self, String> {
+        if secret.len() < Self::MIN_LEN {
+            return Err(format!("a provider secret must be at least {} bytes long", Self::MIN_LEN));
+        }
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).map(Self).map_err(|e| e.to_string())
+    }
+
+    fn mac(&self, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+
+    /// The `x-herald-signature` value a provider sends for `body` at `timestamp`.
+    pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
+        format!("v1={}", hex::encode(self.mac(&timestamp.to_string(), body).finalize().into_bytes()))
+    }
+
+    /// Checks the headers against the raw body: the signature first (constant time),
+    /// then the freshness. Returns the signed timestamp.
+    pub fn verify(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, ProviderAuthError> {
+        let raw_ts = timestamp.ok_or(ProviderAuthError::Missing(TIMESTAMP_HEADER))?;
+        let raw_sig = signature.ok_or(ProviderAuthError::Missing(SIGNATURE_HEADER))?;
+        let at = raw_ts
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .ok_or(ProviderAuthError::Malformed(TIMESTAMP_HEADER))?;
+        let tag = raw_sig
+            .trim()
+            .strip_prefix("v1=")
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or(ProviderAuthError::Malformed(SIGNATURE_HEADER))?;
+        self.mac(raw_ts, body).verify_slice(&tag).map_err(|_| ProviderAuthError::Mismatch)?;
+        if (now - at).abs() > MAX_SKEW {
+            return Err(ProviderAuthError::Stale);
+        }
+        Ok(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: &str) -> SnsMessage {
+        SnsMessage {
+            kind: kind.into(),
+            message_id: "m-1".into(),
+            topic_arn: "arn:aws:sns:us-east-1:123456789012:t".into(),
+            subject: None,
+            message: "hello\nworld".into(),
+            timestamp: "2026-02-20T09:30:04.689Z".into(),
+            signature_version: Some("2".into()),
+            signature: Some("c2ln".into()),
+            signing_cert_url: Some("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem".into()),
+            subscribe_url: None,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn strings_to_sign_follow_the_documented_field_order() {
+        let mut n = message("Notification");
+        assert_eq!(
+            n.string_to_sign().unwrap(),
+            "Message\nhello\nworld\nMessageId\nm-1\nTimestamp\n2026-02-20T09:30:04.689Z\n\
+             TopicArn\narn:aws:sns:us-east-1:123456789012:t\nType\nNotification\n"
+        );
+        n.subject = Some("S".into());
+        assert!(n.string_to_sign().unwrap().contains("MessageId\nm-1\nSubject\nS\nTimestamp\n"));
+
+        let mut c = message("SubscriptionConfirmation");
+        assert_eq!(
+            c.string_to_sign(),
+            Err(SnsMessageError::MissingField("SubscriptionConfirmation".into(), "SubscribeURL"))
+        );
+        c.subscribe_url = Some("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription".into());
+        c.token = Some("tok".into());
+        assert_eq!(
+            c.string_to_sign().unwrap(),
+            "Message\nhello\nworld\nMessageId\nm-1\nSubscribeURL\nhttps://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription\n\
+             Timestamp\n2026-02-20T09:30:04.689Z\nToken\ntok\nTopicArn\narn:aws:sns:us-east-1:123456789012:t\n\
+             Type\nSubscriptionConfirmation\n"
+        );
+        assert!(matches!(message("Gossip").string_to_sign(), Err(SnsMessageError::UnknownType(_))));
+    }
+
+    #[test]
+    fn only_sns_hosts_may_serve_certificates() {
+        for (url, ok) in [
+            ("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem", true),
+            ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", true),
+            ("https://sns.us-gov-west-1.amazonaws.com/x.pem", true),
+            ("http://sns.us-east-1.amazonaws.com/x.pem", false),
+            ("https://sns.us-east-1.amazonaws.com.evil.example/x.pem", false),
+            ("https://sns.us-east-1.amazonaws.com@evil.example/x.pem", false),
+            ("https://sns.us-east-1.amazonaws.com:8443/x.pem", false),
+            ("https://sns.amazonaws.com/x.pem", false),
+            ("https://sns..amazonaws.com/x.pem", false),
+            ("https://sns.US-EAST-1.amazonaws.com/x.pem", false),
+            ("https://evil.example/sns.us-east-1.amazonaws.com/x.pem", false),
+            ("https://sns.us-east-1.amazonaws.com", false),
+            ("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem", false),
+        ] {
+            assert_eq!(is_sns_url(url), ok, "{url}");
+        }
+        let mut m = message("Notification");
+        m.signing_cert_url = Some("https://evil.example/cert.pem".into());
+        assert_eq!(m.signature_parts(), Err(SnsMessageError::UntrustedCertUrl));
+        m.signature_version = Some("3".into());
+        assert_eq!(m.signature_parts(), Err(SnsMessageError::UnknownVersion("3".into())));
+        m.signature = None;
+        assert_eq!(m.signature_parts(), Err(SnsMessageError::Unsigned));
+    }
+
+    #[test]
+    fn provider_signatures_bind_timestamp_and_body_and_expire() {
+        let key = ProviderKey::new("a provider secret of some length").unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let body = br#"{"events":[]}"#;
+        let ts = now.timestamp().to_string();
+        let sig = key.sign(now.timestamp(), body);
+        assert_eq!(key.verify(Some(&ts), Some(&sig), body, now), Ok(now));
+        // Within the window either way.
+        assert!(key.verify(Some(&ts), Some(&sig), body, now + TimeDelta::seconds(299)).is_ok());
+        assert!(key.verify(Some(&ts), Some(&sig), body, now - TimeDelta::seconds(299)).is_ok());
+
+        use ProviderAuthError::*;
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8], DateTime<Utc>, ProviderAuthError);
+        let cases: Vec<Case> = vec![
+            (None, Some(&sig), body, now, Missing(TIMESTAMP_HEADER)),
+            (Some(&ts), None, body, now, Missing(SIGNATURE_HEADER)),
+            (Some("yesterday"), Some(&sig), body, now, Malformed(TIMESTAMP_HEADER)),
+            (Some(&ts), Some("sha1=00"), body, now, Malformed(SIGNATURE_HEADER)),
+            (Some(&ts), Some("v1=zz"), body, now, Malformed(SIGNATURE_HEADER)),
+            (Some(&ts), Some(&sig), br#"{"events":[1]}"#, now, Mismatch),
+            (Some("1800000001"), Some(&sig), body, now, Mismatch),
+            (Some(&ts), Some(&sig), body, now + TimeDelta::seconds(301), Stale),
+            (Some(&ts), Some(&sig), body, now - TimeDelta::seconds(301), Stale),
+        ];
+        for (ts, sig, body, at, expected) in cases {
+            assert_eq!(key.verify(ts, sig, body, at), Err(expected.clone()), "{expected}");
+        }
+        let other = ProviderKey::new("another secret, also long enough").unwrap();
+        assert_eq!(other.verify(Some(&ts), Some(&sig), body, now), Err(Mismatch));
+        assert!(ProviderKey::new("short").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Dispatch against moto: a throttled provider is retried later and sends once;
+//! sizes and segments are enforced and recorded.
+
+use crate::support::*;
+use herald::aws::ses::SesEmail;
+use herald::lambda::{Context, LambdaEvent, SqsEvent};
+use herald::ports::{EmailMessage, EmailSender, PortError, PortResult};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// SES that answers "slow down" to the first call, as SES does past its send rate.
+struct ThrottledOnce {
+    inner: SesEmail,
+    calls: AtomicU32,
+}
+
+impl EmailSender for ThrottledOnce {
+    async fn send(&self, message: &EmailMessage) -> PortResult<String> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(PortError::Throttled("SendEmail: TooManyRequestsException".into()));
+        }
+        self.inner.send(message).await
+    }
+}
+
+fn env_of(t: &TestStack, name: &str) -> std::collections::BTreeMap<String, String> {
+    t.stack.functions.iter().find(|f| f.name == name).unwrap().env.clone()
+}
+
+/// Receives one message as Lambda's poller would hand it over (with its receive count).
+async fn receive(t: &TestStack, logical: &str) -> Option<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
+    let out = sqs
+        .receive_message()
+        .queue_url(t.queue_url(logical))
+        .wait_time_seconds(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let m = out.messages.unwrap_or_default().into_iter().next()?;
+    let attributes: serde_json::Map<String, Value> =
+        m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v))).collect();
+    Some(
+        json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "attributes": attributes}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let address = format!("tara.{tag}@example.org");
+    let who = format!("tara-{tag}");
+    let key = format!("{tag}-throttled");
+    // Ingest and eligibility run for real, to put a genuine job on the email queue.
+    let ingest_env = env_of(&t, "ingest");
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&|k| ingest_env.get(k).cloned()).unwrap());
+    let bodies = [
+        json!({"type": "upsert_recipient", "recipient": who, "email": address}),
+        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+               "channels": ["email"], "data": {"order_id": "9"}}),
+    ];
+    let records: Vec<Value> =
+        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b.to_string()})).collect();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
+    ingest::handler(&ingest, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let elig_env = env_of(&t, "eligibility");
+    let eligibility =
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&|k| elig_env.get(k).cloned()).unwrap());
+    let job = receive(&t, "EligibilityQueue").await.unwrap();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [job] })).unwrap();
+    eligibility::handler(&eligibility, LambdaEvent::new(event, Context::default())).await.unwrap();
+
+    let mut env = env_of(&t, "dispatch-email");
+    env.insert("HERALD_RETRY_BASE_SECS".into(), "1".into());
+    let config = dispatch_email::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
+    let (deps, real) = dispatch_email::aws::deps(&t.sdk, &config);
+    let email = dispatch_email::Email {
+        sender: ThrottledOnce {
+            inner: SesEmail::new(aws_sdk_sesv2::Client::new(&t.sdk), config.configuration_set.clone()),
+            calls: AtomicU32::new(0),
+        },
+        from: real.from,
+        unsubscribe: None,
+    };
+
+    let first = receive(&t, "EmailQueue").await.expect("the job is on the email queue");
+    assert_eq!(first["attributes"]["ApproximateReceiveCount"], "1");
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [first.clone()] })).unwrap();
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(failed, [first["messageId"].as_str().unwrap()], "throttled: back to the queue, not dropped");
+    assert!(emails_to(&provider_data().await, &address).is_empty());
+    let e = t.entry(&key).await.unwrap();
+    assert_eq!(e.provider_id, None);
+
+    // It comes back once its back-off has passed, and this time it goes out.
+    let second = receive(&t, "EmailQueue").await.expect("the throttled job comes back");
+    assert_eq!(second["messageId"], first["messageId"]);
+    assert_eq!(second["attributes"]["ApproximateReceiveCount"], "2");
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [second] })).unwrap();
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event, Context::default())).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let data = provider_data().await;
+    let sent = emails_to(&data, &address);
+    assert_eq!(sent.len(), 1, "sent exactly once");
+    let e = t.entry(&key).await.unwrap();
+    assert_eq!((e.status.as_str(), e.provider_id.as_deref()), ("sent", sent[0]["id"].as_str()));
+    assert_eq!(email.sender.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_records_the_segments_it_cost() {
+    let t = TestStack::new().await;
+    let tag = &t.tag;
+    let who = format!("sam-{tag}");
+    let number = phone(tag, 7);
+    t.publish(&[
+        json!({"type": "upsert_recipient", "recipient": who, "phone": number}).to_string(),
+        json!({"idempotency_key": format!("{tag}-code"), "recipient": who, "template": "security_code",
+               "kind": "transactional", "data": {"code": "123456"}})
+        .to_string(),
+    ])
+    .await;
+    t.wait_idle().await;
+    let data = provider_data().await;
+    let sms = sms_to(&data, &number);
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0]["message"], "Your code is 123456. It expires in 10 minutes. Never share it.");
+    let e = t.entry(&format!("{tag}-code")).await.unwrap();
+    assert_eq!((e.status.as_str(), e.channel.as_deref(), e.sms_segments), ("sent", Some("sms"), Some(1)));
+    t.stop().await;
+}
