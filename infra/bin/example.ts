@@ -47,6 +47,7 @@ output('SesEventsTopicArn', herald.sesEventsTopic.topicArn, 'SNS topic receiving
 output('PushEventsTopicArn', herald.pushEventsTopic.topicArn, 'SNS topic to set as the event topic of the SNS platform applications.');
 output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configuration set used for every email.');
 output('LedgerTableName', herald.ledgerTable.tableName, 'DynamoDB message ledger table.');
+output('TemplatesTableName', herald.templatesTable.tableName, 'Where `herald templates push --table` uploads templates and campaigns.');
 output('WebhookUrl', herald.webhookUrl, "Herald's HTTPS endpoint: <url>sns for SNS HTTPS subscriptions, <url>providers/<name> for custom providers, <url>unsubscribe for one-click unsubscribe links.");
 
 // cdk-nag's AwsSolutions rules: any finding that is not acknowledged (with its reason, in

@@ -605,6 +605,21 @@ export class Herald extends Construct {
         acknowledge(fn, 'AwsSolutions-IAM5[Resource::*]', 'X-Ray PutTraceSegments and PutTelemetryRecords (granted for active tracing) have no resource-level permissions.');
       }
       functions[spec.artifact] = fn;
+      // Any error or throttle of a function is worth a look (as template.yaml).
+      for (const [metric, what] of [[fn.metricErrors(), 'errors'], [fn.metricThrottles(), 'throttles']] as const) {
+        const alarm = new cloudwatch.Alarm(this, `${spec.id}${what === 'errors' ? 'Errors' : 'Throttles'}Alarm`, {
+          alarmDescription: `Herald (${Aws.STACK_NAME}): ${what} in the ${spec.artifact} function`,
+          metric: metric.with({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) }),
+          evaluationPeriods: 1,
+          threshold: 0,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        });
+        if (props.alarmTopic) {
+          alarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+        }
+        alarms.push(alarm);
+      }
     }
     // Marketing email links to one-click unsubscribe on the webhook function (RFC 8058):
     // set after the loop, since the webhook function is created after dispatch-email.
