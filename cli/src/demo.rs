@@ -89,11 +89,6 @@ fn notifications() -> Vec<Sample> {
         ),
         notify("erin: digest (opted in)", "sent on email", digest("digest-erin-48", "user-erin", "digest-48")),
         notify(
-            "erin: a second digest this hour",
-            "suppressed: cap_reached",
-            digest("digest-erin-48b", "user-erin", "digest-48b"),
-        ),
-        notify(
             "finn: digest during quiet hours",
             "deferred: quiet_hours_deferred",
             digest("digest-finn-48", "user-finn", "digest-48"),
@@ -216,6 +211,12 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
                    "kind": "transactional", "channels": ["email"], "data": {"order_id": "1005"}}),
         ),
         notify("lea: the spring sale again", "suppressed: cooldown", digest("spring-lea-2", "user-lea", "spring-sale")),
+        // After her first digest went out: the same hour, another campaign.
+        notify(
+            "erin: a second digest this hour",
+            "suppressed: cap_reached",
+            digest("digest-erin-48b", "user-erin", "digest-48b"),
+        ),
     ];
     for s in &after {
         sent_ids.push(publish(local, &s.body).await?);
