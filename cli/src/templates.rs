@@ -58,3 +58,26 @@ pub fn load_campaigns(dir: &Path) -> anyhow::Result<Vec<CampaignDoc>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::repo_root;
+
+    #[test]
+    fn every_shipped_template_and_campaign_passes_its_checks() {
+        let templates = load_dir(&repo_root().join("templates")).unwrap();
+        assert!(templates.iter().any(|t| t.name().as_str() == "order_shipped"));
+        let problems = check_all(&templates, &Limits::default());
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(!load_campaigns(&repo_root().join("campaigns")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_template_over_its_limits_is_reported() {
+        let templates = load_dir(&repo_root().join("templates")).unwrap();
+        let strict = Limits { max_sms_segments: 0, ..Limits::default() };
+        let problems = check_all(&templates, &strict);
+        assert!(problems.iter().any(|p| p.starts_with("order_shipped: en/sms takes 1 segments")), "{problems:#?}");
+    }
+}
