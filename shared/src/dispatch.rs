@@ -115,15 +115,8 @@ where
         Ok(job) => job,
         Err(e) => {
             tracing::error!(record = %record.id, error = %e, "dispatch job does not parse");
-            let rejection = RejectionRecord {
-                source_id: record.id.clone(),
-                code: "invalid_job".into(),
-                detail: e.to_string(),
-                idempotency_key: None,
-                body_bytes: record.body.len(),
-                at: now,
-                expires_at: now + chrono::TimeDelta::days(30),
-            };
+            let rejection =
+                RejectionRecord::unreadable(&record.id, "invalid_job", e.to_string(), record.body.len(), now);
             return match deps.ledger.reject(rejection).await {
                 Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
                 _ => Outcome::Done,

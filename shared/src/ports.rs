@@ -101,6 +101,31 @@ pub struct Claim<'a> {
     pub until: DateTime<Utc>,
 }
 
+impl RejectionRecord {
+    /// How long a rejection stays in the ledger.
+    pub const RETENTION_DAYS: i64 = 30;
+
+    /// A record Herald itself wrote but cannot read (a bug, or a body from
+    /// an older version): recorded so it can be found, then dropped.
+    pub fn unreadable(
+        source_id: &str,
+        code: &str,
+        detail: impl Into<String>,
+        body_bytes: usize,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            source_id: source_id.to_owned(),
+            code: code.to_owned(),
+            detail: detail.into(),
+            idempotency_key: None,
+            body_bytes,
+            at,
+            expires_at: at + chrono::TimeDelta::days(Self::RETENTION_DAYS),
+        }
+    }
+}
+
 /// A step in a message's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {

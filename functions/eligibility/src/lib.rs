@@ -160,15 +160,8 @@ async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -
         Err(e) => {
             // Only Herald writes this queue: a bad body is a bug, recorded and dropped.
             tracing::error!(record = %record.id, error = %e, "eligibility job does not parse");
-            let rejection = RejectionRecord {
-                source_id: record.id.clone(),
-                code: "invalid_job".into(),
-                detail: e.to_string(),
-                idempotency_key: None,
-                body_bytes: record.body.len(),
-                at: now,
-                expires_at: now + chrono::TimeDelta::days(30),
-            };
+            let rejection =
+                RejectionRecord::unreadable(&record.id, "invalid_job", e.to_string(), record.body.len(), now);
             return match deps.ledger.reject(rejection).await {
                 Err(e) if e.is_retryable() => Routed::retry(e),
                 _ => Routed::done(),

@@ -166,15 +166,7 @@ async fn reject<L: Ledger, S, D>(
     // Parser errors quote the body: no address or number goes to the log or the ledger.
     let detail = redact_contacts(&detail);
     tracing::warn!(record = %record.id, code, detail = %detail, "receipt rejected");
-    let rejection = RejectionRecord {
-        source_id: record.id.clone(),
-        code: code.to_owned(),
-        detail,
-        idempotency_key: None,
-        body_bytes: record.body.len(),
-        at: now,
-        expires_at: now + chrono::TimeDelta::days(30),
-    };
+    let rejection = RejectionRecord::unreadable(&record.id, code, detail, record.body.len(), now);
     match deps.ledger.reject(rejection).await {
         Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
         _ => Outcome::Done,

@@ -65,6 +65,18 @@ fn history_entry(t: &Transition) -> AttributeValue {
     AttributeValue::L(vec![AttributeValue::M(m)])
 }
 
+/// An unconditional `PutItem`.
+async fn put(client: &Client, table: &str, item: Item) -> PortResult<()> {
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify("PutItem", e))
+}
+
 fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
@@ -207,14 +219,7 @@ impl Ledger for DynamoLedger {
         if let Some(k) = r.idempotency_key {
             item.insert("key".into(), s(k));
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 
     async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Applied> {
@@ -966,14 +971,7 @@ impl SuppressionList for DynamoSuppression {
             ("cause".to_owned(), s(cause.as_str())),
             ("at".to_owned(), ts(at)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 }
 
@@ -1153,14 +1151,7 @@ impl DynamoTemplates {
             ("doc".to_owned(), s(body)),
             ("updated_at".to_owned(), ts(now)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 
     /// Stores a campaign definition beside the templates (`pk` = `campaign#<name>`).
@@ -1171,14 +1162,7 @@ impl DynamoTemplates {
             ("doc".to_owned(), s(body)),
             ("updated_at".to_owned(), ts(now)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 
     async fn load_campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
@@ -1302,14 +1286,7 @@ impl ScheduleStore for DynamoSchedule {
         item.insert("due".into(), ts(due));
         // Kept a week past its time should every run fail, then forgotten.
         item.insert("ttl".into(), n((due + chrono::TimeDelta::days(7)).timestamp()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 
     async fn due(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> PortResult<Vec<Scheduled>> {
@@ -1393,14 +1370,7 @@ impl ScheduleStore for DynamoSchedule {
     async fn set_cursor(&self, at: DateTime<Utc>) -> PortResult<()> {
         let mut item = Self::item_key(CURSOR, CURSOR);
         item.insert("at".into(), ts(at));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("PutItem", e))
+        put(&self.client, &self.table, item).await
     }
 }
 
