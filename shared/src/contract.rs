@@ -50,6 +50,9 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRequest {
+    /// `"type": "notify"` may be spelt out; it is read here so the body takes one pass.
+    #[serde(rename = "type", default, skip_serializing, deserialize_with = "present_tag")]
+    pub type_tag: Option<NotifyTag>,
     pub idempotency_key: IdempotencyKey,
     pub recipient: RecipientId,
     pub template: TemplateName,
@@ -68,6 +71,18 @@ pub struct NotifyRequest {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<CampaignId>,
+}
+
+/// The only `type` a notify body may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotifyTag {
+    #[serde(rename = "notify")]
+    Notify,
+}
+
+/// `type` absent is notify; `"type": null` is refused, as the schema refuses it.
+fn present_tag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NotifyTag>, D::Error> {
+    NotifyTag::deserialize(d).map(Some)
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -191,11 +206,10 @@ impl IngestMessage {
             serde_json::from_value(Value::Object(value)).map_err(|e| Rejection::new("invalid_field", e.to_string()))
         }
         Ok(match kind {
-            // The common body has no `type`: one pass straight into the request.
-            "notify" if peek.kind.is_none() => Self::Notify(Box::new(NotifyRequest::parse_checked(
+            // One pass straight into the request, `type` or not.
+            "notify" => Self::Notify(Box::new(NotifyRequest::parse_checked(
                 serde_json::from_str(body).map_err(|e| Rejection::new("invalid_field", e.to_string())),
             )?)),
-            "notify" => Self::Notify(Box::new(NotifyRequest::parse_checked(typed(body))?)),
             "upsert_recipient" => Self::UpsertRecipient(typed(body)?),
             "set_consent" => Self::SetConsent(typed(body)?),
             "register_push_token" => Self::RegisterPushToken(typed(body)?),
