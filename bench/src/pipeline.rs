@@ -82,7 +82,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// Provisions a stack named `prefix` and starts every function on it, with
     /// `overrides` (function, variable, value) applied to the template's environment.
-    pub async fn start(env: &Env, prefix: &str, overrides: &[(&str, &str, String)]) -> anyhow::Result<Self> {
+    /// With `scheduler`, the scheduler runs as EventBridge would run it, except that
+    /// its first run is at once rather than a minute in: a new stack's first run
+    /// reads back a whole day of minute buckets, and that should not land in a
+    /// measured phase. Without it the scheduler does not run.
+    pub async fn start(
+        env: &Env,
+        prefix: &str,
+        overrides: &[(&str, &str, String)],
+        scheduler: bool,
+    ) -> anyhow::Result<Self> {
         let mut stack = herald_cli::local::provision(&env.plain, &env.root, prefix).await?;
         for spec in &mut stack.functions {
             for (function, var, value) in overrides {
@@ -115,7 +124,7 @@ impl Pipeline {
                     };
                     tasks.push(tokio::spawn(poller.run()));
                 }
-                (Trigger::Schedule { every_secs }, Handler::Json(invoke)) => {
+                (Trigger::Schedule { every_secs }, Handler::Json(invoke)) if scheduler => {
                     tasks.push(tokio::spawn(tick(spec.name.clone(), *every_secs, invoke, stop.clone())));
                 }
                 // Function URLs (webhooks) take no part in these scenarios.
@@ -150,9 +159,9 @@ impl Pipeline {
     }
 }
 
-/// An EventBridge schedule, locally (as the runner's).
+/// An EventBridge schedule, locally (as the runner's, with its first run at once).
 async fn tick(name: String, every_secs: u64, invoke: InvokeJson, stop: Arc<AtomicBool>) {
-    let mut next = tokio::time::Instant::now() + Duration::from_secs(every_secs);
+    let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if tokio::time::Instant::now() >= next {
             next += Duration::from_secs(every_secs);

@@ -34,6 +34,12 @@ impl Phase {
         self.calls.iter().filter(|c| c.who != Who::Driver && c.who.function() != "scheduler")
     }
 
+    /// What the floor sends again: every request of Herald's functions and their
+    /// event sources in the phase (the scheduler's included) less idle polling.
+    pub fn replay_calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter().filter(|c| c.who != Who::Driver && !c.is_empty_receive())
+    }
+
     /// Work requests: pipeline requests less idle polling (receives that found nothing).
     pub fn work_calls(&self) -> impl Iterator<Item = &Call> {
         self.pipeline_calls().filter(|c| !c.is_empty_receive())
@@ -61,6 +67,34 @@ pub async fn run_phase(
     let url = pipe.stack.queue("IngestQueue")?.url.clone();
     let sends = bodies.to_vec();
     measure(env, pipe, name, items, || async move { send_all(&driver, &url, &sends).await }).await
+}
+
+/// Queues setup commands with the pipeline running (a shallow queue is faster on
+/// moto) and waits until it is idle: not timed, only counted.
+pub async fn setup_phase(
+    env: &Env,
+    pipe: &Pipeline,
+    name: &str,
+    items: usize,
+    bodies: &[String],
+) -> anyhow::Result<Phase> {
+    let driver = aws_sdk_sqs::Client::new(&env.sdk(Who::Driver).await);
+    let url = pipe.stack.queue("IngestQueue")?.url.clone();
+    pipe.pause_all(false);
+    let mark = env.recorder.mark();
+    let imark = pipe.invocation_mark();
+    send_all(&driver, &url, bodies).await?;
+    pipe.stack.wait_idle(&env.plain, Duration::from_secs(600)).await?;
+    let phase = Phase {
+        name: name.to_owned(),
+        items,
+        calls: env.recorder.since(mark),
+        invocations: pipe.invocations_since(imark),
+        seconds: 0.0,
+        outcomes: BTreeMap::new(),
+    };
+    eprintln!("herald-bench: {name}: {items}, {} requests", phase.pipeline_calls().count());
+    Ok(phase)
 }
 
 /// Pauses every poller (letting in-flight long polls finish), runs `queue_input`,
@@ -190,6 +224,20 @@ pub async fn disable_endpoints(env: &Env, prefix: &str) -> anyhow::Result<usize>
     Ok(n)
 }
 
+/// Waits until the scheduler's first run (a new stack reads back a day of minute
+/// buckets) is over, so that it does not land in a measured phase.
+async fn wait_for_scheduler(env: &Env) {
+    let scheduler = Who::Herald("scheduler".into());
+    for _ in 0..600 {
+        let calls = env.recorder.since(0);
+        let last = calls.iter().filter(|c| c.who == scheduler).map(|c| c.end).max();
+        if last.is_some_and(|l| env.recorder.now().saturating_sub(l) > Duration::from_secs(2)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Sizes of the main run.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
@@ -203,7 +251,8 @@ pub struct Sizes {
 /// Every phase of the main run, in order.
 pub struct MainRun {
     pub phases: Vec<Phase>,
-    pub scheduler_calls: usize,
+    /// Requests of each scheduler run, in order.
+    pub scheduler_runs: Vec<usize>,
     pub minutes: f64,
 }
 
@@ -227,7 +276,8 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
                 .to_string()
         })
         .collect();
-    phases.push(run_phase(env, pipe, "setup: upsert_recipient", n, &setup).await?);
+    phases.push(setup_phase(env, pipe, "setup: upsert_recipient", n, &setup).await?);
+    wait_for_scheduler(env).await;
     let keys: Vec<(String, String)> =
         (0..n).map(|i| (format!("{run}-order-{i}"), format!("{}@example.com", who(i)))).collect();
     let bodies: Vec<String> = keys
@@ -259,7 +309,7 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             ]
         })
         .collect();
-    phases.push(run_phase(env, pipe, "setup: upsert_recipient + set_consent", 2 * m, &setup).await?);
+    phases.push(setup_phase(env, pipe, "setup: upsert_recipient + set_consent", 2 * m, &setup).await?);
     let keys: Vec<(String, String)> = (0..m)
         .flat_map(|i| {
             let to = format!("{}@example.com", who(i));
@@ -303,7 +353,7 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             ]
         })
         .collect();
-    phases.push(run_phase(env, pipe, "setup: upsert_recipient + register_push_token", 2 * k, &setup).await?);
+    phases.push(setup_phase(env, pipe, "setup: upsert_recipient + register_push_token", 2 * k, &setup).await?);
     let disabled = disable_endpoints(env, &token_prefix).await?;
     anyhow::ensure!(disabled == k, "disabled {disabled} push endpoints, expected {k}");
     let keys: Vec<(String, String)> =
@@ -341,7 +391,7 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             ]
         })
         .collect();
-    phases.push(run_phase(env, pipe, "setup: push recipients", 2 * sizes.push, &setup).await?);
+    phases.push(setup_phase(env, pipe, "setup: push recipients", 2 * sizes.push, &setup).await?);
     let keys: Vec<(String, String)> = (0..sizes.push).map(|i| (format!("{run}-pushed-{i}"), String::new())).collect();
     let bodies: Vec<String> = keys
         .iter()
@@ -367,7 +417,7 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
                 .to_string()
         })
         .collect();
-    phases.push(run_phase(env, pipe, "setup: sms recipients", sizes.sms, &setup).await?);
+    phases.push(setup_phase(env, pipe, "setup: sms recipients", sizes.sms, &setup).await?);
     let keys: Vec<(String, String)> = (0..sizes.sms).map(|i| (format!("{run}-code-{i}"), String::new())).collect();
     let bodies: Vec<String> = keys
         .iter()
@@ -386,8 +436,17 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
     p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
     phases.push(p);
 
-    let scheduler_calls = env.recorder.since(mark).iter().filter(|c| c.who == Who::Herald("scheduler".into())).count();
-    Ok(MainRun { phases, scheduler_calls, minutes: (env.recorder.now() - started).as_secs_f64() / 60.0 })
+    // The scheduler's runs: its requests come in bursts a minute apart.
+    let mut scheduler_runs: Vec<usize> = Vec::new();
+    let mut last: Option<Duration> = None;
+    for c in env.recorder.since(mark).iter().filter(|c| c.who == Who::Herald("scheduler".into())) {
+        match (last, scheduler_runs.last_mut()) {
+            (Some(l), Some(n)) if c.start.saturating_sub(l) < Duration::from_secs(20) => *n += 1,
+            _ => scheduler_runs.push(1),
+        }
+        last = Some(c.end);
+    }
+    Ok(MainRun { phases, scheduler_runs, minutes: (env.recorder.now() - started).as_secs_f64() / 60.0 })
 }
 
 /// One point of a growth curve: a fresh stack (cold caches, as a new Lambda
@@ -400,7 +459,7 @@ pub async fn campaign_point(
 ) -> anyhow::Result<(Phase, Vec<String>)> {
     let overrides: Vec<(&str, &str, String)> =
         cap_policy.into_iter().map(|p| ("eligibility", "HERALD_CAP_POLICY", p)).collect();
-    let pipe = Pipeline::start(env, prefix, &overrides).await?;
+    let pipe = Pipeline::start(env, prefix, &overrides, false).await?;
     let who = |i: usize| format!("{prefix}r{i}");
     let setup: Vec<String> = (0..recipients)
         .flat_map(|i| {
@@ -411,7 +470,7 @@ pub async fn campaign_point(
             ]
         })
         .collect();
-    run_phase(env, &pipe, "setup", 2 * recipients, &setup).await?;
+    setup_phase(env, &pipe, "setup", 2 * recipients, &setup).await?;
     let keys: Vec<(String, String)> = (0..recipients).map(|i| (format!("{prefix}c-{i}"), String::new())).collect();
     let bodies: Vec<String> = keys
         .iter()
