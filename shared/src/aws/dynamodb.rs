@@ -1115,10 +1115,33 @@ impl CapCounter for DynamoCaps {
 
 // ============================================================== templates
 
-/// A template as last read (or its absence), and when.
-type Cached = (Instant, Option<Arc<CompiledTemplate>>);
-/// A campaign as last read (or its absence), and when.
-type CachedCampaign = (Instant, Option<Arc<CampaignDoc>>);
+/// A document as last read (or its absence), and when.
+type Entry<V> = (Instant, Option<Arc<V>>);
+
+/// Documents as last read from the table (their absence included), kept for `ttl`.
+#[derive(Debug)]
+struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, Entry<V>>>,
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V> TtlCache<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Some(value or absence)` while fresh, `None` when it must be read again.
+    fn get(&self, key: &K) -> Option<Option<Arc<V>>> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: K, value: Option<Arc<V>>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, (Instant::now(), value));
+        }
+    }
+}
 
 /// Templates, read from the table and kept compiled in memory for `ttl`, so a
 /// warm function reads each template about once a minute at most.
@@ -1126,20 +1149,13 @@ type CachedCampaign = (Instant, Option<Arc<CampaignDoc>>);
 pub struct DynamoTemplates {
     client: Client,
     table: String,
-    ttl: Duration,
-    cache: Mutex<HashMap<TemplateName, Cached>>,
-    campaigns: Mutex<HashMap<CampaignId, CachedCampaign>>,
+    cache: TtlCache<TemplateName, CompiledTemplate>,
+    campaigns: TtlCache<CampaignId, CampaignDoc>,
 }
 
 impl DynamoTemplates {
     pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-            campaigns: Mutex::new(HashMap::new()),
-        }
+        Self { client, table: table.into(), cache: TtlCache::new(ttl), campaigns: TtlCache::new(ttl) }
     }
 
     /// Stores a template document (used by `herald templates push`).
@@ -1209,36 +1225,22 @@ impl DynamoTemplates {
 
 impl TemplateStore for DynamoTemplates {
     async fn get(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(name).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, t)| t.clone()));
-        if let Some(t) = cached {
-            return Ok(t);
+        if let Some(hit) = self.cache.get(name) {
+            return Ok(hit);
         }
         let loaded = self.load(name).await?;
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(name.clone(), (Instant::now(), loaded.clone()));
-        }
+        self.cache.put(name.clone(), loaded.clone());
         Ok(loaded)
     }
 }
 
 impl CampaignStore for DynamoTemplates {
     async fn campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
-        let cached = self
-            .campaigns
-            .lock()
-            .ok()
-            .and_then(|c| c.get(name).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, t)| t.clone()));
-        if let Some(c) = cached {
-            return Ok(c);
+        if let Some(hit) = self.campaigns.get(name) {
+            return Ok(hit);
         }
         let loaded = self.load_campaign(name).await?;
-        if let Ok(mut c) = self.campaigns.lock() {
-            c.insert(name.clone(), (Instant::now(), loaded.clone()));
-        }
+        self.campaigns.put(name.clone(), loaded.clone());
         Ok(loaded)
     }
 }
