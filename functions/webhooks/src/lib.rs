@@ -463,44 +463,14 @@ where
 /// multipart form field.
 fn is_one_click(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
-    let urlencoded = text.split('&').any(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        percent_decode(k).trim() == "List-Unsubscribe" && percent_decode(v).trim() == "One-Click"
-    });
+    let urlencoded =
+        form_urlencoded::parse(body).any(|(k, v)| k.trim() == "List-Unsubscribe" && v.trim() == "One-Click");
     let multipart = text.split("name=\"List-Unsubscribe\"").nth(1).is_some_and(|rest| {
         rest.split_once("\r\n\r\n")
             .or_else(|| rest.split_once("\n\n"))
             .is_some_and(|(_, value)| value.starts_with("One-Click"))
     });
     urlencoded || multipart
-}
-
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let escaped = (b == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, escaped) {
-            (_, Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, None) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn escape(raw: &str) -> String {

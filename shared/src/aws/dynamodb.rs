@@ -65,6 +65,34 @@ fn history_entry(t: &Transition) -> AttributeValue {
     AttributeValue::L(vec![AttributeValue::M(m)])
 }
 
+/// Deletes these keys with `BatchWriteItem`, 25 at a time, sending again what
+/// DynamoDB leaves unprocessed under load.
+async fn batch_delete(client: &Client, table: &str, keys: Vec<Item>) -> PortResult<()> {
+    for chunk in keys.chunks(25) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .filter_map(|k| DeleteRequest::builder().set_key(Some(k.clone())).build().ok())
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        for _ in 0..5 {
+            if requests.is_empty() {
+                break;
+            }
+            let out = client
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .map_err(|e| classify("BatchWriteItem", e))?;
+            requests = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+        }
+        if !requests.is_empty() {
+            return Err(PortError::Throttled("BatchWriteItem left items unprocessed".into()));
+        }
+    }
+    Ok(())
+}
+
 /// An unconditional `PutItem`.
 async fn put(client: &Client, table: &str, item: Item) -> PortResult<()> {
     client
@@ -667,31 +695,7 @@ impl RecipientStore for DynamoRecipients {
                 .send()
                 .await
                 .map_err(|e| classify("Query", e))?;
-            let keys: Vec<Item> = page.items.unwrap_or_default();
-            for chunk in keys.chunks(25) {
-                let mut requests: Vec<WriteRequest> = chunk
-                    .iter()
-                    .filter_map(|k| DeleteRequest::builder().set_key(Some(k.clone())).build().ok())
-                    .map(|d| WriteRequest::builder().delete_request(d).build())
-                    .collect();
-                // BatchWriteItem may leave some unprocessed under load: send those again.
-                for _ in 0..5 {
-                    if requests.is_empty() {
-                        break;
-                    }
-                    let out = self
-                        .client
-                        .batch_write_item()
-                        .request_items(&self.table, requests)
-                        .send()
-                        .await
-                        .map_err(|e| classify("BatchWriteItem", e))?;
-                    requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-                }
-                if !requests.is_empty() {
-                    return Err(PortError::Throttled("BatchWriteItem left items unprocessed".into()));
-                }
-            }
+            batch_delete(&self.client, &self.table, page.items.unwrap_or_default()).await?;
             match page.last_evaluated_key {
                 Some(k) => start = Some(k),
                 None => break,
@@ -1328,32 +1332,8 @@ impl ScheduleStore for DynamoSchedule {
     }
 
     async fn remove(&self, jobs: &[Scheduled]) -> PortResult<()> {
-        for chunk in jobs.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .filter_map(|j| {
-                    DeleteRequest::builder()
-                        .set_key(Some(Self::item_key(&Self::bucket(j.due), j.id.as_str())))
-                        .build()
-                        .ok()
-                })
-                .map(|d| WriteRequest::builder().delete_request(d).build())
-                .collect();
-            for _ in 0..5 {
-                if requests.is_empty() {
-                    break;
-                }
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(|e| classify("BatchWriteItem", e))?;
-                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-            }
-        }
-        Ok(())
+        let keys = jobs.iter().map(|j| Self::item_key(&Self::bucket(j.due), j.id.as_str())).collect();
+        batch_delete(&self.client, &self.table, keys).await
     }
 
     async fn cursor(&self) -> PortResult<Option<DateTime<Utc>>> {
