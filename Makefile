@@ -59,8 +59,8 @@ bench:
 	$(CARGO) bench --quiet -p herald-bench --bench hot_paths
 	HERALD_PYTHON=$(PYTHON) $(CARGO) run --release --quiet -p herald-bench --bin herald-bench -- $(BENCH_ARGS)
 
-## infra-test: the CDK construct (infra/): npm ci, offline synth with cdk-nag, parity with
-## template.yaml (and a self-test that a one-sided queue change fails it), cfn-lint over the synthesized template
+## infra-test: the CDK construct (infra/): npm ci, offline synth with cdk-nag (tracing off and on), parity with
+## template.yaml for both (and a self-test that one-sided changes fail it), cfn-lint over the synthesized templates
 infra-test:
 	cd infra && npm ci --no-audit --no-fund --loglevel=error
 	HERALD_PYTHON=$(PYTHON) scripts/infra_test.sh

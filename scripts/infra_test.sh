@@ -2,9 +2,11 @@
 # `make infra-test`: the CDK construct in infra/ against template.yaml, offline.
 #   1. compile the construct and the example app (tsc), synthesize the example (cdk synth, no
 #      credentials, no lookups) with cdk-nag's AwsSolutions rules: an unacknowledged finding fails;
-#   2. parity: template.yaml after the SAM transform vs the synthesized template (infra/test/parity.py);
+#      then again with X-Ray tracing on (-c tracing=true, into infra/cdk.out.traced);
+#   2. parity: template.yaml after the SAM transform vs the synthesized template (infra/test/parity.py),
+#      and template.yaml with Tracing=Active vs the traced one;
 #   3. the parity test's self-test: a change to one side only must fail it (infra/test/test_parity.py);
-#   4. cfn-lint over the synthesized template.
+#   4. cfn-lint over the two synthesized templates.
 # Expects `npm ci` to have run in infra/ (the Makefile does it). HERALD_PYTHON: a Python with cfn-lint
 # (and so samtranslator); default scripts/python.sh.
 set -euo pipefail
@@ -13,6 +15,7 @@ python=${HERALD_PYTHON:-$(scripts/python.sh)}
 export CDK_DISABLE_CLI_TELEMETRY=true CDK_DISABLE_VERSION_CHECK=true
 stack=HeraldExample
 template=infra/cdk.out/$stack.template.json
+traced=infra/cdk.out.traced/$stack.template.json
 step() { printf '\n== %s\n' "$*"; }
 failed=()
 check() {  # check NAME COMMAND...: runs every check, fails at the end if any did
@@ -29,31 +32,40 @@ for manifest in functions/*/Cargo.toml; do
   mkdir -p "$artifacts/$name" && : > "$artifacts/$name/bootstrap"
 done
 
+synth() {  # synth OUTPUT_DIR [CDK ARGS...], in infra/
+  local output=$1; shift
+  rm -rf "$output"
+  # --no-staging: each function's aws:asset:path names its artifact folder (parity matches on it).
+  HERALD_ARTIFACTS_DIR="$artifacts" npx --no-install cdk synth "$stack" "$@" \
+    --no-notices --no-version-reporting --no-staging --quiet --output "$output"
+}
+
 step "tsc + cdk synth $stack (offline, cdk-nag AwsSolutions)"
 start=$SECONDS
-rm -rf infra/cdk.out
-(
-  cd infra
-  npx --no-install tsc -p .
-  # --no-staging: each function's aws:asset:path names its artifact folder (parity matches on it).
-  HERALD_ARTIFACTS_DIR="$artifacts" npx --no-install cdk synth "$stack" \
-    --no-notices --no-version-reporting --no-staging --quiet --output cdk.out
-)
+(cd infra && npx --no-install tsc -p . && synth cdk.out)
 echo "synthesized $template in $((SECONDS - start)) s; cdk-nag: no unacknowledged finding"
+
+step "cdk synth $stack -c tracing=true (X-Ray active tracing, cdk-nag AwsSolutions)"
+start=$SECONDS
+(cd infra && synth cdk.out.traced -c tracing=true)
+echo "synthesized $traced in $((SECONDS - start)) s; cdk-nag: no unacknowledged finding"
 
 step "parity: template.yaml (SAM transform) vs $template"
 check parity "$python" infra/test/parity.py --sam template.yaml --cdk "$template"
 
-step "parity self-test: one-sided changes must fail"
-check "parity self-test" "$python" infra/test/test_parity.py --sam template.yaml --cdk "$template"
+step "parity: template.yaml with Tracing=Active vs $traced"
+check "parity (traced)" "$python" infra/test/parity.py --sam template.yaml --cdk "$traced" --sam-parameter Tracing=Active
 
-step "cfn-lint $template"
+step "parity self-test: one-sided changes must fail"
+check "parity self-test" "$python" infra/test/test_parity.py --sam template.yaml --cdk "$template" --cdk-traced "$traced"
+
+step "cfn-lint $template $traced"
 # W3005 (DependsOn already implied by a GetAtt): CDK makes every function depend on its role
 # and that role's policy; the role's half is redundant, and harmless.
-check cfn-lint "$python" -c "import sys; from cfnlint.runner import main; sys.exit(main())" --ignore-checks W3005 -- "$template"
+check cfn-lint "$python" -c "import sys; from cfnlint.runner import main; sys.exit(main())" --ignore-checks W3005 -- "$template" "$traced"
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\ninfra-test failed: %s\n' "${failed[*]}" >&2
   exit 1
 fi
-printf '\ninfra-test: synth with cdk-nag, parity, its self-test and cfn-lint passed\n'
+printf '\ninfra-test: both synths with cdk-nag, parity (untraced and traced), its self-test and cfn-lint passed\n'

@@ -4,6 +4,8 @@
 // the same values as below (SAM_PARAMETERS in test/parity.py: keep the two in step).
 //
 // HERALD_ARTIFACTS_DIR: where `make build` put the functions (default ../target/lambda).
+// Context `tracing` (`cdk synth -c tracing=true`): active X-Ray tracing on every function, as
+// template.yaml's Tracing=Active; default off, as Tracing=Disabled. `make infra-test` synthesizes both.
 
 import * as path from 'path';
 import { App, CfnOutput, SecretValue, Stack, Validations } from 'aws-cdk-lib';
@@ -33,6 +35,7 @@ const herald = new Herald(stack, 'Herald', {
   // Create the secret first (at least 32 random characters); synth only refers to it.
   unsubscribeKey: SecretValue.secretsManager('herald/unsubscribe-key'),
   alarmTopic: sns.Topic.fromTopicArn(stack, 'AlarmTopic', `arn:aws:sns:${region}:${account}:herald-alarms`),
+  tracing: String(app.node.tryGetContext('tracing')) === 'true',
 });
 
 // A producer of the team's own: one line grants it sqs:SendMessage on the ingest queue.

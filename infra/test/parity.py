@@ -3,15 +3,17 @@
 template must deploy the same stack.
 
     parity.py --sam ../template.yaml --cdk cdk.out/HeraldExample.template.json
+    parity.py --sam ../template.yaml --cdk cdk.out.traced/HeraldExample.template.json --sam-parameter Tracing=Active
 
 Exits 0 when they agree, 1 with one line per difference (which resource, which property,
 the two values). Run by `make infra-test` (scripts/infra_test.sh), which synthesizes the CDK
 example with `cdk synth --no-staging` so that each function's `aws:asset:path` names its
-artifact folder.
+artifact folder, and once more with `-c tracing=true` (checked with `--sam-parameter Tracing=Active`).
 
 How the two are compared
 - Both templates are resolved the same way: parameters (template.yaml's defaults, overridden
-  by SAM_PARAMETERS below, which are the values infra/bin/example.ts gives the construct),
+  by SAM_PARAMETERS below, which are the values infra/bin/example.ts gives the construct, and
+  by each --sam-parameter Name=Value),
   conditions, Fn::If, Fn::Sub, Fn::Join, AWS::NoValue and the pseudo parameters. A reference to
   a resource becomes «role», the resource's role.
 - Resources are matched by role, never by logical id (CDK generates those):
@@ -32,8 +34,13 @@ How the two are compared
   AWSLambdaSQSQueueExecutionRole (ReceiveMessage, DeleteMessage, GetQueueAttributes on *),
   the construct grants the same three on the function's own queue; the managed policy counts
   as those three on the queue. (CDK's SqsEventSource would also grant ChangeMessageVisibility
-  and GetQueueUrl, which is why the construct does not use it.) X-Ray permissions follow
-  TracingConfig and are left out.
+  and GetQueueUrl, which is why the construct does not use it.)
+- X-Ray: SAM grants trace writing with a managed policy (AWSXrayWriteOnlyAccess), the construct
+  with an inline xray:PutTraceSegments and xray:PutTelemetryRecords on "*". Per function, on each
+  side: a role may write traces with one of those managed policies or both actions on "*". A
+  function whose TracingConfig Mode is Active and whose role cannot write traces is a problem, and
+  so is any of those grants to a function whose Mode is not Active (least privilege). The X-Ray
+  grants are then left out of the IAM comparison; TracingConfig is compared with the function.
 - Least privilege, on both templates: no Allow of a data action on Resource "*".
 """
 
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -100,7 +108,10 @@ SIDE_ONLY_TYPES = {"AWS::CDK::Metadata", "AWS::IAM::Policy"}
 # grants (on *, with the logs actions).
 SQS_EVENT_SOURCE_REQUIRED = {"sqs:receivemessage", "sqs:deletemessage", "sqs:getqueueattributes"}
 SQS_EVENT_SOURCE_MANAGED = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+# The managed policies SAM attaches for Tracing (the name depends on the partition), and the
+# actions Lambda's active tracing needs (what they grant).
 XRAY_MANAGED = {"arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess", "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess"}
+XRAY_WRITE = {"xray:puttracesegments", "xray:puttelemetryrecords"}
 # Actions that IAM cannot scope to a resource, so "*" is their least privilege.
 RESOURCELESS_ACTIONS = {
     "xray:puttracesegments", "xray:puttelemetryrecords", "xray:getsamplingrules", "xray:getsamplingtargets",
@@ -127,9 +138,9 @@ def load_cfn(path: str | os.PathLike) -> dict:
     return json.loads(json.dumps(cfn_yaml.load(str(path))))
 
 
-def sam_transform(template: dict) -> tuple[dict, dict[str, str]]:
-    """Applies the SAM transform offline. Returns the CloudFormation template and, for each
-    function's logical id, the artifact it runs (the last folder of its CodeUri)."""
+def sam_transform(template: dict, parameters: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """Applies the SAM transform offline, with these parameter values. Returns the CloudFormation
+    template and, for each function's logical id, the artifact it runs (the last folder of its CodeUri)."""
     os.environ.setdefault("AWS_DEFAULT_REGION", PSEUDO["AWS::Region"])
     from samtranslator.translator.transform import transform
 
@@ -149,7 +160,7 @@ def sam_transform(template: dict) -> tuple[dict, dict[str, str]]:
         def load(self):
             return {}
 
-    return transform(template, dict(SAM_PARAMETERS), NoManagedPolicies()), artifacts
+    return transform(template, dict(parameters), NoManagedPolicies()), artifacts
 
 
 def cdk_artifacts(template: dict) -> dict[str, str]:
@@ -573,8 +584,32 @@ def normalize_event_source_grants(resources: dict, roles: dict, model: dict, sid
             problems.append(f"{side}: «{fn_role}» cannot consume {queue_arn}: no {', '.join(sorted(missing))}")
     for entry in model.values():
         entry["managed"].discard(SQS_EVENT_SOURCE_MANAGED)
-        # X-Ray permissions follow TracingConfig (compared with the function): SAM grants them
-        # with a managed policy, CDK with an inline statement on *.
+    return problems
+
+
+def check_tracing(resources: dict, roles: dict, model: dict, side: str) -> list[str]:
+    """A function's role may write X-Ray traces (an XRAY_MANAGED policy, or XRAY_WRITE on "*")
+    when, and only when, its TracingConfig Mode is Active. Then leaves the X-Ray grants out of
+    the IAM comparison: SAM and the construct grant them differently, and TracingConfig is
+    compared with the function."""
+    problems = []
+    for logical_id, r in resources.items():
+        fn = roles[logical_id]
+        if r["Type"] != "AWS::Lambda::Function" or fn not in model:
+            continue
+        entry = model[fn]
+        mode = r["Properties"].get("TracingConfig", {}).get("Mode", "PassThrough")
+        managed = sorted(entry["managed"] & XRAY_MANAGED)
+        on_any = [a[1] for a in entry["atoms"] if a[0] == "Allow" and a[2] == "Resource" and a[3] == "*"]
+        inline = sorted(x for x in XRAY_WRITE if any(fnmatch.fnmatchcase(x, pattern) for pattern in on_any))
+        if mode == "Active" and not managed and len(inline) < len(XRAY_WRITE):
+            missing = ", ".join(sorted(XRAY_WRITE - set(inline)))
+            problems.append(f"{side}: «{fn}»: TracingConfig Mode Active, but its role cannot write traces "
+                            f"(no {missing} on \"*\", no X-Ray managed policy)")
+        elif mode != "Active" and (managed or inline):
+            problems.append(f"{side}: «{fn}»: its role may write X-Ray traces ({', '.join(managed + inline)}) but "
+                            f"TracingConfig Mode is {show(mode)} (least privilege: grant X-Ray only with Active tracing)")
+    for entry in model.values():
         entry["managed"] -= XRAY_MANAGED
         entry["atoms"] = {a for a in entry["atoms"] if not (a[1].startswith("xray:") and a[3] == "*")}
     return problems
@@ -677,18 +712,22 @@ def side_model(template: dict, artifacts: dict[str, str], parameters: dict, side
     model, iam_problems = iam_model(resources, roles, side)
     problems += iam_problems
     problems += normalize_event_source_grants(resources, roles, model, side)
+    problems += check_tracing(resources, roles, model, side)
     by_role = {roles[i]: (i, r) for i, r in resources.items()}
     outputs = {name: canonical(rename(o, roles)) for name, o in resolver.outputs().items()}
     description = template.get("Description")
     return by_role, model, outputs, description, problems
 
 
-def compare(sam_template: dict, cdk_template: dict, explain: bool = False) -> tuple[list[str], int]:
-    """Differences between template.yaml (SAM) and the synthesized CDK template; and how many
-    resources were matched. With explain, prints each role and the resources that have it."""
+def compare(sam_template: dict, cdk_template: dict, explain: bool = False,
+            sam_parameters: dict[str, str] | None = None) -> tuple[list[str], int]:
+    """Differences between template.yaml (SAM), resolved with sam_parameters (default
+    SAM_PARAMETERS), and the synthesized CDK template; and how many resources were matched.
+    With explain, prints each role and the resources that have it."""
     NOTES.clear()
-    sam_cfn, sam_artifacts = sam_transform(sam_template)
-    sam, sam_iam, sam_outputs, sam_description, problems = side_model(sam_cfn, sam_artifacts, SAM_PARAMETERS, "SAM")
+    parameters = dict(SAM_PARAMETERS if sam_parameters is None else sam_parameters)
+    sam_cfn, sam_artifacts = sam_transform(sam_template, parameters)
+    sam, sam_iam, sam_outputs, sam_description, problems = side_model(sam_cfn, sam_artifacts, parameters, "SAM")
     cdk, cdk_iam, cdk_outputs, cdk_description, cdk_problems = side_model(cdk_template, cdk_artifacts(cdk_template), {}, "CDK")
     problems += cdk_problems
     sam_roles = {r: sam[r][0] for r in sam}
@@ -760,14 +799,32 @@ def cdk_path(resource: dict, logical_id: str) -> str:
     return resource.get("Metadata", {}).get("aws:cdk:path", logical_id)
 
 
+def sam_parameter(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not (name and equals):
+        raise argparse.ArgumentTypeError(f"expected Name=Value, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sam", required=True, help="template.yaml")
     parser.add_argument("--cdk", required=True, help="the synthesized CDK template (JSON)")
+    parser.add_argument("--sam-parameter", action="append", type=sam_parameter, default=[], metavar="NAME=VALUE",
+                        help="a template.yaml parameter's value for this run, over SAM_PARAMETERS (repeatable)")
     parser.add_argument("--explain", action="store_true", help="print each role and the resources matched to it")
     args = parser.parse_args(argv)
+    overrides = dict(args.sam_parameter)
     try:
-        problems, matched = compare(load_cfn(args.sam), load_cfn(args.cdk), args.explain)
+        sam = load_cfn(args.sam)
+        for name, value in overrides.items():
+            spec = sam.get("Parameters", {}).get(name)
+            if spec is None:
+                raise TemplateError(f"--sam-parameter {name}: {args.sam} has no such parameter")
+            allowed = [scalar(v) for v in spec.get("AllowedValues", [])]
+            if allowed and value not in allowed:
+                raise TemplateError(f"--sam-parameter {name}: {value!r} is not one of {allowed}")
+        problems, matched = compare(sam, load_cfn(args.cdk), args.explain, {**SAM_PARAMETERS, **overrides})
     except TemplateError as e:
         print(f"parity: {e}", file=sys.stderr)
         return 2
@@ -782,7 +839,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for note in NOTES:
         print(f"parity: note: {note}")
-    print(f"parity: {args.sam} and {args.cdk} agree ({matched} resources matched by role, IAM compared per function)")
+    with_values = "".join(f" {name}={value}" for name, value in overrides.items())
+    print(f"parity: {args.sam}{with_values} and {args.cdk} agree ({matched} resources matched by role, IAM compared per function)")
     return 0
 
 

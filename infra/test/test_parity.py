@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Self-test of the parity test: the two real templates agree, and a change made to a copy of
 only one of them (a queue setting, a dead-letter pairing, an IAM action, an environment
-variable, an event source setting) makes it fail, naming what differs.
+variable, an event source setting, X-Ray tracing or its permission) makes it fail, naming what
+differs. With --cdk-traced (the example synthesized with `-c tracing=true`), the same for the
+traced pair, template.yaml resolved with Tracing=Active.
 
-    test_parity.py --sam ../template.yaml --cdk cdk.out/HeraldExample.template.json
+    test_parity.py --sam ../template.yaml --cdk cdk.out/HeraldExample.template.json \
+        --cdk-traced cdk.out.traced/HeraldExample.template.json
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import parity  # noqa: E402
 
 
-def run_parity(sam: dict, cdk: dict) -> tuple[int, str]:
-    """Writes the two templates to files, as a developer's copies would be, and runs the CLI."""
+def run_parity(sam: dict, cdk: dict, args: list[str]) -> tuple[int, str]:
+    """Writes the two templates to files, as a developer's copies would be, and runs the CLI
+    (with args after --sam and --cdk)."""
     with tempfile.TemporaryDirectory() as tmp:
         sam_path, cdk_path = Path(tmp, "template.json"), Path(tmp, "cdk.template.json")
         sam_path.write_text(json.dumps(sam))
         cdk_path.write_text(json.dumps(cdk))
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = parity.main(["--sam", str(sam_path), "--cdk", str(cdk_path)])
+            code = parity.main(["--sam", str(sam_path), "--cdk", str(cdk_path), *args])
         return code, out.getvalue() + err.getvalue()
 
 
@@ -132,6 +136,23 @@ def table_ttl_in_cdk(sam: dict, cdk: dict) -> None:
     cdk_resource(cdk, "/Herald/LedgerTable/Resource")["Properties"].pop("TimeToLiveSpecification")
 
 
+def tracing_in_sam(sam: dict, cdk: dict) -> None:
+    sam["Globals"]["Function"]["Tracing"] = "Active"
+
+
+def xray_grant_in_cdk(sam: dict, cdk: dict) -> None:
+    cdk_function_policy(cdk, "ReceiptsFunction")["Statement"].append(
+        {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"})
+
+
+def xray_grant_dropped_in_traced_cdk(sam: dict, cdk: dict) -> None:
+    policy = cdk_function_policy(cdk, "DispatchSmsFunction")
+    kept = [st for st in policy["Statement"] if "xray:PutTraceSegments" not in parity.as_list(st.get("Action"))]
+    if len(kept) == len(policy["Statement"]):
+        raise AssertionError("no X-Ray statement in the dispatch-sms function's policy")
+    policy["Statement"] = kept
+
+
 CASES: list[tuple[str, Mutation, list[str]]] = [
     ("a queue's visibility timeout changed in template.yaml only", queue_visibility_in_sam,
      ["queue read by function ingest", f"VisibilityTimeout: SAM {ODD_VISIBILITY_TIMEOUT}, CDK"]),
@@ -154,27 +175,35 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
      ["event source «queue read by function ingest» -> «function ingest»", "BatchSize: SAM", "CDK 5"]),
     ("a table's TTL dropped in the CDK template only", table_ttl_in_cdk,
      ["table in env HERALD_LEDGER_TABLE", "TimeToLiveSpecification"]),
+    ("X-Ray tracing Active in template.yaml only", tracing_in_sam,
+     ["function ingest", "TracingConfig.Mode: SAM Active, CDK PassThrough"]),
+    ("an X-Ray grant without tracing in the CDK template", xray_grant_in_cdk,
+     ["CDK: «function receipts»: its role may write X-Ray traces (xray:puttelemetryrecords, xray:puttracesegments) "
+      "but TracingConfig Mode is PassThrough"]),
+]
+# Cases on the traced pair: the CDK example synthesized with `-c tracing=true`, and template.yaml
+# with these parity arguments.
+TRACED_ARGS = ["--sam-parameter", "Tracing=Active"]
+TRACED_CASES: list[tuple[str, Mutation, list[str]]] = [
+    ("a traced function's X-Ray grant dropped in the CDK template only", xray_grant_dropped_in_traced_cdk,
+     ["CDK: «function dispatch-sms»: TracingConfig Mode Active, but its role cannot write traces"]),
 ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sam", required=True)
-    parser.add_argument("--cdk", required=True)
-    args = parser.parse_args()
-    sam, cdk = parity.load_cfn(args.sam), parity.load_cfn(args.cdk)
+def run_cases(sam: dict, cdk: dict, args: list[str], cases: list[tuple[str, Mutation, list[str]]], label: str = "") -> tuple[int, int]:
+    """The unchanged pair must agree, each case must fail parity: (passed, failed)."""
     passed = failed = 0
-
-    code, output = run_parity(sam, cdk)
+    code, output = run_parity(sam, cdk, args)
     base = set(differences(output))
     if code == 0:
         passed += 1
-        print("ok   the two templates agree")
+        print(f"ok   {label}the two templates agree")
     else:
         failed += 1
-        print(f"FAIL the two templates should agree (exit {code}):\n{output}")
+        print(f"FAIL {label}the two templates should agree (exit {code}):\n{output}")
 
-    for name, mutate, expected in CASES:
+    for name, mutate, expected in cases:
+        name = label + name
         sam_copy, cdk_copy = copy.deepcopy(sam), copy.deepcopy(cdk)
         try:
             mutate(sam_copy, cdk_copy)
@@ -182,7 +211,7 @@ def main() -> int:
             failed += 1
             print(f"FAIL {name}: could not make the change ({e!r}); update infra/test/test_parity.py")
             continue
-        code, output = run_parity(sam_copy, cdk_copy)
+        code, output = run_parity(sam_copy, cdk_copy, args)
         # Only what the change added counts (the real templates may already differ).
         new = "\n".join(d for d in differences(output) if d not in base)
         missing = [e for e in expected if e not in new]
@@ -192,6 +221,22 @@ def main() -> int:
         else:
             failed += 1
             print(f"FAIL {name}: exit {code}, expected 1 and new differences saying {missing}; parity said:\n{output}")
+    return passed, failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sam", required=True)
+    parser.add_argument("--cdk", required=True)
+    parser.add_argument("--cdk-traced", help="the example synthesized with -c tracing=true (without it, its cases are skipped)")
+    args = parser.parse_args()
+    sam = parity.load_cfn(args.sam)
+    passed, failed = run_cases(sam, parity.load_cfn(args.cdk), [], CASES)
+    if args.cdk_traced:
+        more = run_cases(sam, parity.load_cfn(args.cdk_traced), TRACED_ARGS, TRACED_CASES, "traced: ")
+        passed, failed = passed + more[0], failed + more[1]
+    else:
+        print(f"skip {len(TRACED_CASES) + 1} traced checks: no --cdk-traced")
 
     print(f"parity self-test: {passed} passed, {failed} failed")
     return 1 if failed else 0
