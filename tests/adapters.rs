@@ -1,7 +1,7 @@
 //! The DynamoDB adapters and a handler's partial batch response, against moto.
 
 use crate::support::*;
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use herald::aws::dynamodb::{DynamoCaps, DynamoLedger, DynamoRecipients};
 use herald::contract::{IngestMessage, NotifyRequest};
 use herald::domain::caps::{CapScope, CapSlot};
@@ -110,19 +110,32 @@ async fn the_ledger_admits_once_and_only_moves_forward() {
         Admission::Duplicate { status: Status::Accepted, same_source: false }
     );
 
-    // The send is claimed once; a second copy of the job finds it taken, even for another channel.
+    // The send is claimed once; a second copy of the job finds it held until the claim
+    // runs out, even for another channel.
     let until = now + TimeDelta::seconds(30);
-    let claim = |channel, at, until| Claim { id: &id, channel, per_channel: false, variant: None, at, until };
-    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Applied::Applied);
-    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Applied::Stale);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Applied::Stale);
+    let claim = |channel, at, until| Claim {
+        id: &id,
+        channel,
+        per_channel: false,
+        variant: None,
+        template_version: 4,
+        at,
+        until,
+    };
+    let held = Claimed::Held { until: DateTime::from_timestamp(until.timestamp(), 0).unwrap() };
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Claimed::Claimed);
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), held);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), held);
     // Released after a failed call, it can be claimed again.
     ledger.release_send(&id, Channel::Email, None).await.unwrap();
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Applied::Applied);
-    ledger.record_sent(&id, "provider-1", 4, None).await.unwrap();
-    // Once the provider id is recorded, even an expired claim is never retaken.
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Claimed::Claimed);
+    // A claim that ran out with nothing recorded (the attempt died) is taken again.
     let later = now + TimeDelta::minutes(5);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, later, later)).await.unwrap(), Applied::Stale);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, later, later)).await.unwrap(), Claimed::Claimed);
+    ledger.record_sent(&id, "provider-1", None).await.unwrap();
+    // Once the provider id is recorded, even an expired claim is never retaken.
+    let much_later = now + TimeDelta::minutes(10);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, much_later, much_later)).await.unwrap(), Claimed::Done);
 
     // Receipts: forward moves apply once; late or repeated ones change nothing.
     let delivered = Transition::new(Status::Delivered, now);
@@ -140,7 +153,7 @@ async fn the_ledger_admits_once_and_only_moves_forward() {
     assert_eq!(entry.status, Status::Bounced);
     assert_eq!(entry.provider_id.as_deref(), Some("provider-1"));
     let statuses: Vec<_> = entry.history.iter().map(|h| h.status.as_str()).collect();
-    assert_eq!(statuses, ["accepted", "sent", "sent", "delivered", "bounced"]);
+    assert_eq!(statuses, ["accepted", "sent", "sent", "sent", "delivered", "bounced"], "three claims");
 }
 
 #[tokio::test]
@@ -214,12 +227,13 @@ async fn all_mode_claims_each_channel_once() {
         channel,
         per_channel: true,
         variant: Some("b"),
+        template_version: 1,
         at: now,
         until: now + TimeDelta::seconds(30),
     };
-    assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Applied::Applied);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Applied::Applied);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Applied::Stale, "each channel once");
+    assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Claimed::Claimed);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Claimed);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Done, "each channel once");
     let entry = ledger.get(&id).await.unwrap().unwrap();
     assert_eq!(entry.variant.as_deref(), Some("b"));
     let sent_on: Vec<_> =

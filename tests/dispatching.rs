@@ -83,7 +83,9 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
         },
         from: real.from,
         unsubscribe: None,
+        receipts: real.receipts,
     };
+    assert!(email.receipts, "the template gives dispatch-email a configuration set whose events reach receipts");
 
     let first = receive(&t, "EmailQueue").await.expect("the job is on the email queue");
     assert_eq!(first["attributes"]["ApproximateReceiveCount"], "1");
@@ -99,14 +101,38 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
     let second = receive(&t, "EmailQueue").await.expect("the throttled job comes back");
     assert_eq!(second["messageId"], first["messageId"]);
     assert_eq!(second["attributes"]["ApproximateReceiveCount"], "2");
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [second] })).unwrap();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [second.clone()] })).unwrap();
     let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event, Context::default())).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let data = provider_data().await;
     let sent = emails_to(&data, &address);
     assert_eq!(sent.len(), 1, "sent exactly once");
+    let ses_id = sent[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(email.sender.calls.load(Ordering::SeqCst), 2);
+    // Dispatch writes nothing after the send: SES's events record it.
     let e = t.entry(&key).await.unwrap();
-    assert_eq!((e.status.as_str(), e.provider_id.as_deref()), ("sent", sent[0]["id"].as_str()));
+    assert_eq!((e.status.as_str(), e.provider_id.as_deref()), ("sent", None));
+
+    // A copy of the job comes back before SES has reported (its delete was lost): it
+    // waits for the claim to run out rather than send again.
+    let copy = || serde_json::from_value::<SqsEvent>(json!({ "Records": [second.clone()] })).unwrap();
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(copy(), Context::default())).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1, "held: back to the queue, not sent, not dropped");
+    assert!(receive(&t, "EmailQueue").await.is_none(), "and out of sight until the claim runs out");
+    assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
+
+    // SES's delivery event records the send; the copy, back again, is then dropped.
+    let delivery = crate::receipts::fixture(
+        "ses/delivery.json",
+        &[("__MESSAGE_ID__", e.id.as_str()), ("__SES_MESSAGE_ID__", &ses_id), ("__EMAIL__", &address)],
+    );
+    let receipts = crate::receipts::receipts_deps(&t);
+    assert!(crate::receipts::run_receipts(&receipts, &[delivery]).await.batch_item_failures.is_empty());
+    let e = t.entry(&key).await.unwrap();
+    assert_eq!((e.status.as_str(), e.provider_id.as_deref()), ("delivered", Some(ses_id.as_str())));
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(copy(), Context::default())).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "already sent: dropped");
+    assert_eq!(emails_to(&provider_data().await, &address).len(), 1, "sent exactly once");
     assert_eq!(email.sender.calls.load(Ordering::SeqCst), 2);
 }
 

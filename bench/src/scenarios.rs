@@ -9,7 +9,7 @@ use herald::domain::{IdempotencyKey, MessageId};
 use herald::ports::Ledger;
 use herald_cli::stack::Stack;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// One measured phase: what was queued, every request made until the pipeline
@@ -146,6 +146,16 @@ pub async fn fates(env: &Env, stack: &Stack, keys: &[(String, String)]) -> anyho
     let table = stack.tables.get("LedgerTable").context("no LedgerTable")?;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&env.plain), table);
     let ledger = &ledger;
+    // SES's message ids, by address (moto keeps no message tags): dispatch leaves them
+    // to the receipts, which are what these runs produce.
+    let data = env.moto.data().await?;
+    let ses_ids: HashMap<&str, &str> = data["ses"]["Message"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["destinations"]["ToAddresses"][0].as_str()?, m["id"].as_str()?)))
+        .collect();
+    let ses_ids = &ses_ids;
     let found: Vec<anyhow::Result<(String, Option<SentEmail>)>> = futures::stream::iter(keys)
         .map(|(key, email)| async move {
             let id = MessageId::for_key(&IdempotencyKey::new(key.as_str())?);
@@ -156,7 +166,10 @@ pub async fn fates(env: &Env, stack: &Stack, keys: &[(String, String)]) -> anyho
                 (None, None) => entry.status.to_string(),
             };
             let email_sent = entry.channel.as_deref() == Some("email") && entry.status.as_str() == "sent";
-            let ses = entry.provider_id.filter(|_| email_sent).map(|p| (id.as_str().to_owned(), p, email.clone()));
+            let ses = ses_ids
+                .get(email.as_str())
+                .filter(|_| email_sent)
+                .map(|p| (id.as_str().to_owned(), (*p).to_owned(), email.clone()));
             Ok((what, ses))
         })
         .buffer_unordered(8)

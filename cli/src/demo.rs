@@ -4,9 +4,9 @@
 use crate::local::Local;
 use anyhow::Context as _;
 use chrono::{TimeDelta, Timelike, Utc};
-use herald::aws::dynamodb::DynamoLedger;
-use herald::domain::{IdempotencyKey, MessageId};
-use herald::ports::Ledger;
+use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients};
+use herald::domain::{IdempotencyKey, MessageId, RecipientId};
+use herald::ports::{Ledger, RecipientStore};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -142,20 +142,25 @@ async fn publish(local: &Local, body: &str) -> anyhow::Result<String> {
 
 /// Plays SES: publishes the events SES would send for each email sent, in the
 /// documented format (the fixtures under tests/fixtures/ses/), to the SES events topic.
+/// (moto keeps no message tags, so the email is found by its recipient's address: the
+/// latest one sent there.)
 pub async fn simulate_ses_events(local: &Local, ledger: &DynamoLedger, keys: &[&str]) -> anyhow::Result<usize> {
     let sns = aws_sdk_sns::Client::new(&local.sdk);
     let topic = local.stack.topics.get("SesEventsTopic").context("no SesEventsTopic")?;
+    let table = local.stack.tables.get("RecipientsTable").context("no RecipientsTable")?;
+    let recipients = DynamoRecipients::new(aws_sdk_dynamodb::Client::new(&local.sdk), table);
     let sent_mail = local.moto.data().await?;
     let messages = sent_mail["ses"]["Message"].as_array().cloned().unwrap_or_default();
     let mut published = 0;
     for key in keys {
         let id = MessageId::for_key(&IdempotencyKey::new(*key)?);
-        let Some(entry) = ledger.get(&id).await? else { continue };
-        let Some(provider_id) = entry.provider_id.filter(|_| entry.channel.as_deref() == Some("email")) else {
+        let Some(entry) = ledger.get(&id).await?.filter(|e| e.channel.as_deref() == Some("email")) else { continue };
+        let Some(address) = recipients.get(&RecipientId::new(entry.recipient)?).await?.and_then(|r| r.email) else {
             continue;
         };
-        let Some(mail) = messages.iter().find(|m| m["id"] == provider_id.as_str()) else { continue };
-        let to = mail["destinations"]["ToAddresses"][0].as_str().unwrap_or_default();
+        let to = address.as_str();
+        let Some(mail) = messages.iter().rev().find(|m| m["destinations"]["ToAddresses"][0] == to) else { continue };
+        let provider_id = mail["id"].as_str().context("an SES message without an id")?;
         let fixture = if to.starts_with("bounce@simulator") {
             include_str!("../../tests/fixtures/ses/bounce-permanent.json")
         } else {
@@ -164,7 +169,7 @@ pub async fn simulate_ses_events(local: &Local, ledger: &DynamoLedger, keys: &[&
         let envelope: Value = serde_json::from_str(
             &fixture
                 .replace("__MESSAGE_ID__", id.as_str())
-                .replace("__SES_MESSAGE_ID__", &provider_id)
+                .replace("__SES_MESSAGE_ID__", provider_id)
                 .replace("__EMAIL__", to),
         )?;
         let message = envelope["Message"].as_str().context("fixture Message")?;

@@ -12,7 +12,7 @@ use crate::lambda::{
 };
 use crate::metrics;
 use crate::ports::*;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use std::future::Future;
 
 /// The result of one channel's delivery attempt.
@@ -47,6 +47,15 @@ impl Delivery {
 
 /// One channel's delivery: render the template for the job and call the provider.
 pub trait Deliver: Send + Sync {
+    /// Whether the provider's receipts name the Herald message and record the provider's
+    /// id in the ledger (SES events carry the message id tag). Dispatch then does not
+    /// write the send down a second time (one write unit less per message), and its claim
+    /// holds for [`RECEIPT_WAIT`], so that a late copy of the job waits for the receipt
+    /// rather than sending again.
+    fn receipts_record_send(&self) -> bool {
+        false
+    }
+
     fn deliver(&self, job: &DispatchJob, template: &CompiledTemplate) -> impl Future<Output = Delivery> + Send;
 }
 
@@ -81,9 +90,17 @@ impl RetryPolicy {
     }
 }
 
+/// How long a claim holds when receipts, not dispatch, record the send: longer than
+/// the queue's visibility timeout (a copy redelivered after a lost delete comes back
+/// within it) and than SES takes to report a delivery, a bounce or a delay.
+pub const RECEIPT_WAIT: TimeDelta = TimeDelta::minutes(15);
+
 /// Records in flight per batch; the event source's maximum concurrency bounds the
 /// function as a whole, which is what keeps a team under its provider's send rate.
 const CONCURRENCY: usize = 5;
+
+/// SQS's longest visibility timeout, 12 hours.
+const MAX_VISIBILITY_SECS: i64 = 43_200;
 
 pub async fn handle<L, T, O, C, D>(
     deps: &DispatchDeps<L, T, O, C>,
@@ -123,26 +140,36 @@ where
             };
         }
     };
-    let outcome = match dispatch(deps, deliver, ctx, &job, now).await {
+    match dispatch(deps, deliver, ctx, &job, &record, now).await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::Retry(e.to_string()),
-    };
-    if let Outcome::Retry(why) = &outcome {
-        retry_later(deps, &job, &record, why, now).await;
+        Err(e) => back_off(deps, &job, &record, e.to_string(), now).await,
     }
-    outcome
 }
 
-/// Spaces retries out (the provider asked to slow down, or was unavailable) and,
-/// on the last receive before the dead-letter queue, says why in the ledger.
+/// Back to the queue after the retry back-off (the provider asked to slow down, or
+/// was unavailable).
+async fn back_off<L: Ledger, T, O: Outbox, C>(
+    deps: &DispatchDeps<L, T, O, C>,
+    job: &DispatchJob,
+    record: &Record,
+    why: String,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let secs = deps.retry.backoff_secs(record.receive_count);
+    retry_later(deps, job, record, secs, &why, now).await;
+    Outcome::Retry(why)
+}
+
+/// Makes the record visible again in `secs` and, on the last receive before the
+/// dead-letter queue, says why in the ledger.
 async fn retry_later<L: Ledger, T, O: Outbox, C>(
     deps: &DispatchDeps<L, T, O, C>,
     job: &DispatchJob,
     record: &Record,
+    secs: u32,
     why: &str,
     now: DateTime<Utc>,
 ) {
-    let secs = deps.retry.backoff_secs(record.receive_count);
     if !record.receipt_handle.is_empty()
         && let Err(e) = deps.outbox.retry_later(Destination::Channel(job.channel()), &record.receipt_handle, secs).await
     {
@@ -193,6 +220,7 @@ async fn dispatch<L, T, O, C, D>(
     deliver: &D,
     ctx: &Context,
     job: &DispatchJob,
+    record: &Record,
     now: DateTime<Utc>,
 ) -> PortResult<Outcome>
 where
@@ -216,16 +244,30 @@ where
         channel,
         per_channel: job.request.mode == Mode::All,
         variant: job.variant.as_deref(),
+        template_version: template.doc.version,
         at: now,
-        until: attempt_deadline(ctx, now),
+        until: if deliver.receipts_record_send() {
+            attempt_deadline(ctx, now).max(now + RECEIPT_WAIT)
+        } else {
+            attempt_deadline(ctx, now)
+        },
     };
     match deps.ledger.claim_send(claim).await? {
-        Applied::Applied => {}
-        Applied::Stale => {
-            tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", "already sent or being sent: dropped");
+        Claimed::Claimed => {}
+        Claimed::Done => {
+            tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", "already sent: dropped");
             return Ok(Outcome::Done);
         }
-        Applied::Unknown => {
+        Claimed::Held { until } => {
+            // Another attempt is sending, has sent (its receipt not in yet), or died:
+            // look again once its claim has run out.
+            tracing::info!(message_id = %id, channel = %channel, until = %until, "claimed by another attempt: later");
+            let secs = (until - now).num_seconds().clamp(0, MAX_VISIBILITY_SECS) as u32 + 1;
+            let why = format!("claimed by another attempt until {until}");
+            retry_later(deps, job, record, secs, &why, now).await;
+            return Ok(Outcome::Retry(why));
+        }
+        Claimed::Unknown => {
             tracing::warn!(message_id = %id, "not in the ledger (expired?): dropped");
             return Ok(Outcome::Done);
         }
@@ -236,7 +278,9 @@ where
             tracing::info!(message_id = %id, channel = %channel, template_version = template.doc.version, "sent");
             metrics::count("Sent", &labels);
             // The send happened: a failure to record its id must not make a retry send again.
-            if let Err(e) = deps.ledger.record_sent(id, &provider_id, template.doc.version, sms_segments).await {
+            if !deliver.receipts_record_send()
+                && let Err(e) = deps.ledger.record_sent(id, &provider_id, sms_segments).await
+            {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
             }
             Ok(Outcome::Done)
@@ -244,7 +288,7 @@ where
         Delivery::Retry(why) => {
             metrics::count("Retried", &labels);
             deps.ledger.release_send(id, channel, None).await?;
-            Ok(Outcome::Retry(why))
+            Ok(back_off(deps, job, record, why, now).await)
         }
         Delivery::Failed { reason, detail } if job.may_fall_back => {
             tracing::info!(message_id = %id, channel = %channel, reason = %reason, "channel failed: falling back");
@@ -259,7 +303,11 @@ where
                 .outbox
                 .send(Destination::Eligibility, vec![Outgoing { id: "0".into(), body, delay_secs: 0 }])
                 .await?;
-            if failed.is_empty() { Ok(Outcome::Done) } else { Ok(Outcome::Retry("fallback enqueue failed".into())) }
+            if failed.is_empty() {
+                Ok(Outcome::Done)
+            } else {
+                Ok(back_off(deps, job, record, "fallback enqueue failed".into(), now).await)
+            }
         }
         Delivery::Failed { reason, detail } => finish(deps, job, Status::Failed, reason, &detail, now).await,
     }

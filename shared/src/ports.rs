@@ -96,9 +96,27 @@ pub struct Claim<'a> {
     pub per_channel: bool,
     /// The A/B variant the message was assigned, recorded for lift measurement.
     pub variant: Option<&'a str>,
+    /// The version of the template it is rendered from.
+    pub template_version: u32,
     pub at: DateTime<Utc>,
-    /// When the attempt is over (its Lambda deadline): a claim older than this was abandoned.
+    /// Until when the claim holds without a provider id recorded: past this, the attempt
+    /// is taken as abandoned and another may claim the send.
     pub until: DateTime<Utc>,
+}
+
+/// What came of a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// This attempt holds the send.
+    Claimed,
+    /// Sent already (a provider id or a later status is recorded), or claimed for
+    /// good on this channel (`all` mode): nothing to do.
+    Done,
+    /// Another attempt claimed the send until `until` and has recorded nothing since:
+    /// it may still be sending, or have died. Look again then.
+    Held { until: DateTime<Utc> },
+    /// No such message in the ledger (expired by TTL, or never admitted).
+    Unknown,
 }
 
 impl RejectionRecord {
@@ -202,9 +220,8 @@ pub trait Ledger: Send + Sync {
     fn note_duplicate(&self, id: &MessageId, at: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
     fn reject(&self, rejection: RejectionRecord) -> impl Future<Output = PortResult<()>> + Send;
     /// Claims the send on `channel` before the provider call (status `sent`), so a
-    /// second copy of the job cannot send again. `Stale`: already sent, or claimed
-    /// by an attempt that is still running (`claim_until` not passed).
-    fn claim_send(&self, claim: Claim<'_>) -> impl Future<Output = PortResult<Applied>> + Send;
+    /// second copy of the job cannot send again.
+    fn claim_send(&self, claim: Claim<'_>) -> impl Future<Output = PortResult<Claimed>> + Send;
     /// Lets a retry (or a fallback channel) claim again after a failed provider call,
     /// appending `note` to the history in the same write when given.
     fn release_send(
@@ -213,17 +230,18 @@ pub trait Ledger: Send + Sync {
         channel: Channel,
         note: Option<Transition>,
     ) -> impl Future<Output = PortResult<()>> + Send;
-    /// Records the provider's id and the template version after a send.
+    /// Records the provider's id (and what an SMS cost) after a send: from then on the
+    /// claim never expires.
     fn record_sent(
         &self,
         id: &MessageId,
         provider_id: &str,
-        template_version: u32,
         sms_segments: Option<u32>,
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Moves a message forward; never backwards, and applying it twice changes nothing.
     fn transition(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<Applied>> + Send;
-    /// Appends to the history without changing the status (a channel that failed before a fallback).
+    /// Appends to the history without changing the status (a channel that failed before a
+    /// fallback, a delivery delay); records the provider id when it has one.
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
     fn get(&self, id: &MessageId) -> impl Future<Output = PortResult<Option<LedgerEntry>>> + Send;
     /// [`Ledger::transition`], also returning what the ledger knows of the message

@@ -30,6 +30,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> (AwsDeps, Email<SesEmail>) {
         sender: SesEmail::new(aws_sdk_sesv2::Client::new(sdk), config.configuration_set.clone()),
         from: config.from_address.clone(),
         unsubscribe: config.unsubscribe.clone(),
+        receipts: config.configuration_set.is_some(),
     };
     (deps, email)
 }

@@ -77,6 +77,9 @@ pub struct Email<E> {
     pub sender: E,
     pub from: String,
     pub unsubscribe: Option<UnsubscribeLinks>,
+    /// SES reports this email's events to Herald's receipts (a configuration set whose
+    /// event destination is Herald's SES events topic), which record the SES message id.
+    pub receipts: bool,
 }
 
 impl<E> Email<E> {
@@ -101,6 +104,10 @@ impl<E> Email<E> {
 }
 
 impl<E: EmailSender> Deliver for Email<E> {
+    fn receipts_record_send(&self) -> bool {
+        self.receipts
+    }
+
     async fn deliver(&self, job: &DispatchJob, template: &CompiledTemplate) -> Delivery {
         let Contact::Email(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no email address".into() };
@@ -168,6 +175,7 @@ mod tests {
             sender: (),
             from: "x@example.com".into(),
             unsubscribe: Some(UnsubscribeLinks { key: key.clone(), base_url: "https://hooks.example.com/".into() }),
+            receipts: true,
         };
         let now = Utc::now();
         let headers = email.unsubscribe_headers(&job("marketing"), now);

@@ -130,7 +130,10 @@ where
         }
         LedgerChange::Note { status, detail } => {
             tracing::info!(message_id = %id, event = %action.event, "receipt noted");
-            deps.ledger.note(id, Transition::new(status, now).channel(action.channel).detail(detail)).await
+            let mut t = Transition::new(status, now).channel(action.channel).detail(detail);
+            // A delay or a soft bounce still says the provider took the message.
+            t.provider_id = action.provider_id;
+            deps.ledger.note(id, t).await
         }
     }
 }

@@ -50,6 +50,17 @@ fn key(pk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk))])
 }
 
+/// Why a `first`-mode claim failed, from the item as it was: an earlier claim that has
+/// neither expired nor been followed by a provider id or a receipt is `Held`.
+fn held(item: &Item, claim: &Claim<'_>) -> Option<Claimed> {
+    if claim.per_channel || item.contains_key("provider_id") || get_n::<u8>(item, "rank")? != Status::Sent.rank() {
+        return None;
+    }
+    let until = DateTime::from_timestamp(get_n(item, "claim_until")?, 0)?;
+    // As the condition compares them: whole seconds.
+    (until.timestamp() >= claim.at.timestamp()).then_some(Claimed::Held { until })
+}
+
 fn history_entry(t: &Transition) -> AttributeValue {
     let mut m = HashMap::from([("s".to_owned(), s(t.status.as_str())), ("at".to_owned(), ts(t.at))]);
     if let Some(r) = t.reason {
@@ -250,10 +261,10 @@ impl Ledger for DynamoLedger {
         put(&self.client, &self.table, item).await
     }
 
-    async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Applied> {
+    async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Claimed> {
         let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
         let mut update = String::from(
-            "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, \
+            "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, template_version = :v, \
              history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
         );
         // One channel per message (`first` mode): a new send, or the retry of an attempt
@@ -277,6 +288,7 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":channel", s(claim.channel.as_str()))
             .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
             .expression_attribute_values(":until", n(claim.until.timestamp()))
+            .expression_attribute_values(":v", n(claim.template_version))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&sent))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
@@ -288,10 +300,13 @@ impl Ledger for DynamoLedger {
             req = req.expression_attribute_values(":variant", s(v));
         }
         match req.update_expression(update).send().await {
-            Ok(_) => Ok(Applied::Applied),
+            Ok(_) => Ok(Claimed::Claimed),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(if c.item().is_some_and(|i| i.contains_key("pk")) { Applied::Stale } else { Applied::Unknown })
+                    Ok(match c.item() {
+                        Some(item) if item.contains_key("pk") => held(item, &claim).unwrap_or(Claimed::Done),
+                        _ => Claimed::Unknown,
+                    })
                 }
                 _ => Err(classify("UpdateItem", e)),
             },
@@ -323,22 +338,15 @@ impl Ledger for DynamoLedger {
         })
     }
 
-    async fn record_sent(
-        &self,
-        id: &MessageId,
-        provider_id: &str,
-        template_version: u32,
-        sms_segments: Option<u32>,
-    ) -> PortResult<()> {
+    async fn record_sent(&self, id: &MessageId, provider_id: &str, sms_segments: Option<u32>) -> PortResult<()> {
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
-            .expression_attribute_values(":pid", s(provider_id))
-            .expression_attribute_values(":v", n(template_version));
+            .expression_attribute_values(":pid", s(provider_id));
         // `all` mode sends on several channels: the first provider id is kept.
-        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid), template_version = :v");
+        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid)");
         if let Some(segments) = sms_segments {
             update.push_str(", sms_segments = :seg");
             req = req.expression_attribute_values(":seg", n(segments));
@@ -401,11 +409,15 @@ impl Ledger for DynamoLedger {
     }
 
     async fn note(&self, id: &MessageId, t: Transition) -> PortResult<()> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
+        let mut update = String::from("SET history = list_append(if_not_exists(history, :empty), :h)");
+        let mut req = self.client.update_item();
+        if let Some(p) = &t.provider_id {
+            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
+            req = req.expression_attribute_values(":pid", s(p));
+        }
+        req.table_name(&self.table)
             .set_key(Some(key(id.as_str())))
-            .update_expression("SET history = list_append(if_not_exists(history, :empty), :h)")
+            .update_expression(update)
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&t))
