@@ -323,7 +323,8 @@ export class Herald extends Construct {
       configurationSetName: configurationSet.ref,
       eventDestination: {
         enabled: true,
-        matchingEventTypes: ['send', 'reject', 'bounce', 'complaint', 'delivery', 'open', 'click', 'renderingFailure', 'deliveryDelay'],
+        // Not 'send': SendEmail's answer already says SES took the message (as template.yaml).
+        matchingEventTypes: ['reject', 'bounce', 'complaint', 'delivery', 'open', 'click', 'renderingFailure', 'deliveryDelay'],
         snsDestination: { topicArn: sesEventsTopic.topicArn },
       },
     });
