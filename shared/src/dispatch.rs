@@ -115,11 +115,40 @@ where
     D: Deliver,
 {
     let ctx = event.context;
-    let outcomes = for_each_record(event.payload, CONCURRENCY, |record| process(deps, deliver, &ctx, record)).await;
+    let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, deliver, &ctx, record)).await;
+    // The batch's fallbacks go back to eligibility together, in batches of ten.
+    let mut handoffs = Vec::new();
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
+    for (position, (id, step)) in steps.into_iter().enumerate() {
+        let outcome = match step {
+            Step::Done => Outcome::Done,
+            Step::Retry(why) => Outcome::Retry(why),
+            Step::FallBack(body) => {
+                handoffs.push(Handoff { record: position, to: Destination::Eligibility, body, delay_secs: 0 });
+                Outcome::Done
+            }
+        };
+        outcomes.push((id, outcome));
+    }
+    for position in hand_off(&deps.outbox, handoffs).await {
+        if let Some((_, outcome)) = outcomes.get_mut(position) {
+            // Back after the queue's visibility timeout: the channel that failed is
+            // claimed and tried again, and falls back again if it still fails.
+            *outcome = Outcome::Retry("fallback enqueue failed".into());
+        }
+    }
     batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o)))
 }
 
-async fn process<L, T, O, C, D>(deps: &DispatchDeps<L, T, O, C>, deliver: &D, ctx: &Context, record: Record) -> Outcome
+/// How one record's dispatch ended.
+enum Step {
+    Done,
+    Retry(String),
+    /// Failed on its channel: this eligibility job tries the next one.
+    FallBack(String),
+}
+
+async fn process<L, T, O, C, D>(deps: &DispatchDeps<L, T, O, C>, deliver: &D, ctx: &Context, record: Record) -> Step
 where
     L: Ledger,
     T: TemplateStore,
@@ -135,8 +164,8 @@ where
             let rejection =
                 RejectionRecord::unreadable(&record.id, "invalid_job", e.to_string(), record.body.len(), now);
             return match deps.ledger.reject(rejection).await {
-                Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
-                _ => Outcome::Done,
+                Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
+                _ => Step::Done,
             };
         }
     };
@@ -154,10 +183,10 @@ async fn back_off<L: Ledger, T, O: Outbox, C>(
     record: &Record,
     why: String,
     now: DateTime<Utc>,
-) -> Outcome {
+) -> Step {
     let secs = deps.retry.backoff_secs(record.receive_count);
     retry_later(deps, job, record, secs, &why, now).await;
-    Outcome::Retry(why)
+    Step::Retry(why)
 }
 
 /// Makes the record visible again in `secs` and, on the last receive before the
@@ -203,7 +232,7 @@ async fn finish<L: Ledger, C: CapCounter>(
     reason: Reason,
     detail: &str,
     now: DateTime<Utc>,
-) -> PortResult<Outcome> {
+) -> PortResult<Step> {
     tracing::info!(message_id = %job.message_id, channel = %job.channel(), status = %status, reason = %reason, "not sent");
     metrics::count(
         "Notifications",
@@ -212,7 +241,7 @@ async fn finish<L: Ledger, C: CapCounter>(
     let t = Transition::new(status, now).reason(reason).channel(job.channel()).detail(detail);
     deps.ledger.transition(&job.message_id, t).await?;
     give_back(&deps.caps, job).await;
-    Ok(Outcome::Done)
+    Ok(Step::Done)
 }
 
 async fn dispatch<L, T, O, C, D>(
@@ -222,7 +251,7 @@ async fn dispatch<L, T, O, C, D>(
     job: &DispatchJob,
     record: &Record,
     now: DateTime<Utc>,
-) -> PortResult<Outcome>
+) -> PortResult<Step>
 where
     L: Ledger,
     T: TemplateStore,
@@ -256,7 +285,7 @@ where
         Claimed::Claimed => {}
         Claimed::Done => {
             tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", "already sent: dropped");
-            return Ok(Outcome::Done);
+            return Ok(Step::Done);
         }
         Claimed::Held { until } => {
             // Another attempt is sending, has sent (its receipt not in yet), or died:
@@ -265,11 +294,11 @@ where
             let secs = (until - now).num_seconds().clamp(0, MAX_VISIBILITY_SECS) as u32 + 1;
             let why = format!("claimed by another attempt until {until}");
             retry_later(deps, job, record, secs, &why, now).await;
-            return Ok(Outcome::Retry(why));
+            return Ok(Step::Retry(why));
         }
         Claimed::Unknown => {
             tracing::warn!(message_id = %id, "not in the ledger (expired?): dropped");
-            return Ok(Outcome::Done);
+            return Ok(Step::Done);
         }
     }
     let labels = [("Stage", "dispatch"), ("Channel", channel.as_str()), ("Template", job.request.template.as_str())];
@@ -283,7 +312,7 @@ where
             {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
             }
-            Ok(Outcome::Done)
+            Ok(Step::Done)
         }
         Delivery::Retry(why) => {
             metrics::count("Retried", &labels);
@@ -299,15 +328,7 @@ where
             deps.ledger.release_send(id, channel, Some(note)).await?;
             give_back(&deps.caps, job).await;
             let body = serde_json::to_string(&job.fallback()).map_err(|e| PortError::Unknown(e.into()))?;
-            let failed = deps
-                .outbox
-                .send(Destination::Eligibility, vec![Outgoing { id: "0".into(), body, delay_secs: 0 }])
-                .await?;
-            if failed.is_empty() {
-                Ok(Outcome::Done)
-            } else {
-                Ok(back_off(deps, job, record, "fallback enqueue failed".into(), now).await)
-            }
+            Ok(Step::FallBack(body))
         }
         Delivery::Failed { reason, detail } => finish(deps, job, Status::Failed, reason, &detail, now).await,
     }

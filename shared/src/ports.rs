@@ -12,6 +12,7 @@ use crate::domain::{
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// A provider or store failure, classified so the caller knows what to do.
@@ -408,6 +409,43 @@ pub trait Outbox: Send + Sync {
     ) -> impl Future<Output = PortResult<()>> + Send;
 }
 
+/// A message that one record of a batch hands on to a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The record's position in its batch.
+    pub record: usize,
+    pub to: Destination,
+    pub body: String,
+    pub delay_secs: u32,
+}
+
+/// Sends what the records of a batch hand on, one group per queue (so in batches of
+/// ten, not one call per record), and returns the positions of the records a message
+/// of which was not accepted: those records must come back.
+pub async fn hand_off<O: Outbox>(outbox: &O, handoffs: Vec<Handoff>) -> BTreeSet<usize> {
+    let mut groups: Vec<(Destination, Vec<Outgoing>)> = Vec::new();
+    for (n, h) in handoffs.into_iter().enumerate() {
+        // The id names the record; `n` keeps it unique when a record sends several.
+        let message = Outgoing { id: format!("{}-{n}", h.record), body: h.body, delay_secs: h.delay_secs };
+        match groups.iter_mut().find(|(to, _)| *to == h.to) {
+            Some((_, batch)) => batch.push(message),
+            None => groups.push((h.to, vec![message])),
+        }
+    }
+    let mut failed = BTreeSet::new();
+    for (to, batch) in groups {
+        let refused = match outbox.send(to, batch.clone()).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                tracing::warn!(error = %e, destination = ?to, "enqueue failed");
+                batch.into_iter().map(|m| m.id).collect()
+            }
+        };
+        failed.extend(refused.iter().filter_map(|id| id.split('-').next()?.parse::<usize>().ok()));
+    }
+    failed
+}
+
 // ---------------------------------------------------------------- providers
 
 #[derive(Debug, Clone)]
@@ -469,4 +507,66 @@ pub trait ReceiptInbox: Send + Sync {
 pub trait CertFetcher: Send + Sync {
     /// The body of a successful GET, at most `max_bytes` long.
     fn get(&self, url: &str, max_bytes: usize) -> impl Future<Output = PortResult<Vec<u8>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Takes every message except those whose body is "refuse"; a whole queue may be down.
+    #[derive(Default)]
+    struct Queues {
+        calls: Mutex<Vec<(Destination, Vec<String>)>>,
+        down: Option<Destination>,
+    }
+
+    impl Outbox for Queues {
+        async fn send(&self, to: Destination, messages: Vec<Outgoing>) -> PortResult<Vec<String>> {
+            self.calls.lock().unwrap().push((to, messages.iter().map(|m| m.body.clone()).collect()));
+            if self.down == Some(to) {
+                return Err(PortError::Transient("queue down".into()));
+            }
+            Ok(messages.into_iter().filter(|m| m.body == "refuse").map(|m| m.id).collect())
+        }
+        async fn retry_later(&self, _: Destination, _: &str, _: u32) -> PortResult<()> {
+            Ok(())
+        }
+    }
+
+    fn handoff(record: usize, to: Destination, body: &str) -> Handoff {
+        Handoff { record, to, body: body.into(), delay_secs: 0 }
+    }
+
+    #[tokio::test]
+    async fn a_batch_hands_off_in_one_call_per_queue_and_names_the_records_to_retry() {
+        let email = Destination::Channel(Channel::Email);
+        let queues = Queues::default();
+        let failed = hand_off(
+            &queues,
+            vec![
+                handoff(0, email, "a"),
+                handoff(1, Destination::Eligibility, "b"),
+                handoff(2, email, "refuse"),
+                handoff(2, email, "c"),
+                handoff(4, email, "d"),
+            ],
+        )
+        .await;
+        assert_eq!(failed, BTreeSet::from([2]));
+        let calls = queues.calls.into_inner().unwrap();
+        assert_eq!(
+            calls,
+            [
+                (email, vec!["a".to_owned(), "refuse".into(), "c".into(), "d".into()]),
+                (Destination::Eligibility, vec!["b".to_owned()]),
+            ]
+        );
+
+        let down = Queues { down: Some(email), ..Queues::default() };
+        let failed = hand_off(&down, vec![handoff(0, email, "a"), handoff(1, Destination::Eligibility, "b")]).await;
+        assert_eq!(failed, BTreeSet::from([0]), "a queue that is down fails its records only");
+        assert!(hand_off(&down, Vec::new()).await.is_empty());
+        assert_eq!(down.calls.into_inner().unwrap().len(), 2, "nothing to send, no call");
+    }
 }

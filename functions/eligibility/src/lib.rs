@@ -114,39 +114,26 @@ pub async fn handle_at<P: Ports>(
 ) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let routed = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
 
-    // Group the jobs by destination and send each group in batches; a failed job
-    // retries its record, after giving back the cap slots that record took.
+    // Send the jobs in batches per queue; a record with a job not sent comes back,
+    // after giving back the cap slots it took.
     let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(routed.len());
-    let mut groups: Vec<(Destination, Vec<Outgoing>)> = Vec::new();
+    let mut handoffs = Vec::new();
     let mut slots = Vec::with_capacity(routed.len());
     for (position, (id, r)) in routed.into_iter().enumerate() {
         for (to, body, delay_secs) in r.jobs {
-            let message = Outgoing { id: format!("{position}-{}", groups.len()), body, delay_secs };
-            match groups.iter_mut().find(|(d, _)| *d == to) {
-                Some((_, batch)) => batch.push(message),
-                None => groups.push((to, vec![message])),
-            }
+            handoffs.push(Handoff { record: position, to, body, delay_secs });
         }
         outcomes.push((id, r.outcome));
         slots.push(r.slots);
     }
-    for (to, batch) in groups {
-        let failed = match deps.outbox.send(to, batch.clone()).await {
-            Ok(failed) => failed,
-            Err(e) => {
-                tracing::warn!(error = %e, destination = ?to, "enqueue failed");
-                batch.iter().map(|m| m.id.clone()).collect()
-            }
-        };
-        for position in failed.iter().filter_map(|id| id.split('-').next()?.parse::<usize>().ok()) {
-            if let Some((_, outcome)) = outcomes.get_mut(position)
-                && *outcome == Outcome::Done
-            {
-                *outcome = Outcome::Retry(format!("enqueue to {to:?} failed"));
-                for slot in slots.get(position).into_iter().flatten() {
-                    if let Err(e) = deps.caps.give_back(slot).await {
-                        tracing::warn!(error = %e, "could not give a cap slot back");
-                    }
+    for position in hand_off(&deps.outbox, handoffs).await {
+        if let Some((_, outcome)) = outcomes.get_mut(position)
+            && *outcome == Outcome::Done
+        {
+            *outcome = Outcome::Retry("enqueue failed".into());
+            for slot in slots.get(position).into_iter().flatten() {
+                if let Err(e) = deps.caps.give_back(slot).await {
+                    tracing::warn!(error = %e, "could not give a cap slot back");
                 }
             }
         }

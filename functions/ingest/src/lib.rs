@@ -70,9 +70,8 @@ where
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
 
-    // Forward every admitted notification in batches of ten. An outgoing message's
-    // id is its record's position, so a failed send maps back to its record.
-    let mut outgoing = Vec::new();
+    // Forward every admitted notification, in batches of ten.
+    let mut handoffs = Vec::new();
     let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
     for (position, (id, step)) in steps.into_iter().enumerate() {
         let outcome = match step {
@@ -80,7 +79,7 @@ where
             Step::Retry(reason) => Outcome::Retry(reason),
             Step::Forward(job) => match serde_json::to_string(&job) {
                 Ok(body) => {
-                    outgoing.push(Outgoing { id: position.to_string(), body, delay_secs: 0 });
+                    handoffs.push(Handoff { record: position, to: Destination::Eligibility, body, delay_secs: 0 });
                     Outcome::Done
                 }
                 Err(e) => Outcome::Retry(format!("could not encode the eligibility job: {e}")),
@@ -88,18 +87,9 @@ where
         };
         outcomes.push((id, outcome));
     }
-    if !outgoing.is_empty() {
-        let failed = match deps.outbox.send(Destination::Eligibility, outgoing.clone()).await {
-            Ok(failed) => failed,
-            Err(e) => {
-                tracing::warn!(error = %e, "forward to eligibility failed");
-                outgoing.iter().map(|m| m.id.clone()).collect()
-            }
-        };
-        for position in failed.iter().filter_map(|id| id.parse::<usize>().ok()) {
-            if let Some((_, outcome)) = outcomes.get_mut(position) {
-                *outcome = Outcome::Retry("forward to eligibility failed".into());
-            }
+    for position in hand_off(&deps.outbox, handoffs).await {
+        if let Some((_, outcome)) = outcomes.get_mut(position) {
+            *outcome = Outcome::Retry("forward to eligibility failed".into());
         }
     }
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
