@@ -17,7 +17,7 @@ mod scenarios;
 use anyhow::Context as _;
 use costs::{Cost, Prices};
 use counting::{Call, Who};
-use pipeline::{Env, Pipeline, send_all};
+use pipeline::{Env, Pipeline, send_all, sqs_event_json};
 use report::{Table, num};
 use scenarios::{Phase, Sizes};
 use serde_json::{Value, json};
@@ -544,7 +544,7 @@ async fn take(
         got.extend(out.messages.unwrap_or_default());
     }
     anyhow::ensure!(got.len() == n, "{queue}: {} message(s) instead of {n}", got.len());
-    Ok(pipeline::sqs_event_json(&got, &q.arn).to_string())
+    Ok(sqs_event_json(&got, &q.arn).to_string())
 }
 
 /// Peak memory of each binary handling a real batch of 10: the binaries run the

@@ -3,37 +3,23 @@
 //! the runner builds it (`herald_cli::runner::build`), each with an SDK
 //! configuration of its own whose HTTP client counts its requests.
 //!
-//! The SQS event source is the runner's poller (receive up to the batch size with
-//! a 1 s wait, invoke, delete what did not fail), repeated here rather than reused
-//! because the runner gives its pollers the handlers' SDK configuration, and the
-//! bench must tell Herald's requests from the event source's: both are billed.
-//! It also records each invocation (for Lambda's request and duration charges)
-//! and can be paused, so a phase's input is queued before the clock starts.
+//! The SQS event source is the runner's poller (`herald_cli::runner::Runner`),
+//! given its own counted SDK configuration, so the bench tells Herald's requests
+//! from the event source's: both are billed. The runner also logs each invocation
+//! (for Lambda's request and duration charges) and can be paused, so a phase's
+//! input is queued before the clock starts.
 
 use crate::counting::{CountingClient, Recorder, Who};
-use anyhow::Context as _;
 use aws_config::SdkConfig;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use futures::future::BoxFuture;
 use herald_cli::moto::Moto;
-use herald_cli::runner::{self, Handler};
-use herald_cli::stack::{FunctionSpec, Stack, Trigger};
-use lambda_runtime::{Context, LambdaEvent};
-use std::collections::{BTreeMap, HashSet};
+use herald_cli::runner::{FunctionSdks, Options, Runner};
+use herald_cli::stack::Stack;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
-type Invoke = Arc<
-    dyn Fn(LambdaEvent<SqsEvent>) -> BoxFuture<'static, Result<SqsBatchResponse, lambda_runtime::Error>> + Send + Sync,
->;
-type InvokeJson = Arc<
-    dyn Fn(LambdaEvent<serde_json::Value>) -> BoxFuture<'static, Result<serde_json::Value, lambda_runtime::Error>>
-        + Send
-        + Sync,
->;
+pub use herald_cli::runner::{Invocation, sqs_event_json};
 
 /// Moto, the request recorder and an uncounted SDK configuration for the bench's
 /// own bookkeeping (provisioning, waiting, reading results back).
@@ -63,20 +49,9 @@ impl Env {
     }
 }
 
-/// One handler invocation by the event source.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub function: String,
-    pub records: usize,
-    pub duration: Duration,
-}
-
 pub struct Pipeline {
     pub stack: Stack,
-    stop: Arc<AtomicBool>,
-    gates: BTreeMap<String, Arc<AtomicBool>>,
-    tasks: Vec<JoinHandle<()>>,
-    pub invocations: Arc<Mutex<Vec<Invocation>>>,
+    runner: Runner,
 }
 
 impl Pipeline {
@@ -100,195 +75,33 @@ impl Pipeline {
                 }
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let invocations = Arc::new(Mutex::new(Vec::new()));
-        let mut gates = BTreeMap::new();
-        let mut tasks = Vec::new();
+        let mut sdks = BTreeMap::new();
         for spec in &stack.functions {
-            let sdk = env.sdk(Who::Herald(spec.name.clone())).await;
-            let handler = runner::build(spec, &sdk).with_context(|| format!("configuring {}", spec.name))?;
-            match (&spec.trigger, handler) {
-                (Trigger::Queue { queue, .. }, Handler::Sqs(invoke)) => {
-                    let queue = stack.queue(queue)?.clone();
-                    let gate = Arc::new(AtomicBool::new(false));
-                    gates.insert(spec.name.clone(), gate.clone());
-                    let poller = Poller {
-                        sqs: aws_sdk_sqs::Client::new(&env.sdk(Who::EventSource(spec.name.clone())).await),
-                        url: queue.url,
-                        arn: queue.arn,
-                        spec: spec.clone(),
-                        invoke,
-                        stop: stop.clone(),
-                        paused: gate,
-                        invocations: invocations.clone(),
-                    };
-                    tasks.push(tokio::spawn(poller.run()));
-                }
-                (Trigger::Schedule { every_secs }, Handler::Json(invoke)) if scheduler => {
-                    tasks.push(tokio::spawn(tick(spec.name.clone(), *every_secs, invoke, stop.clone())));
-                }
-                // Function URLs (webhooks) take no part in these scenarios.
-                _ => {}
-            }
+            let name = spec.name.clone();
+            let handler = env.sdk(Who::Herald(name.clone())).await;
+            let event_source = env.sdk(Who::EventSource(name.clone())).await;
+            sdks.insert(name, FunctionSdks { handler, event_source });
         }
-        Ok(Self { stack, stop, gates, tasks, invocations })
+        let options = Options { sdks, schedules: scheduler.then_some(Some(Duration::ZERO)), log_invocations: true };
+        let runner = Runner::start_with(&stack, &env.plain, options)?;
+        Ok(Self { stack, runner })
     }
 
     pub fn pause_all(&self, paused: bool) {
-        for g in self.gates.values() {
-            g.store(paused, Ordering::SeqCst);
-        }
+        self.runner.pause_all(paused);
     }
 
     pub fn invocations_since(&self, mark: usize) -> Vec<Invocation> {
-        self.invocations
-            .lock()
-            .map(|i| i.get(mark..).map(<[Invocation]>::to_vec).unwrap_or_default())
-            .unwrap_or_default()
+        self.runner.invocations_since(mark)
     }
 
     pub fn invocation_mark(&self) -> usize {
-        self.invocations.lock().map(|i| i.len()).unwrap_or_default()
+        self.runner.invocation_mark()
     }
 
     pub async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.runner.stop().await;
     }
-}
-
-/// An EventBridge schedule, locally (as the runner's, with its first run at once).
-async fn tick(name: String, every_secs: u64, invoke: InvokeJson, stop: Arc<AtomicBool>) {
-    let mut next = tokio::time::Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        if tokio::time::Instant::now() >= next {
-            next += Duration::from_secs(every_secs);
-            let event = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-            if let Err(e) = (invoke)(LambdaEvent::new(event, Context::default())).await {
-                tracing::warn!(function = %name, error = %e, "scheduled invocation failed");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-struct Poller {
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    arn: String,
-    spec: FunctionSpec,
-    invoke: Invoke,
-    stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    invocations: Arc<Mutex<Vec<Invocation>>>,
-}
-
-impl Poller {
-    async fn run(self) {
-        while !self.stop.load(Ordering::SeqCst) {
-            if self.paused.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            if let Err(e) = self.poll_once().await {
-                tracing::warn!(function = %self.spec.name, error = %format!("{e:#}"), "poll failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-
-    async fn poll_once(&self) -> anyhow::Result<()> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(match self.spec.trigger {
-                Trigger::Queue { batch_size, .. } => batch_size.clamp(1, 10),
-                _ => 10,
-            })
-            .wait_time_seconds(1)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await?;
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let event = sqs_event(&messages, &self.arn)?;
-        let mut ctx = Context::default();
-        ctx.request_id = format!("bench-{}", self.spec.name);
-        ctx.deadline =
-            (chrono::Utc::now() + chrono::TimeDelta::seconds(self.spec.timeout_secs as i64)).timestamp_millis() as u64;
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(self.spec.timeout_secs),
-            (self.invoke)(LambdaEvent::new(event, ctx)),
-        )
-        .await;
-        if let Ok(mut inv) = self.invocations.lock() {
-            inv.push(Invocation {
-                function: self.spec.name.clone(),
-                records: messages.len(),
-                duration: started.elapsed(),
-            });
-        }
-        let failed: HashSet<String> = match result {
-            Ok(Ok(response)) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
-            Ok(Err(e)) => {
-                tracing::warn!(function = %self.spec.name, error = %e, "invocation failed");
-                return Ok(());
-            }
-            Err(_) => {
-                tracing::warn!(function = %self.spec.name, "invocation timed out");
-                return Ok(());
-            }
-        };
-        let entries: Vec<_> = messages
-            .iter()
-            .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
-            .enumerate()
-            .filter_map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .set_receipt_handle(m.receipt_handle.clone())
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !entries.is_empty() {
-            self.sqs.delete_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await?;
-        }
-        Ok(())
-    }
-}
-
-/// The event Lambda's SQS event source builds from received messages.
-pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> anyhow::Result<SqsEvent> {
-    Ok(serde_json::from_value(sqs_event_json(messages, arn))?)
-}
-
-pub fn sqs_event_json(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: BTreeMap<String, String> =
-                m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
-            serde_json::json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": attributes,
-                "messageAttributes": {},
-                "md5OfBody": m.md5_of_body,
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
 }
 
 /// Sends bodies to a queue in batches of ten, four batches at a time.

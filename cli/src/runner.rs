@@ -10,8 +10,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::BoxFuture;
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -105,38 +105,101 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
 pub struct Runner {
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    gates: Vec<Arc<AtomicBool>>,
+    invocations: Option<Arc<Mutex<Vec<Invocation>>>>,
+}
+
+/// How [`Runner::start_with`] wires the functions.
+#[derive(Default)]
+pub struct Options {
+    /// Per function name, the SDK configurations of its handler and of its event
+    /// source (the bench counts the two apart: both are billed). A function not
+    /// named here uses the runner's configuration for both.
+    pub sdks: BTreeMap<String, FunctionSdks>,
+    /// Scheduled functions run: `Some(first)` is the delay before the first run (a
+    /// period, as EventBridge, or none at all). `None`: they do not run.
+    pub schedules: Option<Option<Duration>>,
+    /// Keep a log of every SQS invocation (records, duration).
+    pub log_invocations: bool,
+}
+
+pub struct FunctionSdks {
+    pub handler: SdkConfig,
+    pub event_source: SdkConfig,
+}
+
+/// One handler invocation by an event source.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub function: String,
+    pub records: usize,
+    pub duration: Duration,
 }
 
 impl Runner {
-    /// Starts one poller per function in the stack.
+    /// Starts one poller per function in the stack, and its schedules.
     pub fn start(stack: &Stack, sdk: &SdkConfig) -> anyhow::Result<Self> {
+        Self::start_with(stack, sdk, Options { schedules: Some(None), ..Options::default() })
+    }
+
+    pub fn start_with(stack: &Stack, sdk: &SdkConfig, options: Options) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let mut tasks = Vec::new();
+        let invocations = options.log_invocations.then(|| Arc::new(Mutex::new(Vec::new())));
+        let mut runner = Self { stop: stop.clone(), tasks: Vec::new(), gates: Vec::new(), invocations };
         for spec in &stack.functions {
-            let handler = build(spec, sdk).with_context(|| format!("configuring {}", spec.name))?;
+            let sdks = options.sdks.get(&spec.name);
+            let handler_sdk = sdks.map_or(sdk, |s| &s.handler);
+            let handler = build(spec, handler_sdk).with_context(|| format!("configuring {}", spec.name))?;
             match (&spec.trigger, handler) {
                 (Trigger::Queue { queue, .. }, Handler::Sqs(invoke)) => {
                     let queue = stack.queue(queue)?.clone();
+                    let paused = Arc::new(AtomicBool::new(false));
+                    runner.gates.push(paused.clone());
                     let poller = Poller {
-                        sqs: sqs.clone(),
+                        sqs: aws_sdk_sqs::Client::new(sdks.map_or(sdk, |s| &s.event_source)),
                         url: queue.url,
                         arn: queue.arn,
                         spec: spec.clone(),
                         invoke,
                         stop: stop.clone(),
+                        paused,
+                        invocations: runner.invocations.clone(),
                     };
-                    tasks.push(tokio::spawn(poller.run()));
+                    runner.tasks.push(tokio::spawn(poller.run()));
                 }
                 (Trigger::Schedule { every_secs }, Handler::Json(invoke)) => {
-                    tasks.push(tokio::spawn(tick(spec.name.clone(), *every_secs, invoke, stop.clone())));
+                    if let Some(first) = options.schedules {
+                        let every = Duration::from_secs(*every_secs);
+                        let first = first.unwrap_or(every);
+                        runner.tasks.push(tokio::spawn(tick(spec.name.clone(), every, first, invoke, stop.clone())));
+                    }
                 }
                 // Function URLs are served over HTTP by the local web front, not polled.
                 (Trigger::Url, _) => {}
                 (trigger, _) => bail!("{}: its handler does not take {trigger:?} events", spec.name),
             }
         }
-        Ok(Self { stop, tasks })
+        Ok(runner)
+    }
+
+    /// Holds every poller (nothing is received) or lets them go.
+    pub fn pause_all(&self, paused: bool) {
+        for g in &self.gates {
+            g.store(paused, Ordering::SeqCst);
+        }
+    }
+
+    /// How many invocations are logged so far (with [`Options::log_invocations`]).
+    pub fn invocation_mark(&self) -> usize {
+        self.invocations.as_ref().and_then(|i| i.lock().ok().map(|i| i.len())).unwrap_or_default()
+    }
+
+    /// The invocations logged since `mark`.
+    pub fn invocations_since(&self, mark: usize) -> Vec<Invocation> {
+        self.invocations
+            .as_ref()
+            .and_then(|i| i.lock().ok().map(|i| i.get(mark..).map(<[Invocation]>::to_vec).unwrap_or_default()))
+            .unwrap_or_default()
     }
 
     pub async fn stop(self) {
@@ -147,12 +210,12 @@ impl Runner {
     }
 }
 
-/// An EventBridge schedule, locally: invoke every `every_secs` until stopped.
-async fn tick(name: String, every_secs: u64, invoke: InvokeJson, stop: Arc<AtomicBool>) {
-    let mut next = tokio::time::Instant::now() + Duration::from_secs(every_secs);
+/// An EventBridge schedule, locally: invoke after `first`, then every `every`, until stopped.
+async fn tick(name: String, every: Duration, first: Duration, invoke: InvokeJson, stop: Arc<AtomicBool>) {
+    let mut next = tokio::time::Instant::now() + first;
     while !stop.load(Ordering::SeqCst) {
         if tokio::time::Instant::now() >= next {
-            next += Duration::from_secs(every_secs);
+            next += every;
             let event = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
             if let Err(e) = (invoke)(LambdaEvent::new(event, Context::default())).await {
                 tracing::warn!(function = %name, error = %e, "scheduled invocation failed");
@@ -169,11 +232,17 @@ struct Poller {
     spec: FunctionSpec,
     invoke: Invoke,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    invocations: Option<Arc<Mutex<Vec<Invocation>>>>,
 }
 
 impl Poller {
     async fn run(self) {
         while !self.stop.load(Ordering::SeqCst) {
+            if self.paused.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             if let Err(e) = self.poll_once().await {
                 tracing::warn!(function = %self.spec.name, error = %format!("{e:#}"), "poll failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -198,34 +267,24 @@ impl Poller {
         if messages.is_empty() {
             return Ok(());
         }
-        let records: Vec<serde_json::Value> = messages
-            .iter()
-            .map(|m| {
-                let attributes: BTreeMap<String, String> =
-                    m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
-                serde_json::json!({
-                    "messageId": m.message_id,
-                    "receiptHandle": m.receipt_handle,
-                    "body": m.body,
-                    "attributes": attributes,
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body,
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.arn,
-                    "awsRegion": "us-east-1",
-                })
-            })
-            .collect();
-        let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))?;
+        let event = sqs_event(&messages, &self.arn)?;
         let mut ctx = Context::default();
         ctx.request_id = format!("local-{}", self.spec.name);
         ctx.deadline =
             (chrono::Utc::now() + chrono::TimeDelta::seconds(self.spec.timeout_secs as i64)).timestamp_millis() as u64;
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             Duration::from_secs(self.spec.timeout_secs),
             (self.invoke)(LambdaEvent::new(event, ctx)),
         )
         .await;
+        if let Some(Ok(mut log)) = self.invocations.as_ref().map(|i| i.lock()) {
+            log.push(Invocation {
+                function: self.spec.name.clone(),
+                records: messages.len(),
+                duration: started.elapsed(),
+            });
+        }
         // As Lambda: an error or a timeout leaves the whole batch for another try.
         let failed: HashSet<String> = match result {
             Ok(Ok(response)) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
@@ -255,4 +314,31 @@ impl Poller {
         }
         Ok(())
     }
+}
+
+/// The event Lambda's SQS event source builds from received messages.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> anyhow::Result<SqsEvent> {
+    Ok(serde_json::from_value(sqs_event_json(messages, arn))?)
+}
+
+pub fn sqs_event_json(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: BTreeMap<String, String> =
+                m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
+            serde_json::json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
 }

@@ -11,8 +11,8 @@ use crate::domain::{
     CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
 };
 use chrono::{DateTime, Utc};
-use std::future::Future;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 
 /// A provider or store failure, classified so the caller knows what to do.
