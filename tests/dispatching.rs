@@ -1,11 +1,13 @@
 //! Dispatch against moto: a throttled provider is retried later and sends once;
-//! sizes and segments are enforced and recorded.
+//! sizes and segments are enforced and recorded; marketing email is signed with the
+//! unsubscribe key read from the stack's secret, and waits when it cannot be read.
 
 use crate::support::*;
 use herald::aws::ses::SesEmail;
 use herald::lambda::{Context, LambdaEvent, SqsEvent};
 use herald::ports::{EmailMessage, EmailSender, PortError, PortResult};
 use serde_json::{Value, json};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// SES that answers "slow down" to the first call, as SES does past its send rate.
@@ -23,8 +25,17 @@ impl EmailSender for ThrottledOnce {
     }
 }
 
-fn env_of(t: &TestStack, name: &str) -> std::collections::BTreeMap<String, String> {
-    t.stack.functions.iter().find(|f| f.name == name).unwrap().env.clone()
+/// SES, keeping a copy of what it was asked to send (moto does not keep the headers).
+struct Recording {
+    inner: SesEmail,
+    sent: Mutex<Vec<EmailMessage>>,
+}
+
+impl EmailSender for Recording {
+    async fn send(&self, message: &EmailMessage) -> PortResult<String> {
+        self.sent.lock().unwrap().push(message.clone());
+        self.inner.send(message).await
+    }
 }
 
 /// Receives one message as Lambda's poller would hand it over (with its receive count).
@@ -46,6 +57,23 @@ async fn receive(t: &TestStack, logical: &str) -> Option<Value> {
     )
 }
 
+/// Runs ingest and eligibility for real on `bodies` (one notification among them), to
+/// put a genuine job on its channel's queue.
+async fn through_eligibility(t: &TestStack, bodies: &[Value]) {
+    let ingest_env = t.env("ingest", &[]);
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&|k| ingest_env.get(k).cloned()).unwrap());
+    let records: Vec<Value> =
+        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b.to_string()})).collect();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
+    ingest::handler(&ingest, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let elig_env = t.env("eligibility", &[]);
+    let eligibility =
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&|k| elig_env.get(k).cloned()).unwrap());
+    let job = receive(t, "EligibilityQueue").await.unwrap();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [job] })).unwrap();
+    eligibility::handler(&eligibility, LambdaEvent::new(event, Context::default())).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
     let t = TestStack::without_functions().await;
@@ -53,27 +81,17 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
     let address = format!("tara.{tag}@example.org");
     let who = format!("tara-{tag}");
     let key = format!("{tag}-throttled");
-    // Ingest and eligibility run for real, to put a genuine job on the email queue.
-    let ingest_env = env_of(&t, "ingest");
-    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&|k| ingest_env.get(k).cloned()).unwrap());
-    let bodies = [
-        json!({"type": "upsert_recipient", "recipient": who, "email": address}),
-        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
-               "channels": ["email"], "data": {"order_id": "9"}}),
-    ];
-    let records: Vec<Value> =
-        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b.to_string()})).collect();
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
-    ingest::handler(&ingest, LambdaEvent::new(event, Context::default())).await.unwrap();
-    let elig_env = env_of(&t, "eligibility");
-    let eligibility =
-        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&|k| elig_env.get(k).cloned()).unwrap());
-    let job = receive(&t, "EligibilityQueue").await.unwrap();
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [job] })).unwrap();
-    eligibility::handler(&eligibility, LambdaEvent::new(event, Context::default())).await.unwrap();
+    through_eligibility(
+        &t,
+        &[
+            json!({"type": "upsert_recipient", "recipient": who, "email": address}),
+            json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+                   "channels": ["email"], "data": {"order_id": "9"}}),
+        ],
+    )
+    .await;
 
-    let mut env = env_of(&t, "dispatch-email");
-    env.insert("HERALD_RETRY_BASE_SECS".into(), "1".into());
+    let env = t.env("dispatch-email", &[("HERALD_RETRY_BASE_SECS", "1")]);
     let config = dispatch_email::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
     let (deps, real) = dispatch_email::aws::deps(&t.sdk, &config);
     let email = dispatch_email::Email {
@@ -82,7 +100,7 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
             calls: AtomicU32::new(0),
         },
         from: real.from,
-        unsubscribe: None,
+        unsubscribe: real.unsubscribe,
         receipts: real.receipts,
     };
     assert!(email.receipts, "the template gives dispatch-email a configuration set whose events reach receipts");
@@ -157,4 +175,63 @@ async fn an_sms_records_the_segments_it_cost() {
     let e = t.entry(&format!("{tag}-code")).await.unwrap();
     assert_eq!((e.status.as_str(), e.channel.as_deref(), e.sms_segments), ("sent", Some("sms"), Some(1)));
     t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketing_email_is_signed_with_the_stack_key_and_waits_when_it_cannot_be_read() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let (who, address) = (format!("uma-{tag}"), format!("uma.{tag}@example.org"));
+    let key = format!("{tag}-digest");
+    through_eligibility(
+        &t,
+        &[
+            json!({"type": "upsert_recipient", "recipient": who, "email": address}),
+            json!({"type": "set_consent", "recipient": who, "channel": "email", "granted": true, "source": "test"}),
+            json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
+                   "topic": "news", "channels": ["email"], "data": {"headline": "x"}}),
+        ],
+    )
+    .await;
+    let job = receive(&t, "EmailQueue").await.expect("the digest is on the email queue");
+    let event = || serde_json::from_value::<SqsEvent>(json!({ "Records": [job.clone()] })).unwrap();
+    let dispatch_with = |changes: &[(&str, &str)]| {
+        let env = t.env("dispatch-email", changes);
+        let config = dispatch_email::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
+        let (deps, real) = dispatch_email::aws::deps(&t.sdk, &config);
+        let sender = Recording {
+            inner: SesEmail::new(aws_sdk_sesv2::Client::new(&t.sdk), config.configuration_set.clone()),
+            sent: Mutex::new(Vec::new()),
+        };
+        (
+            deps,
+            dispatch_email::Email { sender, from: real.from, unsubscribe: real.unsubscribe, receipts: real.receipts },
+        )
+    };
+
+    // The key's secret cannot be read: nothing is sent, the job comes back, and its claim is
+    // released (the send below could not happen otherwise).
+    let (deps, email) = dispatch_with(&[("HERALD_UNSUBSCRIBE_KEY_SECRET", &t.missing_secret())]);
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event(), Context::default())).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1, "back to the queue, not failed");
+    assert!(email.sender.sent.lock().unwrap().is_empty());
+    assert!(emails_to(&provider_data().await, &address).is_empty());
+
+    // With the stack's secret: sent, with a link the webhook function (reading the same
+    // secret) accepts.
+    let (deps, email) = dispatch_with(&[]);
+    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event(), Context::default())).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
+    let sent = email.sender.sent.lock().unwrap().clone();
+    let header = |name: &str| sent[0].headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+    let url = header("List-Unsubscribe").expect("a one-click unsubscribe link");
+    let target = url.trim_matches(['<', '>']).split_once("/unsubscribe").map(|(_, rest)| format!("/unsubscribe{rest}"));
+    let hooks = crate::webhooks::webhook_deps(&t, Default::default());
+    let one_click = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, page) =
+        crate::webhooks::call(&hooks, "POST", &target.unwrap(), &one_click, b"List-Unsubscribe=One-Click").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(crate::webhooks::news_consent(&t, &who).await, Some((false, webhooks::UNSUBSCRIBE_SOURCE.to_owned())));
 }

@@ -7,8 +7,9 @@ use herald::domain::{IdempotencyKey, MessageId};
 use herald::ports::{Ledger, LedgerEntry};
 use herald_cli::local::{provision, repo_root, sdk_for};
 use herald_cli::runner::Runner;
-use herald_cli::stack::Stack;
+use herald_cli::stack::{ACCOUNT_ID, Stack};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -78,6 +79,19 @@ impl TestStack {
 
     pub fn queue_url(&self, logical: &str) -> String {
         self.stack.queue(logical).unwrap().url.clone()
+    }
+
+    /// A function's environment as the template resolves it, with `changes`.
+    pub fn env(&self, function: &str, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let spec = self.stack.functions.iter().find(|f| f.name == function);
+        let mut env = spec.unwrap_or_else(|| panic!("no function {function}")).env.clone();
+        env.extend(changes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env
+    }
+
+    /// The ARN of a secret that does not exist: reading it fails as an unreadable secret does.
+    pub fn missing_secret(&self) -> String {
+        format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:secret:{}-missing-AbCdEf", self.tag)
     }
 
     pub fn ledger(&self) -> DynamoLedger {

@@ -2,7 +2,8 @@
 //! self-signed certificate made here sign SNS messages (SignatureVersion 1 and 2)
 //! the way SNS does; providers' reports carry real HMACs; unsubscribe links are
 //! signed with the stack's key. Forged, altered, stale and replayed requests are
-//! refused with their status and change nothing.
+//! refused with their status and change nothing. The function reads the unsubscribe
+//! key and the providers' secrets from the stack's Secrets Manager secrets, as deployed.
 
 use crate::receipts::{fixture, receipts_deps, run_receipts, sent_email, suppressed};
 use crate::support::*;
@@ -11,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{TimeDelta, Utc};
 use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
 use herald::aws::https::HttpsFetcher;
+use herald::aws::secretsmanager::SecretsManagerSecret;
 use herald::aws::sqs::SqsReceiptInbox;
 use herald::domain::ledger::{Status, SuppressionCause};
 use herald::domain::recipient::ConsentScope;
@@ -18,11 +20,13 @@ use herald::domain::unsubscribe::{self, Unsubscribe, UnsubscribeKey};
 use herald::domain::webhook::ProviderKey;
 use herald::domain::{Channel, RecipientId, Topic};
 use herald::lambda::{Context, LambdaEvent};
-use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore};
+use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore, Secret};
+use herald_cli::local::{LOCAL_PROVIDER, PROVIDER_SECRETS, UNSUBSCRIBE_KEY};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webhooks::aws::AwsSecrets;
 use webhooks::sns::SnsVerifier;
 
 // ---------------------------------------------------------------- signing like SNS
@@ -126,7 +130,7 @@ struct FakeState {
 
 /// Serves certificates by URL, records every GET (and answers confirmations).
 #[derive(Clone, Default)]
-struct FakeSns(Arc<Mutex<FakeState>>);
+pub(crate) struct FakeSns(Arc<Mutex<FakeState>>);
 
 impl FakeSns {
     fn with_cert(url: &str, pem: &str) -> Self {
@@ -151,25 +155,39 @@ impl CertFetcher for FakeSns {
     }
 }
 
-type Deps = webhooks::Deps<FakeSns, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard>;
+pub(crate) type Deps = webhooks::Deps<FakeSns, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets>;
+
+/// The webhook function's configuration as the template gives it, with `changes` to its environment.
+fn webhook_config(t: &TestStack, changes: &[(&str, &str)]) -> webhooks::Config {
+    let env = t.env("webhooks", changes);
+    webhooks::Config::from_lookup(&move |name: &str| env.get(name).cloned()).unwrap()
+}
 
 /// The webhook function as the template configures it, with certificates served by `sns`.
-fn webhook_deps(t: &TestStack, sns: FakeSns) -> Deps {
-    let spec = t.stack.functions.iter().find(|f| f.name == "webhooks").expect("the template declares webhooks");
-    let env = spec.env.clone();
-    let config = webhooks::Config::from_lookup(&move |name: &str| env.get(name).cloned()).unwrap();
-    let real = webhooks::aws::deps(&t.sdk, &config);
+fn deps_with(t: &TestStack, sns: FakeSns, config: &webhooks::Config) -> Deps {
+    let real = webhooks::aws::deps(&t.sdk, config);
     webhooks::Deps {
         sns: SnsVerifier::new(sns),
         recipients: real.recipients,
         receipts: real.receipts,
         replay: real.replay,
+        secrets: real.secrets,
         settings: real.settings,
     }
 }
 
+pub(crate) fn webhook_deps(t: &TestStack, sns: FakeSns) -> Deps {
+    deps_with(t, sns, &webhook_config(t, &[]))
+}
+
 /// One HTTP request through the Function URL event, as Lambda's front end builds it.
-async fn call(deps: &Deps, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub(crate) async fn call(
+    deps: &Deps,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut head = format!("{method} {target} HTTP/1.1\r\nHost: abc.lambda-url.us-east-1.on.aws");
     for (k, v) in headers {
         head.push_str(&format!("\r\n{k}: {v}"));
@@ -337,9 +355,13 @@ async fn a_signed_subscription_confirmation_is_confirmed_at_its_sns_url_only() {
 
 // ---------------------------------------------------------------- custom providers
 
-fn provider_key(t: &TestStack) -> ProviderKey {
-    let secrets: HashMap<String, String> = serde_json::from_str(&t.stack.params["WebhookProviderSecrets"]).unwrap();
-    ProviderKey::new(&secrets[herald_cli::local::LOCAL_PROVIDER]).unwrap()
+/// The providers' secret as the stack holds it.
+async fn provider_secrets(t: &TestStack) -> HashMap<String, String> {
+    serde_json::from_str(&t.stack.secret_value(&t.sdk, PROVIDER_SECRETS).await.unwrap()).unwrap()
+}
+
+async fn provider_key(t: &TestStack) -> ProviderKey {
+    ProviderKey::new(&provider_secrets(t).await[LOCAL_PROVIDER]).unwrap()
 }
 
 async fn post_report(deps: &Deps, provider: &str, ts: Option<i64>, signature: Option<&str>, body: &[u8]) -> u16 {
@@ -358,7 +380,7 @@ async fn post_report(deps: &Deps, provider: &str, ts: Option<i64>, signature: Op
 async fn provider_reports_need_a_fresh_signature_used_once() {
     let t = TestStack::without_functions().await;
     let deps = webhook_deps(&t, FakeSns::default());
-    let key = provider_key(&t);
+    let key = provider_key(&t).await;
     let ledger = t.ledger();
     let (delivered, bounced) =
         (sent_email(&ledger, &format!("{}-p1", t.tag)).await, sent_email(&ledger, &format!("{}-p2", t.tag)).await);
@@ -407,23 +429,110 @@ async fn provider_reports_need_a_fresh_signature_used_once() {
     assert_eq!(suppressed(&t, &address).await, Some(SuppressionCause::Bounce));
 }
 
-// ---------------------------------------------------------------- one-click unsubscribe
-
-fn unsubscribe_key(t: &TestStack) -> UnsubscribeKey {
-    UnsubscribeKey::new(&t.stack.params["UnsubscribeKey"]).unwrap()
+async fn put_secret(t: &TestStack, secret: &str, value: &str) {
+    let client = aws_sdk_secretsmanager::Client::new(&t.sdk);
+    client.put_secret_value().secret_id(t.stack.secret(secret).unwrap()).secret_string(value).send().await.unwrap();
 }
 
-fn link_for(t: &TestStack, who: &str, expires_in: TimeDelta) -> String {
+fn delivered_report(id: &herald::domain::MessageId, provider_id: &str) -> String {
+    json!({"events": [{"message_id": id.as_str(), "channel": "email", "status": "delivered", "provider_id": provider_id}]})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_put_in_the_secret_is_accepted_once_the_value_read_expires() {
+    let t = TestStack::without_functions().await;
+    let config = webhook_config(&t, &[]);
+    let ttl = std::time::Duration::from_secs(2);
+    let mut deps = deps_with(&t, FakeSns::default(), &config);
+    deps.secrets = webhooks::aws::secrets(&t.sdk, &config, ttl);
+    let id = sent_email(&t.ledger(), &format!("{}-acme", t.tag)).await;
+    let body = delivered_report(&id, "acme-1");
+    let secret = "acme's secret, agreed today";
+    let acme = ProviderKey::new(secret).unwrap();
+    let signed = |deps| {
+        let (now, body) = (Utc::now().timestamp(), body.as_bytes());
+        let sig = acme.sign(now, body);
+        async move { post_report(deps, "acme", Some(now), Some(&sig), body).await }
+    };
+    assert_eq!(signed(&deps).await, 401, "acme is not in the secret yet");
+
+    // The team adds acme beside the providers already there, with no redeploy.
+    let mut providers = provider_secrets(&t).await;
+    providers.insert("acme".into(), secret.into());
+    put_secret(&t, PROVIDER_SECRETS, &serde_json::to_string(&providers).unwrap()).await;
+    assert_eq!(signed(&deps).await, 401, "the value read a moment ago is kept for its TTL");
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    assert_eq!(signed(&deps).await, 200, "read again once expired: acme is accepted");
+    assert_eq!(drain_receipts_queue(&t).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_that_cannot_be_read_or_parsed_is_a_503_that_never_shows_its_value() {
+    let t = TestStack::without_functions().await;
+    let who = format!("dee-{}", t.tag);
+    let token = link_for(&t, &who, TimeDelta::days(1)).await;
+    let id = sent_email(&t.ledger(), &format!("{}-unread", t.tag)).await;
+    let body = delivered_report(&id, "local-1");
+    let now = Utc::now().timestamp();
+    let sig = provider_key(&t).await.sign(now, body.as_bytes());
+    let one_click = [("content-type", "application/x-www-form-urlencoded")];
+
+    // Both secrets unreadable (here: no such secret; in AWS also a missing permission, a
+    // deleted secret, a disabled KMS key, throttling): the caller is asked to retry.
+    let missing = t.missing_secret();
+    let unreadable =
+        webhook_config(&t, &[("HERALD_UNSUBSCRIBE_KEY_SECRET", &missing), ("HERALD_WEBHOOK_SECRETS_SECRET", &missing)]);
+    let deps = deps_with(&t, FakeSns::default(), &unreadable);
+    let target = format!("/unsubscribe?t={token}");
+    assert_eq!(call(&deps, "GET", &target, &[], b"").await.0, 503);
+    assert_eq!(call(&deps, "POST", &target, &one_click, b"List-Unsubscribe=One-Click").await.0, 503);
+    assert_eq!(post_report(&deps, LOCAL_PROVIDER, Some(now), Some(&sig), body.as_bytes()).await, 503);
+    assert_eq!(news_consent(&t, &who).await, None);
+    assert!(drain_receipts_queue(&t).await.is_empty());
+    let client = aws_sdk_secretsmanager::Client::new(&t.sdk);
+    let ttl = std::time::Duration::from_secs(60);
+    let err = SecretsManagerSecret::new(client.clone(), &missing, ttl, webhooks::parse_providers).current().await;
+    let err = err.expect_err("no such secret");
+    assert!(err.is_retryable() && err.to_string().contains(&missing), "{err}");
+
+    // Readable again: the same signed request goes through (the refusal did not use it up).
+    let deps = webhook_deps(&t, FakeSns::default());
+    assert_eq!(post_report(&deps, LOCAL_PROVIDER, Some(now), Some(&sig), body.as_bytes()).await, 200);
+
+    // Malformed values: a 503 too, and an error that names the secret, never the value.
+    let arn = t.stack.secret(PROVIDER_SECRETS).unwrap().to_owned();
+    for value in [r#"{"local": "tiny-secret-1"}"#, "local=tiny-secret-1", r#"["tiny-secret-1"]"#] {
+        put_secret(&t, PROVIDER_SECRETS, value).await;
+        let deps = webhook_deps(&t, FakeSns::default());
+        assert_eq!(post_report(&deps, LOCAL_PROVIDER, Some(now), Some(&sig), body.as_bytes()).await, 503, "{value}");
+        let read = SecretsManagerSecret::new(client.clone(), &arn, ttl, webhooks::parse_providers).current().await;
+        let err = read.expect_err("malformed").to_string();
+        assert!(err.contains(&arn) && err.contains("malformed"), "{err}");
+        assert!(!err.contains("tiny-secret-1"), "the error shows the value: {err}");
+    }
+}
+
+// ---------------------------------------------------------------- one-click unsubscribe
+
+/// The key as the stack holds it (generated by the local runner as CloudFormation would).
+async fn unsubscribe_key(t: &TestStack) -> UnsubscribeKey {
+    let key = t.stack.secret_value(&t.sdk, UNSUBSCRIBE_KEY).await.unwrap();
+    assert_eq!(key.len(), 64, "the template asks for 64 characters");
+    UnsubscribeKey::new(key).unwrap()
+}
+
+async fn link_for(t: &TestStack, who: &str, expires_in: TimeDelta) -> String {
     let u = Unsubscribe {
         recipient: RecipientId::new(who).unwrap(),
         channel: Channel::Email,
         topic: Some(Topic::new("news").unwrap()),
         expires_at: Utc::now() + expires_in,
     };
-    unsubscribe::sign(&u, &unsubscribe_key(t))
+    unsubscribe::sign(&u, &unsubscribe_key(t).await)
 }
 
-async fn news_consent(t: &TestStack, who: &str) -> Option<(bool, String)> {
+pub(crate) async fn news_consent(t: &TestStack, who: &str) -> Option<(bool, String)> {
     let store = DynamoRecipients::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("RecipientsTable"));
     let r = RecipientStore::get(&store, &RecipientId::new(who).unwrap()).await.unwrap()?;
     let scope = ConsentScope { channel: Channel::Email, topic: Some(Topic::new("news").unwrap()) };
@@ -450,7 +559,7 @@ async fn one_click_unsubscribe_revokes_the_signed_consent_and_nothing_else() {
     let t = TestStack::without_functions().await;
     let deps = webhook_deps(&t, FakeSns::default());
     let (ana, bob) = (format!("ana-{}", t.tag), format!("bob-{}", t.tag));
-    let token = link_for(&t, &ana, TimeDelta::days(30));
+    let token = link_for(&t, &ana, TimeDelta::days(30)).await;
     let one_click = [("content-type", "application/x-www-form-urlencoded")];
 
     // A mail scanner following the link changes nothing.
@@ -464,7 +573,7 @@ async fn one_click_unsubscribe_revokes_the_signed_consent_and_nothing_else() {
     let text = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.replace(&ana, &bob));
     let forged = format!("{forged_payload}.{tag}");
-    let expired = link_for(&t, &ana, TimeDelta::seconds(-1));
+    let expired = link_for(&t, &ana, TimeDelta::seconds(-1)).await;
     let body = b"List-Unsubscribe=One-Click";
     for (label, target, body, status) in [
         ("altered token", format!("/unsubscribe?t={forged}"), &body[..], 403),
@@ -504,7 +613,7 @@ async fn the_local_function_url_serves_the_webhook_function_over_http() {
     let web = herald_cli::web::WebFront::start(&t.stack, &t.sdk).await.unwrap();
     let url = web.url("WebhooksFunction").expect("the webhook function is served").to_owned();
     let who = format!("cy-{}", t.tag);
-    let token = link_for(&t, &who, TimeDelta::days(1));
+    let token = link_for(&t, &who, TimeDelta::days(1)).await;
 
     let (status, page) = http(&url, &format!("GET /unsubscribe?t={token} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
     assert_eq!(status, 200, "{page}");

@@ -30,7 +30,9 @@ pub async fn sdk_for(endpoint: &str) -> SdkConfig {
 }
 
 /// Creates what a team creates by hand before deploying (the SES identity, the SNS
-/// platform applications), then the stack from `template.yaml`, then uploads the templates.
+/// platform applications), then the stack from `template.yaml`, then does what the team
+/// does after the deploy: puts a custom provider in the providers' secret and uploads the
+/// templates.
 pub async fn provision(sdk: &SdkConfig, root: &Path, prefix: &str) -> anyhow::Result<Stack> {
     provision_with_web_port(sdk, root, prefix, 0).await
 }
@@ -73,12 +75,16 @@ pub async fn provision_with_web_port(
             .context("no platform application ARN")?;
         overrides.insert(param.to_owned(), arn);
     }
-    // Secrets a deployment is given: fresh ones for each local stack (tests read them
-    // back from `stack.params`; `herald local` prints them).
-    overrides.insert("UnsubscribeKey".to_owned(), local_secret(prefix, "unsubscribe"));
-    let provider = serde_json::json!({ LOCAL_PROVIDER: local_secret(prefix, "provider") });
-    overrides.insert("WebhookProviderSecrets".to_owned(), provider.to_string());
     let stack = stack::create(sdk, &template, prefix, LocalParams { overrides, web_port }).await?;
+    // `aws secretsmanager put-secret-value`, with a fresh provider secret for each local stack
+    // (tests read it back with `stack.secret_value`; `herald local` prints it).
+    let providers = serde_json::json!({ LOCAL_PROVIDER: local_secret(prefix) });
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .put_secret_value()
+        .secret_id(stack.secret(PROVIDER_SECRETS)?)
+        .secret_string(providers.to_string())
+        .send()
+        .await?;
 
     let table = stack.tables.get("TemplatesTable").context("the template declares no TemplatesTable")?;
     let store = DynamoTemplates::new(aws_sdk_dynamodb::Client::new(sdk), table, Duration::from_secs(60));
@@ -91,15 +97,19 @@ pub async fn provision_with_web_port(
     Ok(stack)
 }
 
-/// The custom provider a local stack accepts reports from (its secret is in
-/// `stack.params["WebhookProviderSecrets"]`).
+/// The custom provider a local stack accepts reports from (its secret is in the
+/// [`PROVIDER_SECRETS`] secret).
 pub const LOCAL_PROVIDER: &str = "local";
 
+/// The template's secrets, by logical id: the custom providers' and the unsubscribe key.
+pub const PROVIDER_SECRETS: &str = "WebhookProviderSecrets";
+pub const UNSUBSCRIBE_KEY: &str = "UnsubscribeKey";
+
 /// A secret for a local stack: 64 hex digits, different for every stack and run.
-fn local_secret(prefix: &str, purpose: &str) -> String {
+fn local_secret(prefix: &str) -> String {
     use sha2::{Digest, Sha256};
     let seed = format!(
-        "{prefix}|{purpose}|{}|{}|{:?}",
+        "{prefix}|{}|{}|{:?}",
         std::process::id(),
         Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         std::time::Instant::now()

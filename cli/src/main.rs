@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use herald_cli::local::{Local, repo_root};
+use herald_cli::local::{Local, PROVIDER_SECRETS, UNSUBSCRIBE_KEY, repo_root};
 use std::path::PathBuf;
 
 /// Herald: run the pipeline locally, check templates, read the ledger.
@@ -88,12 +88,14 @@ async fn main() -> anyhow::Result<()> {
             println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
             println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
             println!("HERALD_WEBHOOK_URL={}", local.web.url("WebhooksFunction").context("WebhooksFunction URL")?);
-            // Local secrets, so a developer can sign unsubscribe links and provider reports.
-            for (param, var) in
-                [("UnsubscribeKey", "HERALD_UNSUBSCRIBE_KEY"), ("WebhookProviderSecrets", "HERALD_WEBHOOK_SECRETS")]
+            // This run's secrets, read back from the local Secrets Manager, so a developer can
+            // sign unsubscribe links and provider reports (and add a provider to the secret).
+            for (secret, var) in
+                [(UNSUBSCRIBE_KEY, "HERALD_UNSUBSCRIBE_KEY"), (PROVIDER_SECRETS, "HERALD_WEBHOOK_SECRETS")]
             {
-                println!("{var}={}", local.stack.params.get(param).map(String::as_str).unwrap_or_default());
+                println!("{var}={}", local.stack.secret_value(&local.sdk, secret).await?);
             }
+            println!("HERALD_WEBHOOK_SECRETS_SECRET={}", local.stack.secret(PROVIDER_SECRETS)?);
             println!("# Herald is running; publish to the ingest queue (any credentials work). Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             local.runner.stop().await;

@@ -71,6 +71,8 @@ pub struct Stack {
     pub tables: BTreeMap<String, String>,
     pub topics: BTreeMap<String, String>,
     pub config_sets: BTreeMap<String, String>,
+    /// Secrets Manager secrets' ARNs (what `!Ref` gives), by logical id.
+    pub secrets: BTreeMap<String, String>,
     /// Local URLs of the functions with a `FunctionUrlConfig`, by function logical id,
     /// chosen before the functions are resolved so `!GetAtt <Function>Url.FunctionUrl` works.
     pub function_urls: BTreeMap<String, String>,
@@ -117,7 +119,7 @@ impl Stack {
         if let Some(q) = self.queues.get(name) {
             return Ok(q.url.clone());
         }
-        if let Some(t) = self.tables.get(name).or_else(|| self.topics.get(name)).or_else(|| self.config_sets.get(name))
+        if let Some(t) = [&self.tables, &self.topics, &self.config_sets, &self.secrets].iter().find_map(|m| m.get(name))
         {
             return Ok(t.clone());
         }
@@ -204,6 +206,24 @@ impl Stack {
     pub fn queue(&self, logical_id: &str) -> anyhow::Result<&Queue> {
         self.queues.get(logical_id).with_context(|| format!("no queue {logical_id} in the template"))
     }
+
+    /// The ARN of a secret the template declares, by logical id.
+    pub fn secret(&self, logical_id: &str) -> anyhow::Result<&str> {
+        self.secrets
+            .get(logical_id)
+            .map(String::as_str)
+            .with_context(|| format!("no secret {logical_id} in the template"))
+    }
+
+    /// A secret's current value, read as the functions read it.
+    pub async fn secret_value(&self, sdk: &SdkConfig, logical_id: &str) -> anyhow::Result<String> {
+        let out = aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(self.secret(logical_id)?)
+            .send()
+            .await?;
+        out.secret_string.with_context(|| format!("secret {logical_id} has no SecretString"))
+    }
 }
 
 /// Reads `template.yaml`.
@@ -230,7 +250,7 @@ pub struct LocalParams {
     pub web_port: u16,
 }
 
-/// Creates every queue, table, topic, subscription and SES configuration set the
+/// Creates every queue, table, topic, subscription, SES configuration set and secret the
 /// template declares, named `<prefix><LogicalId>`, and resolves every function.
 pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: LocalParams) -> anyhow::Result<Stack> {
     let region = sdk.region().map(ToString::to_string).unwrap_or_else(|| "us-east-1".into());
@@ -250,6 +270,7 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let sns = aws_sdk_sns::Client::new(sdk);
     let ses = aws_sdk_sesv2::Client::new(sdk);
+    let secretsmanager = aws_sdk_secretsmanager::Client::new(sdk);
 
     // Queues: dead-letter queues first, so redrive policies can name them.
     let mut queues: Vec<_> = all.iter().filter(|(_, t, _)| t == "AWS::SQS::Queue").collect();
@@ -316,6 +337,30 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
         stack.config_sets.insert(id.clone(), name);
     }
 
+    // Secrets: a given value, or one drawn as CloudFormation draws it (GetRandomPassword).
+    for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::SecretsManager::Secret") {
+        let name = format!("{prefix}{id}");
+        let value = match (props.get("SecretString"), props.get("GenerateSecretString")) {
+            (Some(value), None) => stack.resolve(value)?,
+            (None, Some(spec)) => {
+                random_password(&secretsmanager, &stack, spec).await.with_context(|| format!("secret {id}"))?
+            }
+            _ => bail!("{id}: one of SecretString and GenerateSecretString"),
+        };
+        let description = props.get("Description").map(|d| stack.resolve(d)).transpose()?;
+        let arn = secretsmanager
+            .create_secret()
+            .name(&name)
+            .set_description(description)
+            .secret_string(value)
+            .send()
+            .await
+            .with_context(|| format!("creating secret {name}"))?
+            .arn
+            .context("no secret ARN")?;
+        stack.secrets.insert(id.clone(), arn);
+    }
+
     // Function URLs: a loopback port each, reserved now and served by the local web front.
     let mut web_port = local.web_port;
     for (id, _, _) in
@@ -329,6 +374,26 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
     }
     stack.functions = functions(&stack, template, &all)?;
     Ok(stack)
+}
+
+/// A `GenerateSecretString` value. Only the properties Herald's template uses: another
+/// one fails here rather than be ignored.
+async fn random_password(
+    client: &aws_sdk_secretsmanager::Client,
+    stack: &Stack,
+    spec: &Value,
+) -> anyhow::Result<String> {
+    let mut req = client.get_random_password();
+    for (key, value) in spec.as_mapping().context("GenerateSecretString")? {
+        let value = stack.resolve(value)?;
+        req = match key.as_str().unwrap_or_default() {
+            "PasswordLength" => req.password_length(value.parse()?),
+            "ExcludePunctuation" => req.exclude_punctuation(value == "true"),
+            "ExcludeCharacters" => req.exclude_characters(value),
+            other => bail!("GenerateSecretString.{other} is not supported by the local runner"),
+        };
+    }
+    req.send().await?.random_password.context("no random password")
 }
 
 async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<()> {

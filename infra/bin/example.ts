@@ -8,7 +8,7 @@
 // template.yaml's Tracing=Active; default off, as Tracing=Disabled. `make infra-test` synthesizes both.
 
 import * as path from 'path';
-import { App, CfnOutput, SecretValue, Stack, Validations } from 'aws-cdk-lib';
+import { App, CfnOutput, Stack, Validations } from 'aws-cdk-lib';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { Herald } from '../lib';
@@ -32,8 +32,6 @@ const herald = new Herald(stack, 'Herald', {
     apnsSandboxPlatformApplicationArn: `arn:aws:sns:${region}:${account}:app/APNS_SANDBOX/herald-example`,
     fcmPlatformApplicationArn: `arn:aws:sns:${region}:${account}:app/GCM/herald-example`,
   },
-  // Create the secret first (at least 32 random characters); synth only refers to it.
-  unsubscribeKey: SecretValue.secretsManager('herald/unsubscribe-key'),
   alarmTopic: sns.Topic.fromTopicArn(stack, 'AlarmTopic', `arn:aws:sns:${region}:${account}:herald-alarms`),
   tracing: String(app.node.tryGetContext('tracing')) === 'true',
 });
@@ -52,6 +50,7 @@ output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configura
 output('LedgerTableName', herald.ledgerTable.tableName, 'DynamoDB message ledger table.');
 output('TemplatesTableName', herald.templatesTable.tableName, 'Where `herald templates push --table` uploads templates and campaigns.');
 output('WebhookUrl', herald.webhookUrl, "Herald's HTTPS endpoint: <url>sns for SNS HTTPS subscriptions, <url>providers/<name> for custom providers, <url>unsubscribe for one-click unsubscribe links.");
+output('WebhookProviderSecretsArn', herald.webhookProviderSecrets.secretArn, 'Secrets Manager secret of the custom webhook providers, {"<name>": "<shared secret>"}: aws secretsmanager put-secret-value --secret-id <arn> --secret-string \'{"acme": "..."}\'');
 
 // cdk-nag's AwsSolutions rules: any finding that is not acknowledged (with its reason, in
 // lib/herald.ts) fails the synth.

@@ -22,7 +22,8 @@ How the two are compared
     queue read by function ingest      the queue of a function's event source mapping
     queue in env HERALD_X_QUEUE_URL    a queue only named by an environment variable
     dead-letter queue of «queue ...»   the target of a queue's RedrivePolicy
-    table in env HERALD_LEDGER_TABLE   a table named by an environment variable
+    table in env HERALD_LEDGER_TABLE   a table named by an environment variable (a topic, a
+                                       secret likewise: secret in env HERALD_X_SECRET)
     SES events topic                   the SNS destination of the SES configuration set
     topic 'Herald push events'         any other topic, by DisplayName
     log group of «function ingest», event source «queue ...» -> «function ...»,
@@ -67,10 +68,7 @@ SAM_PARAMETERS = {
     "ApnsSandboxPlatformApplicationArn": "arn:aws:sns:us-east-1:123456789012:app/APNS_SANDBOX/herald-example",
     "FcmPlatformApplicationArn": "arn:aws:sns:us-east-1:123456789012:app/GCM/herald-example",
     "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:herald-alarms",
-    # Parameters without a default need a value here (and the same in bin/example.ts). The
-    # example passes SecretValue.secretsManager('herald/unsubscribe-key'), which synthesizes to
-    # this dynamic reference; only the text is compared.
-    "UnsubscribeKey": "{{resolve:secretsmanager:herald/unsubscribe-key:SecretString:::}}",
+    # A parameter without a default would need a value here (and the same in bin/example.ts).
 }
 # The example stack's environment (bin/example.ts); pseudo parameters resolve to these on both sides.
 PSEUDO = {
@@ -363,7 +361,8 @@ def assign_roles(resources: dict[str, dict], artifacts: dict[str, str], side: st
         if source and fn in roles:
             kind = {"AWS::SQS::Queue": "queue", "AWS::DynamoDB::Table": "table"}.get(resources[source]["Type"], "source")
             give(source, f"{kind} read by {roles[fn]}")
-    for kind, type_ in (("queue", "AWS::SQS::Queue"), ("table", "AWS::DynamoDB::Table"), ("topic", "AWS::SNS::Topic")):
+    for kind, type_ in (("queue", "AWS::SQS::Queue"), ("table", "AWS::DynamoDB::Table"), ("topic", "AWS::SNS::Topic"),
+                        ("secret", "AWS::SecretsManager::Secret")):
         for logical_id in by_type[type_]:
             if logical_id in env:
                 give(logical_id, f"{kind} in env {sorted(env[logical_id])[0]}")

@@ -3,7 +3,7 @@
 //! - [`domain`]: pure rules and values (no I/O, no clock: time is an argument).
 //! - [`contract`]: the ingest contract v1 that producers publish (mirrors `schema/ingest-v1.json`).
 //! - [`ports`]: the capabilities handlers need, as traits.
-//! - [`aws`]: DynamoDB, SQS, SES v2 and SNS adapters behind those ports (feature-gated per SDK).
+//! - [`aws`]: DynamoDB, SQS, SES v2, SNS and Secrets Manager adapters behind those ports (feature-gated per SDK).
 //! - [`lambda`]: SQS batch glue, tracing and metrics for the Lambda binaries.
 
 pub mod config;

@@ -502,6 +502,15 @@ pub trait ReceiptInbox: Send + Sync {
     fn put(&self, body: &str) -> impl Future<Output = PortResult<()>> + Send;
 }
 
+/// A secret kept out of the function's configuration (in Secrets Manager), as the value the
+/// handler uses: a signing key, a map of keys. Read when first needed, not at start-up, then
+/// kept for a while, so a new value reaches running functions without a redeploy.
+pub trait Secret<T>: Send + Sync {
+    /// The current value. An error when it cannot be read now or does not parse: a reason to
+    /// retry later, never to give up on a message. The error names the secret, never its value.
+    fn current(&self) -> impl Future<Output = PortResult<Arc<T>>> + Send;
+}
+
 /// HTTPS GETs to SNS: signing certificates and subscription confirmations. The caller
 /// checks every URL against the SNS host pattern first.
 pub trait CertFetcher: Send + Sync {

@@ -1,14 +1,17 @@
 //! The AWS wiring of the webhook function.
 
 use crate::sns::SnsVerifier;
-use crate::{Config, Deps};
+use crate::{Config, Deps, ProviderKeys, Secrets, parse_providers};
 use herald::aws::SdkConfig;
 use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
 use herald::aws::https::HttpsFetcher;
+use herald::aws::secretsmanager::{SECRET_TTL, SecretsManagerSecret};
 use herald::aws::sqs::SqsReceiptInbox;
+use herald::domain::unsubscribe::UnsubscribeKey;
 use std::time::Duration;
 
-pub type AwsDeps = Deps<HttpsFetcher, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard>;
+pub type AwsSecrets = Secrets<SecretsManagerSecret<UnsubscribeKey>, SecretsManagerSecret<ProviderKeys>>;
+pub type AwsDeps = Deps<HttpsFetcher, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets>;
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
@@ -18,6 +21,18 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
         receipts: SqsReceiptInbox::new(aws_sdk_sqs::Client::new(sdk), &config.receipts_queue_url),
         replay: DynamoReplayGuard::new(dynamodb, &config.ledger.table),
+        secrets: secrets(sdk, config, SECRET_TTL),
         settings: config.settings.clone(),
+    }
+}
+
+/// The two secrets, each read when a request first needs it and kept for `ttl`.
+pub fn secrets(sdk: &SdkConfig, config: &Config, ttl: Duration) -> AwsSecrets {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    Secrets {
+        unsubscribe_key: SecretsManagerSecret::new(client.clone(), &config.unsubscribe_key_secret, ttl, |raw| {
+            UnsubscribeKey::new(raw)
+        }),
+        providers: SecretsManagerSecret::new(client, &config.provider_secrets_secret, ttl, parse_providers),
     }
 }

@@ -15,7 +15,11 @@
 //!
 //! Refusals: 400 malformed, 401 unsigned (or no secret for that provider), 403
 //! forged, stale, replayed or from an untrusted source, 404/405 elsewhere, 503
-//! when a store is unavailable (the sender retries).
+//! when a store or a secret is unavailable (the sender retries).
+//!
+//! The unsubscribe key and the providers' secrets are in Secrets Manager, read when a
+//! request first needs them and kept for a few minutes: a provider added to the secret
+//! is accepted without a redeploy.
 
 pub mod sns;
 
@@ -35,6 +39,7 @@ use herald::metrics;
 use herald::ports::*;
 use sns::{SnsVerifier, VerifyError};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The consent source recorded for a one-click unsubscribe.
 pub const UNSUBSCRIBE_SOURCE: &str = "one-click-unsubscribe";
@@ -47,15 +52,16 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub recipients_table: String,
     pub receipts_queue_url: String,
+    /// The secret (ARN) holding the key that signs unsubscribe links.
+    pub unsubscribe_key_secret: String,
+    /// The secret (ARN) holding the custom providers' secrets (see [`parse_providers`]).
+    pub provider_secrets_secret: String,
     pub settings: Settings,
 }
 
-/// What the handler checks requests against.
+/// What the handler checks requests against, besides the secrets.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub unsubscribe_key: UnsubscribeKey,
-    /// Custom providers' secrets, by the name in their path.
-    pub providers: HashMap<String, ProviderKey>,
     /// The SNS topics whose messages are accepted: a valid SNS signature proves
     /// SNS sent the message, not whose topic it came from.
     pub sns_topics: Vec<String>,
@@ -63,31 +69,6 @@ pub struct Settings {
 
 impl Config {
     pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
-        let key = required(get, "HERALD_UNSUBSCRIBE_KEY")?;
-        let unsubscribe_key =
-            UnsubscribeKey::new(key.as_bytes()).map_err(|e| ConfigError(format!("HERALD_UNSUBSCRIBE_KEY: {e}")))?;
-        let providers = match optional(get, "HERALD_WEBHOOK_SECRETS") {
-            None => HashMap::new(),
-            Some(raw) => {
-                let secrets: HashMap<String, String> = serde_json::from_str(&raw).map_err(|_| {
-                    ConfigError("HERALD_WEBHOOK_SECRETS must be a JSON object of provider name to secret".into())
-                })?;
-                let mut providers = HashMap::new();
-                for (name, secret) in secrets {
-                    let valid_name =
-                        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-                    if !valid_name {
-                        return Err(ConfigError(format!(
-                            "HERALD_WEBHOOK_SECRETS: provider name {name:?} must be letters, digits, - or _"
-                        )));
-                    }
-                    let key = ProviderKey::new(&secret)
-                        .map_err(|e| ConfigError(format!("HERALD_WEBHOOK_SECRETS[{name}]: {e}")))?;
-                    providers.insert(name, key);
-                }
-                providers
-            }
-        };
         let sns_topics = optional(get, "HERALD_SNS_TOPIC_ARNS")
             .map(|raw| raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
@@ -95,18 +76,60 @@ impl Config {
             ledger: LedgerConfig::from_lookup(get)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
             receipts_queue_url: required(get, "HERALD_RECEIPTS_QUEUE_URL")?,
-            settings: Settings { unsubscribe_key, providers, sns_topics },
+            unsubscribe_key_secret: required(get, "HERALD_UNSUBSCRIBE_KEY_SECRET")?,
+            provider_secrets_secret: required(get, "HERALD_WEBHOOK_SECRETS_SECRET")?,
+            settings: Settings { sns_topics },
         })
     }
 }
 
+/// Custom providers' keys, by the name in their path.
+pub type ProviderKeys = HashMap<String, ProviderKey>;
+
+/// The providers' secret as stored: a JSON object of provider name to shared secret
+/// (16 bytes or more). An error names a provider at most, never a secret.
+pub fn parse_providers(raw: &str) -> Result<ProviderKeys, String> {
+    let secrets: HashMap<String, String> = serde_json::from_str(raw)
+        .map_err(|_| "it must be a JSON object of provider name to secret (a string)".to_owned())?;
+    let mut providers = HashMap::new();
+    for (name, secret) in secrets {
+        let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !valid_name {
+            return Err(format!("provider name {name:?} must be letters, digits, - or _"));
+        }
+        let key = ProviderKey::new(&secret).map_err(|e| format!("provider {name}: {e}"))?;
+        providers.insert(name, key);
+    }
+    Ok(providers)
+}
+
+/// The webhook function's two secrets.
+pub struct Secrets<U, P> {
+    pub unsubscribe_key: U,
+    pub providers: P,
+}
+
+impl<U: Secret<UnsubscribeKey>, P: Send + Sync> Secret<UnsubscribeKey> for Secrets<U, P> {
+    fn current(&self) -> impl Future<Output = PortResult<Arc<UnsubscribeKey>>> + Send {
+        self.unsubscribe_key.current()
+    }
+}
+
+impl<U: Send + Sync, P: Secret<ProviderKeys>> Secret<ProviderKeys> for Secrets<U, P> {
+    fn current(&self) -> impl Future<Output = PortResult<Arc<ProviderKeys>>> + Send {
+        self.providers.current()
+    }
+}
+
 /// What the webhook function needs: SNS signature checks (with their certificate
-/// fetcher), consents, the receipts queue and the replay guard.
-pub struct Deps<F, R, Q, G> {
+/// fetcher), consents, the receipts queue, the replay guard and the secrets (both
+/// [`Secret<UnsubscribeKey>`] and [`Secret<ProviderKeys>`], such as [`Secrets`]).
+pub struct Deps<F, R, Q, G, S> {
     pub sns: SnsVerifier<F>,
     pub recipients: R,
     pub receipts: Q,
     pub replay: G,
+    pub secrets: S,
     pub settings: Settings,
 }
 
@@ -227,8 +250,8 @@ fn short(err: &PortError) -> &'static str {
 
 // ---------------------------------------------------------------- the handler
 
-pub async fn handler<F, R, Q, G>(
-    deps: &Deps<F, R, Q, G>,
+pub async fn handler<F, R, Q, G, S>(
+    deps: &Deps<F, R, Q, G, S>,
     event: lambda_runtime::LambdaEvent<LambdaFunctionUrlRequest>,
 ) -> Result<LambdaFunctionUrlResponse, lambda_runtime::Error>
 where
@@ -236,6 +259,7 @@ where
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
+    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
 {
     let response = match WebRequest::from_function_url(event.payload) {
         Ok(request) => handle(deps, &request, Utc::now()).await,
@@ -245,12 +269,13 @@ where
 }
 
 /// Routes one request and turns the outcome into a response.
-pub async fn handle<F, R, Q, G>(deps: &Deps<F, R, Q, G>, request: &WebRequest, now: DateTime<Utc>) -> WebResponse
+pub async fn handle<F, R, Q, G, S>(deps: &Deps<F, R, Q, G, S>, request: &WebRequest, now: DateTime<Utc>) -> WebResponse
 where
     F: CertFetcher,
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
+    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
 {
     let path = request.path.trim_end_matches('/');
     let (route, result) = if request.body.len() > MAX_BODY {
@@ -261,7 +286,7 @@ where
             ("POST", p) if p.starts_with("/providers/") => {
                 ("provider", provider(deps, &p["/providers/".len()..], request, now).await)
             }
-            ("GET" | "HEAD", "/unsubscribe") => ("unsubscribe", unsubscribe_page(deps, request, now)),
+            ("GET" | "HEAD", "/unsubscribe") => ("unsubscribe", unsubscribe_page(deps, request, now).await),
             ("POST", "/unsubscribe") => ("unsubscribe", unsubscribe(deps, request, now).await),
             (_, "/sns" | "/unsubscribe") => ("request", Err(Refusal::MethodNotAllowed)),
             (_, p) if p.starts_with("/providers/") => ("request", Err(Refusal::MethodNotAllowed)),
@@ -298,7 +323,7 @@ fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
 
 // ---------------------------------------------------------------- SNS
 
-async fn sns<F, R, Q, G>(deps: &Deps<F, R, Q, G>, request: &WebRequest) -> Result<WebResponse, Refusal>
+async fn sns<F, R, Q, G, S>(deps: &Deps<F, R, Q, G, S>, request: &WebRequest) -> Result<WebResponse, Refusal>
 where
     F: CertFetcher,
     Q: ReceiptInbox,
@@ -344,8 +369,8 @@ where
 
 // ---------------------------------------------------------------- custom providers
 
-async fn provider<F, R, Q, G>(
-    deps: &Deps<F, R, Q, G>,
+async fn provider<F, R, Q, G, S>(
+    deps: &Deps<F, R, Q, G, S>,
     name: &str,
     request: &WebRequest,
     now: DateTime<Utc>,
@@ -353,12 +378,11 @@ async fn provider<F, R, Q, G>(
 where
     Q: ReceiptInbox,
     G: ReplayGuard,
+    S: Secret<ProviderKeys>,
 {
-    let key = deps
-        .settings
-        .providers
-        .get(name)
-        .ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
+    let providers = deps.secrets.current().await.map_err(Refusal::unavailable)?;
+    let key =
+        providers.get(name).ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
     let signature = request.header(webhook::SIGNATURE_HEADER);
     let signed_at =
         key.verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now).map_err(|e| match e {
@@ -392,13 +416,14 @@ where
 
 // ---------------------------------------------------------------- one-click unsubscribe
 
-fn token<F, R, Q, G>(
-    deps: &Deps<F, R, Q, G>,
+async fn token<F, R, Q, G, S: Secret<UnsubscribeKey>>(
+    deps: &Deps<F, R, Q, G, S>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<Unsubscribe, Refusal> {
     let raw = request.query.get("t").ok_or_else(|| Refusal::Malformed("the link carries no token".into()))?;
-    unsubscribe::verify(raw, &deps.settings.unsubscribe_key, now).map_err(|e| match e {
+    let key = deps.secrets.current().await.map_err(Refusal::unavailable)?;
+    unsubscribe::verify(raw, &key, now).map_err(|e| match e {
         TokenError::Malformed => Refusal::Malformed(e.to_string()),
         TokenError::BadSignature | TokenError::Expired => Refusal::Forbidden(e.to_string()),
     })
@@ -412,12 +437,12 @@ fn scope(u: &Unsubscribe) -> String {
 }
 
 /// GET changes nothing: mail scanners follow links. The page posts the one-click form.
-fn unsubscribe_page<F, R, Q, G>(
-    deps: &Deps<F, R, Q, G>,
+async fn unsubscribe_page<F, R, Q, G, S: Secret<UnsubscribeKey>>(
+    deps: &Deps<F, R, Q, G, S>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<WebResponse, Refusal> {
-    let u = token(deps, request, now)?;
+    let u = token(deps, request, now).await?;
     let token = request.query.get("t").map(|t| escape(t)).unwrap_or_default();
     let body = format!(
         "<p>Stop receiving {}?</p>\
@@ -429,15 +454,16 @@ fn unsubscribe_page<F, R, Q, G>(
     Ok(WebResponse::html(200, page("Unsubscribe", &body)))
 }
 
-async fn unsubscribe<F, R, Q, G>(
-    deps: &Deps<F, R, Q, G>,
+async fn unsubscribe<F, R, Q, G, S>(
+    deps: &Deps<F, R, Q, G, S>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<WebResponse, Refusal>
 where
     R: RecipientStore,
+    S: Secret<UnsubscribeKey>,
 {
-    let u = token(deps, request, now)?;
+    let u = token(deps, request, now).await?;
     if !is_one_click(&request.body) {
         return Err(Refusal::Malformed("the body must be List-Unsubscribe=One-Click (RFC 8058)".into()));
     }
@@ -517,33 +543,48 @@ mod tests {
     }
 
     #[test]
-    fn configuration_is_read_once_and_refuses_weak_secrets() {
-        let env = |extra: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                let base = [
-                    ("HERALD_LEDGER_TABLE", "ledger"),
-                    ("HERALD_RECIPIENTS_TABLE", "recipients"),
-                    ("HERALD_RECEIPTS_QUEUE_URL", "http://q"),
-                    ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
-                ];
-                extra.iter().chain(base.iter()).find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
-            }
+    fn configuration_names_the_secrets_and_holds_none() {
+        let env = |name: &str| {
+            [
+                ("HERALD_LEDGER_TABLE", "ledger"),
+                ("HERALD_RECIPIENTS_TABLE", "recipients"),
+                ("HERALD_RECEIPTS_QUEUE_URL", "http://q"),
+                ("HERALD_UNSUBSCRIBE_KEY_SECRET", "arn:key"),
+                ("HERALD_WEBHOOK_SECRETS_SECRET", "arn:providers"),
+                ("HERALD_SNS_TOPIC_ARNS", "arn:a, ,arn:b,"),
+            ]
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
         };
-        let ok = env(&[
-            ("HERALD_WEBHOOK_SECRETS", r#"{"acme": "a secret of sixteen+ bytes"}"#),
-            ("HERALD_SNS_TOPIC_ARNS", "arn:a, ,arn:b,"),
-        ]);
-        let c = Config::from_lookup(&ok).unwrap();
+        let c = Config::from_lookup(&env).unwrap();
         assert_eq!(c.settings.sns_topics, ["arn:a", "arn:b"]);
-        assert!(c.settings.providers.contains_key("acme"));
-        assert!(!format!("{c:?}").contains("sixteen"), "secrets never print");
-        for bad in [
-            env(&[("HERALD_UNSUBSCRIBE_KEY", "short")]),
-            env(&[("HERALD_WEBHOOK_SECRETS", "acme=x")]),
-            env(&[("HERALD_WEBHOOK_SECRETS", r#"{"acme": "short"}"#)]),
-            env(&[("HERALD_WEBHOOK_SECRETS", r#"{"a/b": "a secret of sixteen+ bytes"}"#)]),
+        assert_eq!(
+            (c.unsubscribe_key_secret.as_str(), c.provider_secrets_secret.as_str()),
+            ("arn:key", "arn:providers")
+        );
+        let without_providers = |name: &str| env(name).filter(|_| name != "HERALD_WEBHOOK_SECRETS_SECRET");
+        assert!(Config::from_lookup(&without_providers).is_err());
+    }
+
+    #[test]
+    fn provider_secrets_parse_and_their_errors_never_quote_a_secret() {
+        let providers = parse_providers(r#"{"acme": "a secret of sixteen+ bytes", "b-2_c": "another long secret"}"#);
+        let providers = providers.unwrap();
+        assert_eq!(providers.len(), 2);
+        assert!(!format!("{providers:?}").contains("sixteen"), "keys never print");
+        assert!(parse_providers("{}").unwrap().is_empty());
+        for (raw, says) in [
+            (r#"{"acme": "hunter2"}"#, "provider acme"),
+            (r#"{"a/b": "hunter2 hunter2 hunter2"}"#, "\"a/b\""),
+            (r#"{"acme": ["hunter2 hunter2 hunter2"]}"#, "JSON object"),
+            (r#"{"acme": "hunter2 hunter2 hunter2""#, "JSON object"),
+            ("acme=hunter2 hunter2 hunter2", "JSON object"),
+            (r#""hunter2 hunter2 hunter2""#, "JSON object"),
         ] {
-            assert!(Config::from_lookup(&bad).is_err());
+            let err = parse_providers(raw).unwrap_err();
+            assert!(err.contains(says), "{raw}: {err}");
+            assert!(!err.contains("hunter2"), "{raw}: the error quotes the secret: {err}");
         }
     }
 }

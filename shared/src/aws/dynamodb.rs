@@ -4,6 +4,7 @@
 //! request and items stay under 1 KB: the ledger holds ids and statuses, never
 //! addresses or the request's data.
 
+use crate::aws::cache::TtlCache;
 use crate::aws::classify;
 use crate::contract::{ConsentSource, Kind, Locale, SetConsent, TimeZone, UpsertRecipient};
 use crate::domain::campaign::CampaignDoc;
@@ -21,8 +22,8 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, DurationRound, NaiveTime, Utc};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -1131,42 +1132,15 @@ impl CapCounter for DynamoCaps {
 
 // ============================================================== templates
 
-/// A document as last read (or its absence), and when.
-type Entry<V> = (Instant, Option<Arc<V>>);
-
-/// Documents as last read from the table (their absence included), kept for `ttl`.
-#[derive(Debug)]
-struct TtlCache<K, V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, Entry<V>>>,
-}
-
-impl<K: Eq + std::hash::Hash + Clone, V> TtlCache<K, V> {
-    fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
-    }
-
-    /// `Some(value or absence)` while fresh, `None` when it must be read again.
-    fn get(&self, key: &K) -> Option<Option<Arc<V>>> {
-        let entries = self.entries.lock().ok()?;
-        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: K, value: Option<Arc<V>>) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(key, (Instant::now(), value));
-        }
-    }
-}
-
 /// Templates, read from the table and kept compiled in memory for `ttl`, so a
 /// warm function reads each template about once a minute at most.
 #[derive(Debug)]
 pub struct DynamoTemplates {
     client: Client,
     table: String,
-    cache: TtlCache<TemplateName, CompiledTemplate>,
-    campaigns: TtlCache<CampaignId, CampaignDoc>,
+    /// Documents as last read (their absence included).
+    cache: TtlCache<TemplateName, Option<Arc<CompiledTemplate>>>,
+    campaigns: TtlCache<CampaignId, Option<Arc<CampaignDoc>>>,
 }
 
 impl DynamoTemplates {

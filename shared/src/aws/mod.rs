@@ -5,10 +5,14 @@
 //! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`), so the same binaries run
 //! against AWS, moto or LocalStack with no switch of Herald's own.
 
+#[cfg(any(feature = "dynamodb", feature = "secretsmanager"))]
+mod cache;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "https")]
 pub mod https;
+#[cfg(feature = "secretsmanager")]
+pub mod secretsmanager;
 #[cfg(feature = "sesv2")]
 pub mod ses;
 #[cfg(feature = "sns")]
