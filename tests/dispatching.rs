@@ -4,7 +4,6 @@
 
 use crate::support::*;
 use herald::aws::ses::SesEmail;
-use herald::lambda::{Context, LambdaEvent, SqsEvent};
 use herald::ports::{EmailMessage, EmailSender, PortError, PortResult};
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -38,40 +37,16 @@ impl EmailSender for Recording {
     }
 }
 
-/// Receives one message as Lambda's poller would hand it over (with its receive count).
-async fn receive(t: &TestStack, logical: &str) -> Option<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let out = sqs
-        .receive_message()
-        .queue_url(t.queue_url(logical))
-        .wait_time_seconds(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let m = out.messages.unwrap_or_default().into_iter().next()?;
-    let attributes: serde_json::Map<String, Value> =
-        m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v))).collect();
-    Some(
-        json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "attributes": attributes}),
-    )
-}
-
 /// Runs ingest and eligibility for real on `bodies` (one notification among them), to
 /// put a genuine job on its channel's queue.
 async fn through_eligibility(t: &TestStack, bodies: &[Value]) {
-    let ingest_env = t.env("ingest", &[]);
-    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&|k| ingest_env.get(k).cloned()).unwrap());
-    let records: Vec<Value> =
-        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b.to_string()})).collect();
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
-    ingest::handler(&ingest, LambdaEvent::new(event, Context::default())).await.unwrap();
-    let elig_env = t.env("eligibility", &[]);
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let bodies: Vec<String> = bodies.iter().map(Value::to_string).collect();
+    ingest::handler(&ingest, sqs_event(&bodies)).await.unwrap();
     let eligibility =
-        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&|k| elig_env.get(k).cloned()).unwrap());
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
     let job = receive(t, "EligibilityQueue").await.unwrap();
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [job] })).unwrap();
-    eligibility::handler(&eligibility, LambdaEvent::new(event, Context::default())).await.unwrap();
+    eligibility::handler(&eligibility, received_event(&job)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,8 +82,7 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
 
     let first = receive(&t, "EmailQueue").await.expect("the job is on the email queue");
     assert_eq!(first["attributes"]["ApproximateReceiveCount"], "1");
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [first.clone()] })).unwrap();
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let response = dispatch_email::handler(&deps, &email, received_event(&first)).await.unwrap();
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(failed, [first["messageId"].as_str().unwrap()], "throttled: back to the queue, not dropped");
     assert!(emails_to(&provider_data().await, &address).is_empty());
@@ -119,8 +93,7 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
     let second = receive(&t, "EmailQueue").await.expect("the throttled job comes back");
     assert_eq!(second["messageId"], first["messageId"]);
     assert_eq!(second["attributes"]["ApproximateReceiveCount"], "2");
-    let event: SqsEvent = serde_json::from_value(json!({ "Records": [second.clone()] })).unwrap();
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let response = dispatch_email::handler(&deps, &email, received_event(&second)).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let data = provider_data().await;
     let sent = emails_to(&data, &address);
@@ -133,8 +106,8 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
 
     // A copy of the job comes back before SES has reported (its delete was lost): it
     // waits for the claim to run out rather than send again.
-    let copy = || serde_json::from_value::<SqsEvent>(json!({ "Records": [second.clone()] })).unwrap();
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(copy(), Context::default())).await.unwrap();
+    let copy = || received_event(&second);
+    let response = dispatch_email::handler(&deps, &email, copy()).await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1, "held: back to the queue, not sent, not dropped");
     assert!(receive(&t, "EmailQueue").await.is_none(), "and out of sight until the claim runs out");
     assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
@@ -148,7 +121,7 @@ async fn a_throttled_send_is_retried_later_and_sent_exactly_once() {
     assert!(crate::receipts::run_receipts(&receipts, &[delivery]).await.batch_item_failures.is_empty());
     let e = t.entry(&key).await.unwrap();
     assert_eq!((e.status.as_str(), e.provider_id.as_deref()), ("delivered", Some(ses_id.as_str())));
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(copy(), Context::default())).await.unwrap();
+    let response = dispatch_email::handler(&deps, &email, copy()).await.unwrap();
     assert!(response.batch_item_failures.is_empty(), "already sent: dropped");
     assert_eq!(emails_to(&provider_data().await, &address).len(), 1, "sent exactly once");
     assert_eq!(email.sender.calls.load(Ordering::SeqCst), 2);
@@ -194,7 +167,7 @@ async fn marketing_email_is_signed_with_the_stack_key_and_waits_when_it_cannot_b
     )
     .await;
     let job = receive(&t, "EmailQueue").await.expect("the digest is on the email queue");
-    let event = || serde_json::from_value::<SqsEvent>(json!({ "Records": [job.clone()] })).unwrap();
+    let event = || received_event(&job);
     let dispatch_with = |changes: &[(&str, &str)]| {
         let env = t.env("dispatch-email", changes);
         let config = dispatch_email::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
@@ -212,7 +185,7 @@ async fn marketing_email_is_signed_with_the_stack_key_and_waits_when_it_cannot_b
     // The key's secret cannot be read: nothing is sent, the job comes back, and its claim is
     // released (the send below could not happen otherwise).
     let (deps, email) = dispatch_with(&[("HERALD_UNSUBSCRIBE_KEY_SECRET", &t.missing_secret())]);
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event(), Context::default())).await.unwrap();
+    let response = dispatch_email::handler(&deps, &email, event()).await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1, "back to the queue, not failed");
     assert!(email.sender.sent.lock().unwrap().is_empty());
     assert!(emails_to(&provider_data().await, &address).is_empty());
@@ -220,7 +193,7 @@ async fn marketing_email_is_signed_with_the_stack_key_and_waits_when_it_cannot_b
     // With the stack's secret: sent, with a link the webhook function (reading the same
     // secret) accepts.
     let (deps, email) = dispatch_with(&[]);
-    let response = dispatch_email::handler(&deps, &email, LambdaEvent::new(event(), Context::default())).await.unwrap();
+    let response = dispatch_email::handler(&deps, &email, event()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
     let sent = email.sender.sent.lock().unwrap().clone();

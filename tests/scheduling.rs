@@ -5,7 +5,6 @@ use crate::support::*;
 use chrono::{TimeDelta, Timelike, Utc};
 use herald::domain::jobs::EligibilityJob;
 use herald::domain::{IdempotencyKey, MessageId};
-use herald::lambda::{Context, LambdaEvent, SqsEvent};
 use herald::ports::ScheduleStore;
 use serde_json::{Value, json};
 
@@ -23,17 +22,6 @@ async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
     bodies
 }
 
-fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
-    let records: Vec<Value> =
-        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b})).collect();
-    LambdaEvent::new(serde_json::from_value(json!({ "Records": records })).unwrap(), Context::default())
-}
-
-fn env_of(t: &TestStack, name: &str) -> impl Fn(&str) -> Option<String> {
-    let env = t.stack.functions.iter().find(|f| f.name == name).unwrap().env.clone();
-    move |k: &str| env.get(k).cloned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_after_its_window() {
     let t = TestStack::without_functions().await;
@@ -44,7 +32,7 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     let hhmm = |t: chrono::DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
     // Quiet hours (UTC) from an hour ago to 40 minutes from now: longer than an SQS delay.
     let quiet_end = now + TimeDelta::minutes(40);
-    let ingest_deps = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&env_of(&t, "ingest")).unwrap());
+    let ingest_deps = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
     let commands = [
         json!({"type": "upsert_recipient", "recipient": who, "email": address, "timezone": "UTC",
                "quiet_hours": {"start": hhmm(now - TimeDelta::hours(1)), "end": hhmm(quiet_end)}}),
@@ -56,7 +44,7 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     ingest::handler(&ingest_deps, sqs_event(&bodies)).await.unwrap();
 
     let eligibility_deps =
-        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&env_of(&t, "eligibility")).unwrap());
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
     let jobs = drain(&t, "EligibilityQueue").await;
     assert_eq!(jobs.len(), 1);
     let response = eligibility::handle_at(&eligibility_deps, sqs_event(&jobs), now).await.unwrap();
@@ -66,8 +54,7 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     assert_eq!((entry.status.as_str(), entry.reason.as_deref()), ("deferred", Some("quiet_hours_deferred")));
     assert!(drain(&t, "EligibilityQueue").await.is_empty(), "a 40-minute wait is not an SQS delay");
 
-    let scheduler_deps =
-        scheduler::aws::deps(&t.sdk, &scheduler::Config::from_lookup(&env_of(&t, "scheduler")).unwrap());
+    let scheduler_deps = scheduler::aws::deps(&t.sdk, &scheduler::Config::from_lookup(&t.lookup("scheduler")).unwrap());
     let waiting = scheduler_deps.schedule.due(now, now + TimeDelta::hours(1), 10).await.unwrap();
     assert_eq!(waiting.len(), 1, "the send waits in the schedule table");
     let id = MessageId::for_key(&IdempotencyKey::new(key.clone()).unwrap());
@@ -88,7 +75,7 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     let email_jobs = drain(&t, "EmailQueue").await;
     assert_eq!(email_jobs.len(), 1, "after the window the send is routed to email");
     let (email_deps, email) =
-        dispatch_email::aws::deps(&t.sdk, &dispatch_email::Config::from_lookup(&env_of(&t, "dispatch-email")).unwrap());
+        dispatch_email::aws::deps(&t.sdk, &dispatch_email::Config::from_lookup(&t.lookup("dispatch-email")).unwrap());
     dispatch_email::handler(&email_deps, &email, sqs_event(&email_jobs)).await.unwrap();
     assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
     let history: Vec<_> = t.entry(&key).await.unwrap().history.into_iter().map(|h| h.status).collect();

@@ -4,11 +4,12 @@
 use aws_config::SdkConfig;
 use herald::aws::dynamodb::DynamoLedger;
 use herald::domain::{IdempotencyKey, MessageId};
+use herald::lambda::{Context, LambdaEvent, SqsEvent};
 use herald::ports::{Ledger, LedgerEntry};
 use herald_cli::local::{provision, repo_root, sdk_for};
 use herald_cli::runner::Runner;
 use herald_cli::stack::{ACCOUNT_ID, Stack};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -89,6 +90,12 @@ impl TestStack {
         env
     }
 
+    /// A function's environment as the template resolves it, as a configuration lookup.
+    pub fn lookup(&self, function: &str) -> impl Fn(&str) -> Option<String> + use<> {
+        let env = self.env(function, &[]);
+        move |name: &str| env.get(name).cloned()
+    }
+
     /// The ARN of a secret that does not exist: reading it fails as an unreadable secret does.
     pub fn missing_secret(&self) -> String {
         format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:secret:{}-missing-AbCdEf", self.tag)
@@ -129,6 +136,39 @@ impl TestStack {
 /// What moto's fake providers received.
 pub async fn provider_data() -> Value {
     herald_cli::moto::data(endpoint()).await.unwrap()
+}
+
+/// The event Lambda hands a function for these SQS messages: one record per body
+/// (ids `m0`, `m1`...).
+pub fn sqs_event(bodies: &[impl AsRef<str>]) -> LambdaEvent<SqsEvent> {
+    let records: Vec<Value> =
+        bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b.as_ref()})).collect();
+    LambdaEvent::new(serde_json::from_value(json!({ "Records": records })).unwrap(), Context::default())
+}
+
+/// The event Lambda hands a function for one [`receive`]d message (with its receipt
+/// handle and receive count).
+pub fn received_event(record: &Value) -> LambdaEvent<SqsEvent> {
+    LambdaEvent::new(serde_json::from_value(json!({ "Records": [record] })).unwrap(), Context::default())
+}
+
+/// Receives one message as Lambda's poller would hand it over (with its receive count).
+pub async fn receive(t: &TestStack, logical: &str) -> Option<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
+    let out = sqs
+        .receive_message()
+        .queue_url(t.queue_url(logical))
+        .wait_time_seconds(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let m = out.messages.unwrap_or_default().into_iter().next()?;
+    let attributes: serde_json::Map<String, Value> =
+        m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v))).collect();
+    Some(
+        json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "attributes": attributes}),
+    )
 }
 
 /// Emails moto's SES received for `address`.
