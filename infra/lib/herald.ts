@@ -202,11 +202,15 @@ export class Herald extends Construct {
   public readonly deadLetterQueues: readonly sqs.IQueue[];
   /** One alarm per dead-letter queue, then the email bounce and complaint rate alarms. */
   public readonly alarms: readonly cloudwatch.IAlarm[];
+  /** The CloudWatch namespace of Herald's own metrics, `Herald/<stack name>` (for alarms of your own). */
+  public readonly metricsNamespace: string;
 
   constructor(scope: Construct, id: string, props: HeraldProps) {
     super(scope, id);
     validate(props);
     const logLevel = props.logLevel ?? 'info';
+    const metricsNamespace = `Herald/${Aws.STACK_NAME}`;
+    this.metricsNamespace = metricsNamespace;
     const push = props.push ?? {};
     const concurrency = props.concurrency ?? {};
 
@@ -588,6 +592,8 @@ export class Herald extends Construct {
         tracing: props.tracing ? lambda.Tracing.ACTIVE : undefined,
         environment: {
           RUST_LOG: logLevel,
+          // Each stack its own metrics: two stacks in one account and region do not add up.
+          HERALD_METRICS_NAMESPACE: metricsNamespace,
           HERALD_LEDGER_TABLE: ledger.tableName,
           HERALD_LEDGER_RETENTION_DAYS: String(props.ledgerRetentionDays ?? 30),
           ...spec.environment,
@@ -658,7 +664,7 @@ export class Herald extends Construct {
       id,
       returnData: false,
       metricStat: {
-        metric: { namespace: 'Herald', metricName: 'Transitions', dimensions: [{ name: 'Channel', value: 'email' }, { name: 'Status', value: status }] },
+        metric: { namespace: metricsNamespace, metricName: 'Transitions', dimensions: [{ name: 'Channel', value: 'email' }, { name: 'Status', value: status }] },
         period,
         stat: 'Sum',
       },
@@ -698,7 +704,7 @@ export class Herald extends Construct {
     ], 0.08);
 
     // --------------------------------------------------------- Dashboard
-    // What providers report back (EMF metrics in namespace Herald), the rates derived from
+    // What providers report back (EMF metrics in namespace Herald/<stack name>), the rates derived from
     // it, and the pipeline's health (dead-letter queues, function errors).
     const region = Aws.REGION;
     const search = (id: string, query: string, period: number) => [{ expression: `SEARCH('${query}', 'Sum', ${period})`, id }];
@@ -709,7 +715,7 @@ export class Herald extends Construct {
         { type: 'metric', x: 0, y: 2, width: 12, height: 6, properties: {
           title: 'Email: what SES reported', region, stat: 'Sum', period: 300, view: 'timeSeries',
           metrics: [
-            ['Herald', 'Transitions', 'Channel', 'email', 'Status', 'delivered'],
+            [metricsNamespace, 'Transitions', 'Channel', 'email', 'Status', 'delivered'],
             ['...', 'opened'], ['...', 'clicked'], ['...', 'bounced'], ['...', 'complained'], ['...', 'failed'],
           ] } },
         { type: 'metric', x: 12, y: 2, width: 12, height: 6, properties: {
@@ -719,7 +725,7 @@ export class Herald extends Construct {
             [{ expression: '100 * FILL(c, 0) / FILL(d, 1)', label: 'Click rate', id: 'cr' }],
             [{ expression: '100 * FILL(b, 0) / (FILL(d, 0) + FILL(b, 1))', label: 'Hard bounce rate', id: 'br' }],
             [{ expression: '100 * FILL(x, 0) / FILL(d, 1)', label: 'Complaint rate', id: 'xr' }],
-            ['Herald', 'Transitions', 'Channel', 'email', 'Status', 'delivered', { id: 'd', visible: false, stat: 'Sum' }],
+            [metricsNamespace, 'Transitions', 'Channel', 'email', 'Status', 'delivered', { id: 'd', visible: false, stat: 'Sum' }],
             ['...', 'opened', { id: 'o', visible: false, stat: 'Sum' }],
             ['...', 'clicked', { id: 'c', visible: false, stat: 'Sum' }],
             ['...', 'bounced', { id: 'b', visible: false, stat: 'Sum' }],
@@ -727,20 +733,20 @@ export class Herald extends Construct {
           ] } },
         { type: 'metric', x: 0, y: 8, width: 8, height: 6, properties: {
           title: 'Sent by channel (dispatch)', region, view: 'timeSeries',
-          metrics: [search('sent', 'Namespace="Herald" MetricName="Sent"', 300)] } },
+          metrics: [search('sent', `Namespace="${metricsNamespace}" MetricName="Sent"`, 300)] } },
         { type: 'metric', x: 8, y: 8, width: 8, height: 6, properties: {
           title: 'Other channels: provider reports', region, view: 'timeSeries',
-          metrics: [search('other', '{Herald,Channel,Status} MetricName="Transitions" NOT Channel="email"', 300)] } },
+          metrics: [search('other', `{"${metricsNamespace}",Channel,Status} MetricName="Transitions" NOT Channel="email"`, 300)] } },
         { type: 'metric', x: 16, y: 8, width: 8, height: 6, properties: {
           title: 'Opt-outs, suppressions, dead push tokens', region, view: 'timeSeries',
           metrics: [
-            search('u', '{Herald,Channel,Topic} MetricName="Unsubscribes"', 3600),
-            search('s', '{Herald,Channel,Cause} MetricName="Suppressions"', 3600),
-            search('t', '{Herald,Platform,Cause} MetricName="PushTokensRemoved"', 3600),
+            search('u', `{"${metricsNamespace}",Channel,Topic} MetricName="Unsubscribes"`, 3600),
+            search('s', `{"${metricsNamespace}",Channel,Cause} MetricName="Suppressions"`, 3600),
+            search('t', `{"${metricsNamespace}",Platform,Cause} MetricName="PushTokensRemoved"`, 3600),
           ] } },
         { type: 'metric', x: 0, y: 14, width: 8, height: 6, properties: {
           title: 'Webhook requests by outcome', region, view: 'timeSeries',
-          metrics: [search('w', '{Herald,Route,Outcome} MetricName="Webhooks"', 300)] } },
+          metrics: [search('w', `{"${metricsNamespace}",Route,Outcome} MetricName="Webhooks"`, 300)] } },
         { type: 'metric', x: 8, y: 14, width: 8, height: 6, properties: {
           title: 'Dead-letter queues (messages)', region, stat: 'Maximum', period: 300, view: 'timeSeries',
           metrics: deadLetterQueues.map((q, i) => (i === 0

@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 use std::io::Write;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -15,7 +16,19 @@ pub fn disable() {
     ENABLED.store(false, Ordering::Relaxed);
 }
 
-pub const NAMESPACE: &str = "Herald";
+/// The namespace when `HERALD_METRICS_NAMESPACE` is not set.
+pub const DEFAULT_NAMESPACE: &str = "Herald";
+
+static NAMESPACE: OnceLock<String> = OnceLock::new();
+
+/// Where the metrics go: `HERALD_METRICS_NAMESPACE`, which the templates set to
+/// `Herald/<stack name>` so that two stacks in one account and region (staging and
+/// production) keep their metrics, dashboards and alarms apart.
+pub fn namespace() -> &'static str {
+    NAMESPACE.get_or_init(|| {
+        std::env::var("HERALD_METRICS_NAMESPACE").ok().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE.into())
+    })
+}
 
 /// One count of `metric` with the given dimensions, e.g.
 /// `count("Notifications", &[("Stage", "eligibility"), ("Outcome", "suppressed"), ("Reason", "no_consent")])`.
@@ -37,7 +50,7 @@ pub fn emf_line(metric: &str, dimensions: &[(&str, &str)], timestamp_ms: i64) ->
         json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
+                "Namespace": namespace(),
                 "Dimensions": [names],
                 "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
@@ -80,7 +93,7 @@ pub fn emf_line_sets(metric: &str, values: &[(&str, &str)], sets: &[&[&str]], ti
         json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
+                "Namespace": namespace(),
                 "Dimensions": sets,
                 "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
