@@ -1215,23 +1215,13 @@ impl DynamoTemplates {
 
 impl TemplateStore for DynamoTemplates {
     async fn get(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
-        if let Some(hit) = self.cache.get(name) {
-            return Ok(hit);
-        }
-        let loaded = self.load(name).await?;
-        self.cache.put(name.clone(), loaded.clone());
-        Ok(loaded)
+        self.cache.get_or_load(name, || self.load(name)).await
     }
 }
 
 impl CampaignStore for DynamoTemplates {
     async fn campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
-        if let Some(hit) = self.campaigns.get(name) {
-            return Ok(hit);
-        }
-        let loaded = self.load_campaign(name).await?;
-        self.campaigns.put(name.clone(), loaded.clone());
-        Ok(loaded)
+        self.campaigns.get_or_load(name, || self.load_campaign(name)).await
     }
 }
 

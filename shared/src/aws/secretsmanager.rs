@@ -20,16 +20,14 @@ pub struct SecretsManagerSecret<T> {
     client: Client,
     id: String,
     parse: fn(&str) -> Result<T, String>,
+    /// The value for its TTL; the records of a batch that need it together share one read.
     cache: TtlCache<(), Arc<T>>,
-    /// One read at a time: the records of a batch that need the secret together wait for
-    /// the first one's read instead of each making its own.
-    reading: tokio::sync::Mutex<()>,
 }
 
 impl<T> SecretsManagerSecret<T> {
     /// `parse` turns the secret's string into its value; its error must not quote the string.
     pub fn new(client: Client, id: impl Into<String>, ttl: Duration, parse: fn(&str) -> Result<T, String>) -> Self {
-        Self { client, id: id.into(), parse, cache: TtlCache::new(ttl), reading: tokio::sync::Mutex::new(()) }
+        Self { client, id: id.into(), parse, cache: TtlCache::new(ttl) }
     }
 
     async fn read(&self) -> PortResult<Arc<T>> {
@@ -57,15 +55,6 @@ impl<T> SecretsManagerSecret<T> {
 
 impl<T: Send + Sync> Secret<T> for SecretsManagerSecret<T> {
     async fn current(&self) -> PortResult<Arc<T>> {
-        if let Some(value) = self.cache.get(&()) {
-            return Ok(value);
-        }
-        let _reading = self.reading.lock().await;
-        if let Some(value) = self.cache.get(&()) {
-            return Ok(value);
-        }
-        let value = self.read().await?;
-        self.cache.put((), value.clone());
-        Ok(value)
+        self.cache.get_or_load(&(), || self.read()).await
     }
 }
