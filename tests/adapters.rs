@@ -221,7 +221,7 @@ async fn all_mode_claims_each_channel_once() {
         dedupe_until: now + TimeDelta::hours(1),
         expires_at: now + TimeDelta::days(1),
     };
-    ledger.admit(admit).await.unwrap();
+    ledger.admit(admit.clone()).await.unwrap();
     let claim = |channel| Claim {
         id: &id,
         channel,
@@ -234,9 +234,26 @@ async fn all_mode_claims_each_channel_once() {
     assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Claimed::Claimed);
     assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Claimed);
     assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Done, "each channel once");
+    // The email's delivery is reported before push is claimed (push was throttled, say):
+    // push still goes, and the message stays delivered.
+    let delivered = Transition::new(Status::Delivered, now).channel(Channel::Email);
+    assert_eq!(ledger.transition(&id, delivered).await.unwrap(), Applied::Applied);
+    assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Claimed);
+    assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Done, "each channel once");
     let entry = ledger.get(&id).await.unwrap().unwrap();
+    assert_eq!((entry.status, entry.channel.as_deref()), (Status::Delivered, Some("email")));
     assert_eq!(entry.variant.as_deref(), Some("b"));
     let sent_on: Vec<_> =
         entry.history.iter().filter(|h| h.status == "sent").filter_map(|h| h.channel.clone()).collect();
-    assert_eq!(sent_on, ["email", "sms"]);
+    assert_eq!(sent_on, ["email", "sms", "push"]);
+
+    // A message closed before dispatch (suppressed, expired) is not claimed on any channel.
+    let closed_key = format!("{}-all-closed", t.tag);
+    let closed = MessageId::for_key(&IdempotencyKey::new(closed_key.as_str()).unwrap());
+    let req = request(&closed_key);
+    ledger.admit(Admit { id: &closed, request: &req, ..admit }).await.unwrap();
+    let expired = Transition::new(Status::Expired, now).reason(Reason::Expired);
+    assert_eq!(ledger.transition(&closed, expired).await.unwrap(), Applied::Applied);
+    let claim = Claim { id: &closed, ..claim(Channel::Sms) };
+    assert_eq!(ledger.claim_send(claim).await.unwrap(), Claimed::Done);
 }

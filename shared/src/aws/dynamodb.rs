@@ -51,6 +51,14 @@ fn key(pk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk))])
 }
 
+/// An `all`-mode message another channel has taken past `sent` (a receipt, or that
+/// channel's failure) and that is not closed, with `channel` not claimed yet.
+fn open_past_sent(item: &Item, channel: Channel) -> bool {
+    let claimed =
+        item.get("claimed").and_then(|v| v.as_ss().ok()).is_some_and(|c| c.iter().any(|x| x == channel.as_str()));
+    get_n::<u8>(item, "rank").is_some_and(|r| r > Status::Sent.rank() && r < Status::Rejected.rank()) && !claimed
+}
+
 /// Why a `first`-mode claim failed, from the item as it was: an earlier claim that has
 /// neither expired nor been followed by a provider id or a receipt is `Held`.
 fn held(item: &Item, claim: &Claim<'_>) -> Option<Claimed> {
@@ -134,6 +142,70 @@ pub struct DynamoLedger {
 impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
+    }
+
+    /// One conditional claim, moving the status to `sent` or (`all` mode, past `sent`)
+    /// leaving it. `Err(item)`: refused, with the item as it was (`None`: no such message).
+    async fn try_claim(&self, claim: &Claim<'_>, move_status: bool) -> PortResult<Result<(), Option<Item>>> {
+        let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
+        let mut update = String::from(
+            "SET claim_until = :until, template_version = :v, \
+             history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
+        );
+        // One channel per message (`first` mode): a new send, or the retry of an attempt
+        // that ended without recording a provider id. `all` mode: each channel once, and
+        // not once the message is closed (suppressed, rejected, expired).
+        let condition = match (claim.per_channel, move_status) {
+            (false, _) => {
+                "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
+                 AND attribute_not_exists(provider_id)))"
+            }
+            (true, true) => "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank <= :rank",
+            (true, false) => {
+                "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank > :rank AND #rank < :closed"
+            }
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim.id.as_str())))
+            .condition_expression(condition)
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":rank", n(Status::Sent.rank()))
+            .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
+            .expression_attribute_values(":until", n(claim.until.timestamp()))
+            .expression_attribute_values(":v", n(claim.template_version))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&sent))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if move_status {
+            update = update.replacen("SET ", "SET #status = :sent, #rank = :rank, channel = :channel, ", 1);
+            req = req
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":sent", s(Status::Sent.as_str()));
+        } else {
+            req = req.expression_attribute_values(":closed", n(Status::Rejected.rank()));
+        }
+        if move_status || claim.per_channel {
+            req = req.expression_attribute_values(":channel", s(claim.channel.as_str()));
+        }
+        if !claim.per_channel {
+            req = req.expression_attribute_values(":now", n(claim.at.timestamp()));
+        }
+        if let Some(v) = claim.variant {
+            update = update.replacen("SET ", "SET variant = :variant, ", 1);
+            req = req.expression_attribute_values(":variant", s(v));
+        }
+        match req.update_expression(update).send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Err(c.item().filter(|i| i.contains_key("pk")).cloned()))
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
     }
 
     fn parse_entry(item: &Item) -> Option<LedgerEntry> {
@@ -263,55 +335,21 @@ impl Ledger for DynamoLedger {
     }
 
     async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Claimed> {
-        let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
-        let mut update = String::from(
-            "SET #status = :sent, #rank = :rank, channel = :channel, claim_until = :until, template_version = :v, \
-             history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
-        );
-        // One channel per message (`first` mode): a new send, or the retry of an attempt
-        // that ended without recording a provider id. `all` mode: each channel once.
-        let condition = if claim.per_channel {
-            "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank <= :rank"
-        } else {
-            "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
-             AND attribute_not_exists(provider_id)))"
-        };
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(claim.id.as_str())))
-            .condition_expression(condition)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#rank", "rank")
-            .expression_attribute_values(":sent", s(Status::Sent.as_str()))
-            .expression_attribute_values(":rank", n(Status::Sent.rank()))
-            .expression_attribute_values(":channel", s(claim.channel.as_str()))
-            .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
-            .expression_attribute_values(":until", n(claim.until.timestamp()))
-            .expression_attribute_values(":v", n(claim.template_version))
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":h", history_entry(&sent))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if !claim.per_channel {
-            req = req.expression_attribute_values(":now", n(claim.at.timestamp()));
-        }
-        if let Some(v) = claim.variant {
-            update = update.replacen("SET ", "SET variant = :variant, ", 1);
-            req = req.expression_attribute_values(":variant", s(v));
-        }
-        match req.update_expression(update).send().await {
-            Ok(_) => Ok(Claimed::Claimed),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(match c.item() {
-                        Some(item) if item.contains_key("pk") => held(item, &claim).unwrap_or(Claimed::Done),
-                        _ => Claimed::Unknown,
-                    })
+        Ok(match self.try_claim(&claim, true).await? {
+            Ok(()) => Claimed::Claimed,
+            // `all` mode, and another channel has taken the message past `sent` (its
+            // receipt, or its failure): this channel still goes, and the message keeps
+            // the status it has.
+            Err(Some(item)) if claim.per_channel && open_past_sent(&item, claim.channel) => {
+                match self.try_claim(&claim, false).await? {
+                    Ok(()) => Claimed::Claimed,
+                    Err(Some(_)) => Claimed::Done,
+                    Err(None) => Claimed::Unknown,
                 }
-                _ => Err(classify("UpdateItem", e)),
-            },
-        }
+            }
+            Err(Some(item)) => held(&item, &claim).unwrap_or(Claimed::Done),
+            Err(None) => Claimed::Unknown,
+        })
     }
 
     async fn release_send(&self, id: &MessageId, channel: Channel, note: Option<Transition>) -> PortResult<()> {
