@@ -69,6 +69,24 @@ pub async fn run_phase(
     measure(env, pipe, name, items, || async move { send_all(&driver, &url, &sends).await }).await
 }
 
+/// [`run_phase`], then SES's delivery events for the emails it sent: two phases, each
+/// with the fates of `keys` after it.
+async fn run_with_receipts(
+    env: &Env,
+    pipe: &Pipeline,
+    (name, receipts_name): (&str, &str),
+    items: usize,
+    bodies: &[String],
+    keys: &[(String, String)],
+) -> anyhow::Result<[Phase; 2]> {
+    let mut sent = run_phase(env, pipe, name, items, bodies).await?;
+    let f = fates(env, &pipe.stack, keys).await?;
+    sent.outcomes = f.outcomes;
+    let mut receipts = deliver_receipts(env, pipe, receipts_name, &f.emails).await?;
+    receipts.outcomes = fates(env, &pipe.stack, keys).await?.outcomes;
+    Ok([sent, receipts])
+}
+
 /// Queues setup commands with the pipeline running (a shallow queue is faster on
 /// moto) and waits until it is idle: not timed, only counted.
 pub async fn setup_phase(
@@ -301,13 +319,17 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
                 "data": {"order_id": format!("{i:08}"), "eta": "Tuesday 25 November", "tracking_url": format!("https://shop.example.com/orders/{i:08}?ref=email")}}))
         })
         .collect();
-    let mut p = run_phase(env, pipe, "transactional email", n, &bodies).await?;
-    let f = fates(env, &pipe.stack, &keys).await?;
-    p.outcomes = f.outcomes;
-    phases.push(p);
-    let mut r = deliver_receipts(env, pipe, "transactional email: delivery receipts", &f.emails).await?;
-    r.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
-    phases.push(r);
+    phases.extend(
+        run_with_receipts(
+            env,
+            pipe,
+            ("transactional email", "transactional email: delivery receipts"),
+            n,
+            &bodies,
+            &keys,
+        )
+        .await?,
+    );
 
     // 2. Marketing under the default cap policy: two campaigns to each opted-in
     // recipient in the same hour; the per-channel hourly cap lets one through.
@@ -344,13 +366,10 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             )
         })
         .collect();
-    let mut p = run_phase(env, pipe, "marketing with caps", 2 * m, &bodies).await?;
-    let f = fates(env, &pipe.stack, &keys).await?;
-    p.outcomes = f.outcomes;
-    phases.push(p);
-    let mut r = deliver_receipts(env, pipe, "marketing: delivery receipts", &f.emails).await?;
-    r.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
-    phases.push(r);
+    phases.extend(
+        run_with_receipts(env, pipe, ("marketing with caps", "marketing: delivery receipts"), 2 * m, &bodies, &keys)
+            .await?,
+    );
 
     // 3. Fallback: the push endpoint was disabled (an uninstalled app), so push fails
     // for good, the token is removed and the message goes by email.
@@ -385,13 +404,10 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             )
         })
         .collect();
-    let mut p = run_phase(env, pipe, "fallback push -> email", k, &bodies).await?;
-    let f = fates(env, &pipe.stack, &keys).await?;
-    p.outcomes = f.outcomes;
-    phases.push(p);
-    let mut r = deliver_receipts(env, pipe, "fallback: delivery receipts", &f.emails).await?;
-    r.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
-    phases.push(r);
+    phases.extend(
+        run_with_receipts(env, pipe, ("fallback push -> email", "fallback: delivery receipts"), k, &bodies, &keys)
+            .await?,
+    );
 
     // 4. Single-channel push and SMS (no delivery receipt is handled for these yet).
     let who = |i: usize| format!("{run}-push-{i}");

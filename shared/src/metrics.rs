@@ -44,23 +44,7 @@ pub fn count(metric: &str, dimensions: &[(&str, &str)]) {
 /// The EMF document for one count (separate from [`count`] so it can be tested).
 pub fn emf_line(metric: &str, dimensions: &[(&str, &str)], timestamp_ms: i64) -> String {
     let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
-    let mut doc = Map::new();
-    doc.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace(),
-                "Dimensions": [names],
-                "Metrics": [{"Name": metric, "Unit": "Count"}],
-            }],
-        }),
-    );
-    for (k, v) in dimensions {
-        doc.insert((*k).to_owned(), Value::String((*v).to_owned()));
-    }
-    doc.insert(metric.to_owned(), json!(1));
-    Value::Object(doc).to_string()
+    emf_line_sets(metric, dimensions, &[&names], timestamp_ms)
 }
 
 /// The metric every ledger transition counts (see [`transition`]).
