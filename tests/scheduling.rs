@@ -123,3 +123,51 @@ async fn holdouts_variants_and_cooldowns_are_recorded() {
     assert_eq!(emails_to(&data, &format!("{lea}.{tag}@example.org")).len(), 1);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_waits_for_a_recipient_published_with_it_and_is_rejected_when_none_comes() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let (late, nobody) = (format!("late-{tag}"), format!("nobody-{tag}"));
+    let notify = |key: &str, who: &str| {
+        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+               "data": {"order_id": "A-1"}})
+        .to_string()
+    };
+    let (late_key, nobody_key) = (format!("{tag}-late"), format!("{tag}-nobody"));
+    let ingest_deps = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    ingest::handler(&ingest_deps, sqs_event(&[notify(&late_key, &late), notify(&nobody_key, &nobody)])).await.unwrap();
+
+    let eligibility_deps =
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
+    let jobs = drain(&t, "EligibilityQueue").await;
+    assert_eq!(jobs.len(), 2);
+    let response = eligibility::handler(&eligibility_deps, sqs_event(&jobs)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    for key in [&late_key, &nobody_key] {
+        assert_eq!(t.entry(key).await.unwrap().status.as_str(), "accepted", "{key}: waiting, nothing written");
+    }
+    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "the second look is delayed");
+
+    // The recipient's upsert lands while the notification waits: the second look routes it.
+    let upsert = json!({"type": "upsert_recipient", "recipient": late, "email": format!("{late}@example.org")});
+    ingest::handler(&ingest_deps, sqs_event(&[upsert.to_string()])).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let job = receive(&t, "EligibilityQueue").await.expect("both come back within the local wait (2 s)");
+        let parsed: EligibilityJob = serde_json::from_str(job["body"].as_str().unwrap()).unwrap();
+        assert_eq!(parsed.recipient_waits, 1);
+        again.push(job);
+    }
+    for job in &again {
+        eligibility::handler(&eligibility_deps, received_event(job)).await.unwrap();
+    }
+    let routed = drain(&t, "EmailQueue").await;
+    assert_eq!(routed.len(), 1, "{routed:?}");
+    assert!(routed[0].contains(&late_key));
+    let gone = t.entry(&nobody_key).await.unwrap();
+    assert_eq!((gone.status.as_str(), gone.reason.as_deref()), ("rejected", Some("unknown_recipient")));
+    let detail = gone.history.last().and_then(|h| h.detail.clone()).unwrap_or_default();
+    assert!(detail.contains("waited 2 s"), "{detail}");
+    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "the wait is used up: no third look");
+}

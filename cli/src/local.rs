@@ -29,6 +29,9 @@ pub async fn sdk_for(endpoint: &str) -> SdkConfig {
         .await
 }
 
+/// The `RecipientWaitSeconds` of local stacks.
+pub const LOCAL_RECIPIENT_WAIT_SECS: u32 = 2;
+
 /// Creates what a team creates by hand before deploying (the SES identity, the SNS
 /// platform applications), then the stack from `template.yaml`, then does what the team
 /// does after the deploy: puts a custom provider in the providers' secret and uploads the
@@ -75,6 +78,9 @@ pub async fn provision_with_web_port(
             .context("no platform application ARN")?;
         overrides.insert(param.to_owned(), arn);
     }
+    // A notification for a recipient not there yet waits 2 s here instead of a deployed
+    // stack's minute, so the demo's unknown recipient is rejected without a pause.
+    overrides.insert("RecipientWaitSeconds".to_owned(), LOCAL_RECIPIENT_WAIT_SECS.to_string());
     let stack = stack::create(sdk, &template, prefix, LocalParams { overrides, web_port }).await?;
     // `aws secretsmanager put-secret-value`, with a fresh provider secret for each local stack
     // (tests read it back with `stack.secret_value`; `herald local` prints it).
@@ -143,8 +149,10 @@ impl Local {
 }
 
 impl Stack {
-    /// Waits until no function queue holds a visible or in-flight message
-    /// (delayed messages, such as deferred sends, are not waited for).
+    /// Waits until no function queue holds a visible, in-flight or delayed message
+    /// (a look again for a missing recipient is delayed; so is a send deferred by up
+    /// to 15 minutes, which keeps the pipeline busy that long; the schedule table's
+    /// longer waits are not waited for).
     pub async fn wait_idle(&self, sdk: &SdkConfig, timeout: Duration) -> anyhow::Result<()> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -162,6 +170,7 @@ impl Stack {
                     .queue_url(&q.url)
                     .attribute_names(A::ApproximateNumberOfMessages)
                     .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .attribute_names(A::ApproximateNumberOfMessagesDelayed)
                     .send()
                     .await?
                     .attributes

@@ -121,6 +121,12 @@ export interface HeraldProps {
   readonly capPolicy?: CapPolicy;
   /** How long an idempotency key is remembered by ingest. @default Duration.days(1) */
   readonly dedupeWindow?: Duration;
+  /**
+   * How long a notification waits for a recipient that does not exist yet (its
+   * `upsert_recipient` published alongside it) before it is rejected as `unknown_recipient`;
+   * looks again after 5, 15, 45 s and so on. Zero rejects at once. @default Duration.seconds(60)
+   */
+  readonly recipientWait?: Duration;
   /** Days a ledger entry is kept (DynamoDB TTL). @default 30 */
   readonly ledgerRetentionDays?: number;
   /** @default 'info' */
@@ -411,6 +417,7 @@ export class Herald extends Construct {
           HERALD_CAP_POLICY: JSON.stringify(props.capPolicy ?? DEFAULT_CAP_POLICY),
           HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_SCHEDULE_TABLE: schedule.tableName,
+          HERALD_RECIPIENT_WAIT_SECS: String((props.recipientWait ?? Duration.seconds(60)).toSeconds()),
         },
         statements: [
           ledgerAccess('PutItem', 'GetItem', 'BatchGetItem', 'UpdateItem'),
@@ -834,6 +841,7 @@ function validate(props: HeraldProps) {
   range(props.maxReceiveCount, 'maxReceiveCount', 2, 100);
   range(props.smsMaxSegments, 'smsMaxSegments', 1, 10);
   range(props.retryBase?.toSeconds(), 'retryBase (seconds)', 0, 900);
+  range(props.recipientWait?.toSeconds(), 'recipientWait (seconds)', 0, 3600);
   const days = props.ledgerRetentionDays;
   if (days !== undefined && !(Number.isInteger(days) && days >= 1)) {
     throw new Error(`Herald: ledgerRetentionDays must be a whole number of days, at least 1, not ${days}`);

@@ -44,5 +44,6 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
             },
         ),
         policy: config.cap_policy.clone(),
+        recipient_wait_secs: config.recipient_wait_secs,
     }
 }

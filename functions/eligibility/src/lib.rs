@@ -3,12 +3,12 @@
 //! several, in `all` mode). Every refusal lands in the ledger with its reason.
 
 use chrono::{DateTime, Utc};
-use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
 use herald::contract::{Kind, Mode};
 use herald::domain::Channel;
 use herald::domain::campaign::Assignment;
 use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
-use herald::domain::eligibility::{Decision, Facts, evaluate};
+use herald::domain::eligibility::{Decision, Facts, evaluate, recipient_wait};
 use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Recipient;
@@ -32,6 +32,9 @@ pub struct Config {
     pub eligibility_queue_url: String,
     pub schedule_table: String,
     pub cap_policy: CapPolicy,
+    /// How long a notification waits for a recipient that does not exist yet before
+    /// it is rejected as `unknown_recipient` (0: rejected at once).
+    pub recipient_wait_secs: u32,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             schedule_table: required(get, "HERALD_SCHEDULE_TABLE")?,
             cap_policy,
+            recipient_wait_secs: parsed(get, "HERALD_RECIPIENT_WAIT_SECS", 60)?,
         })
     }
 }
@@ -76,6 +80,7 @@ pub struct Deps<P: Ports> {
     pub outbox: P::Outbox,
     pub schedule: P::Schedule,
     pub policy: CapPolicy,
+    pub recipient_wait_secs: u32,
 }
 
 const CONCURRENCY: usize = 10;
@@ -207,8 +212,7 @@ async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Ut
         return Ok(refuse(deps, job, Status::Rejected, Reason::UnknownTemplate, &detail, now).await);
     };
     let Some(recipient) = deps.recipients.get(&request.recipient).await? else {
-        let detail = format!("no recipient {}", request.recipient);
-        return Ok(refuse(deps, job, Status::Rejected, Reason::UnknownRecipient, &detail, now).await);
+        return Ok(unknown_recipient(deps, job, now).await);
     };
     let mut keys = Vec::with_capacity(2);
     if let Some(email) = &recipient.email {
@@ -249,6 +253,27 @@ async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Ut
             }
             route(deps, job, &recipient, &candidates, variant, now).await
         }
+    }
+}
+
+/// A recipient not found may be on its way (its `upsert_recipient` published with
+/// the notification, and SQS keeps no order): the job looks again after a delay on
+/// this queue, writing nothing, until the wait is used up; then it is rejected.
+async fn unknown_recipient<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Utc>) -> Routed {
+    let Some(delay) = recipient_wait(deps.recipient_wait_secs, job.recipient_waits) else {
+        let detail = match job.recipient_waits {
+            0 => format!("no recipient {}", job.request.recipient),
+            _ => format!("no recipient {} (waited {} s for it)", job.request.recipient, deps.recipient_wait_secs),
+        };
+        return refuse(deps, job, Status::Rejected, Reason::UnknownRecipient, &detail, now).await;
+    };
+    tracing::info!(message_id = %job.message_id, recipient = %job.request.recipient, delay_secs = delay, "recipient not found yet: looking again");
+    let again = EligibilityJob { recipient_waits: job.recipient_waits.saturating_add(1), ..job.clone() };
+    match serde_json::to_string(&again) {
+        Ok(body) => {
+            Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, delay)], slots: Vec::new() }
+        }
+        Err(e) => Routed::retry(e),
     }
 }
 

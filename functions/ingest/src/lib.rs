@@ -160,13 +160,13 @@ where
     match admission {
         Ok(Admission::New) => {
             tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");
-            Step::Forward(Box::new(EligibilityJob { message_id: id, request, tried: Vec::new(), deferred: false }))
+            Step::Forward(Box::new(EligibilityJob::new(id, request)))
         }
         // This very SQS message admitted it before but was not acknowledged: its
         // forward may have failed, so forward again (eligibility and dispatch dedupe).
         Ok(Admission::Duplicate { status: Status::Accepted, same_source: true }) => {
             tracing::info!(message_id = %id, record = %record.id, "redelivered before it was forwarded: forwarding again");
-            Step::Forward(Box::new(EligibilityJob { message_id: id, request, tried: Vec::new(), deferred: false }))
+            Step::Forward(Box::new(EligibilityJob::new(id, request)))
         }
         Ok(Admission::Duplicate { status, .. }) => {
             tracing::info!(message_id = %id, record = %record.id, status = %status, outcome = "duplicate", "duplicate idempotency key: dropped");

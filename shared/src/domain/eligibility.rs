@@ -94,6 +94,18 @@ pub fn evaluate(facts: &Facts<'_>) -> Decision {
     Decision::Send { candidates }
 }
 
+/// How long to wait before looking for a missing recipient again, after `waits`
+/// looks that found nothing, within `total_secs` in all: 5 s, then 15, 45, ... (the
+/// last cut to what is left; none longer than an SQS delay's 15 minutes), and `None`
+/// once the time is used up. Producers often publish a recipient's `upsert_recipient`
+/// and its first notification together, and SQS does not keep their order.
+pub fn recipient_wait(total_secs: u32, waits: u8) -> Option<u32> {
+    let step = |n: u8| 5u32.saturating_mul(3u32.saturating_pow(n.into())).min(900);
+    let elapsed = (0..waits).map(step).fold(0, u32::saturating_add);
+    let left = total_secs.saturating_sub(elapsed);
+    (left > 0).then(|| step(waits).min(left))
+}
+
 /// The end of the recipient's quiet hours if `now` falls inside them.
 pub fn quiet_until(recipient: &Recipient, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let (QuietHours { start, end }, tz) = (recipient.quiet_hours?, recipient.timezone?.0);
@@ -130,6 +142,17 @@ fn resolve_local<Tz: TimeZone>(tz: &Tz, naive: NaiveDateTime) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_recipient_is_looked_for_again_within_the_wait() {
+        let waits = |total| (0..).map_while(|n| recipient_wait(total, n)).collect::<Vec<_>>();
+        assert_eq!(waits(60), [5, 15, 40]);
+        assert_eq!(waits(900), [5, 15, 45, 135, 405, 295]);
+        assert_eq!(waits(3600), [5, 15, 45, 135, 405, 900, 900, 900, 295]);
+        assert_eq!(waits(2), [2]);
+        assert!(waits(0).is_empty(), "0 turns the wait off");
+        assert_eq!(recipient_wait(60, u8::MAX), None);
+    }
     use crate::contract::{ConsentSource, TimeZone as Zone};
     use crate::domain::recipient::{ConsentScope, ConsentState};
     use crate::domain::{EmailAddress, PhoneNumber};

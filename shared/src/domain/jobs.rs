@@ -17,6 +17,20 @@ pub struct EligibilityJob {
     /// Set once the ledger says `deferred`, so waiting hops do not write again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
+    /// How many times it went back to the queue because its recipient did not exist yet.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recipient_waits: u8,
+}
+
+impl EligibilityJob {
+    /// The first judgement of a notification ingest admitted.
+    pub fn new(message_id: MessageId, request: NotifyRequest) -> Self {
+        Self { message_id, request, tried: Vec::new(), deferred: false, recipient_waits: 0 }
+    }
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// Where a dispatch sends: the contact point resolved by eligibility.
@@ -69,6 +83,6 @@ impl DispatchJob {
     pub fn fallback(&self) -> EligibilityJob {
         let mut tried = self.tried.clone();
         tried.push(self.channel());
-        EligibilityJob { message_id: self.message_id.clone(), request: self.request.clone(), tried, deferred: false }
+        EligibilityJob { tried, ..EligibilityJob::new(self.message_id.clone(), self.request.clone()) }
     }
 }
