@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use herald::aws::dynamodb::{DynamoCaps, DynamoLedger, DynamoRecipients};
 use herald::contract::{IngestMessage, NotifyRequest};
 use herald::domain::caps::{CapScope, CapSlot};
+use herald::domain::jobs::EligibilityJob;
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::{Channel, IdempotencyKey, MessageId};
 use herald::lambda::{Context, LambdaEvent, SqsEvent};
@@ -256,4 +257,55 @@ async fn all_mode_claims_each_channel_once() {
     assert_eq!(ledger.transition(&closed, expired).await.unwrap(), Applied::Applied);
     let claim = Claim { id: &closed, ..claim(Channel::Sms) };
     assert_eq!(ledger.claim_send(claim).await.unwrap(), Claimed::Done);
+}
+
+#[tokio::test]
+async fn a_kept_push_fallback_is_taken_once_the_send_is_recorded_and_until_another_channel_claims() {
+    let t = TestStack::without_functions().await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
+    let key = format!("{}-late-push", t.tag);
+    let req = request(&key);
+    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
+    let now = Utc::now();
+    let admit = Admit {
+        id: &id,
+        source_id: "s",
+        request: &req,
+        now,
+        dedupe_until: now + TimeDelta::hours(1),
+        expires_at: now + TimeDelta::days(1),
+    };
+    ledger.admit(admit).await.unwrap();
+    let claim = |channel| Claim {
+        id: &id,
+        channel,
+        per_channel: false,
+        variant: None,
+        template_version: 1,
+        at: now,
+        until: now + TimeDelta::seconds(30),
+    };
+    let note = || Transition::new(Status::Failed, now).reason(Reason::EndpointDisabled).channel(Channel::Push);
+    let sns_id = format!("sns-{}", t.tag);
+    assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap(), None, "nothing kept");
+
+    assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Claimed);
+    let job = EligibilityJob { tried: vec![Channel::Push], ..EligibilityJob::new(id.clone(), req) };
+    ledger.remember_fallback(&sns_id, &job, now + TimeDelta::hours(1)).await.unwrap();
+    // The failure overtook dispatch's record of the send: later.
+    let early = ledger.take_fallback(&sns_id, note()).await;
+    assert!(matches!(early, Err(PortError::Transient(_))), "{early:?}");
+
+    ledger.record_sent(&id, &sns_id, None).await.unwrap();
+    assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap().as_ref(), Some(&job));
+    assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap().as_ref(), Some(&job), "not claimed since");
+    let entry = ledger.get(&id).await.unwrap().unwrap();
+    assert_eq!((entry.status, entry.provider_id.as_deref()), (Status::Sent, None));
+    assert_eq!(entry.history.iter().filter(|h| h.status == "failed").count(), 1, "noted once");
+
+    assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Claimed::Claimed, "the next channel");
+    assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap(), None, "email has it now");
+    let stale = format!("{sns_id}-stale");
+    ledger.remember_fallback(&stale, &job, now - TimeDelta::seconds(1)).await.unwrap();
+    assert_eq!(ledger.take_fallback(&stale, note()).await.unwrap(), None, "past its time");
 }

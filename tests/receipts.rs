@@ -374,3 +374,60 @@ async fn a_token_registered_again_after_its_endpoint_was_disabled_is_enabled_aga
     assert_eq!(attributes.get("Token"), Some(&token));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_platform_refuses_after_sns_took_it_falls_back_to_the_next_channel() {
+    let t = TestStack::new().await;
+    let tag = &t.tag;
+    let (ivy, jon) = (format!("ivy-{tag}"), format!("jon-{tag}"));
+    for who in [&ivy, &jon] {
+        let upsert = json!({"type": "upsert_recipient", "recipient": who, "email": format!("{who}@example.org")});
+        t.publish(&[upsert.to_string()]).await;
+        t.wait_idle().await;
+        register(&t, who, &format!("fcm-{who}"), None).await;
+    }
+    // Ivy's push may fall back to email; Jon's asks for push only.
+    let shipped = |key: &str, who: &str, channels: serde_json::Value| {
+        json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+               "channels": channels, "data": {"order_id": "7"}})
+        .to_string()
+    };
+    let (ivy_key, jon_key) = (format!("{tag}-ivy"), format!("{tag}-jon"));
+    t.publish(&[shipped(&ivy_key, &ivy, json!(["push", "email"])), shipped(&jon_key, &jon, json!(["push"]))]).await;
+    t.wait_idle().await;
+    let data = provider_data().await;
+    let mut failures = Vec::new();
+    for (key, who) in [(&ivy_key, &ivy), (&jon_key, &jon)] {
+        let sent = t.entry(key).await.unwrap();
+        assert_eq!((sent.status.as_str(), sent.channel.as_deref()), ("sent", Some("push")), "{who}");
+        let sns_id = sent.provider_id.expect("SNS's message id is recorded");
+        let arn = endpoint_for(&data, &format!("fcm-{who}")).unwrap();
+        // SNS took it; then FCM answered that the token is unregistered.
+        failures.push(
+            fixture("sns-push/delivery-failure.json", &[("__ENDPOINT_ARN__", &arn)])
+                .replace("e3a5c7e9-1b3d-5f7a-9c1e-3b5d7f9a1c84", &sns_id),
+        );
+    }
+    let deps = receipts_deps(&t);
+    assert!(run_receipts(&deps, &failures).await.batch_item_failures.is_empty());
+    t.wait_idle().await;
+
+    let ivy_entry = t.entry(&ivy_key).await.unwrap();
+    assert_eq!((ivy_entry.status.as_str(), ivy_entry.channel.as_deref()), ("sent", Some("email")));
+    let steps: Vec<_> = ivy_entry.history.iter().map(|h| (h.status.as_str(), h.channel.as_deref())).collect();
+    assert_eq!(steps, [("accepted", None), ("sent", Some("push")), ("failed", Some("push")), ("sent", Some("email"))]);
+    assert_eq!(emails_to(&provider_data().await, &format!("{ivy}@example.org")).len(), 1);
+    assert!(tokens_of(&t, &ivy).await.is_empty(), "the dead token is removed as well");
+
+    let jon_entry = t.entry(&jon_key).await.unwrap();
+    assert_eq!((jon_entry.status.as_str(), jon_entry.channel.as_deref()), ("sent", Some("push")), "no fallback kept");
+    assert!(emails_to(&provider_data().await, &format!("{jon}@example.org")).is_empty());
+    assert!(tokens_of(&t, &jon).await.is_empty());
+
+    // The same failure again (SNS delivers at least once): the email has claimed the
+    // message since, so nothing goes out again.
+    assert!(run_receipts(&deps, &failures[..1]).await.batch_item_failures.is_empty());
+    t.wait_idle().await;
+    assert_eq!(emails_to(&provider_data().await, &format!("{ivy}@example.org")).len(), 1);
+    t.stop().await;
+}

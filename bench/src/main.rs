@@ -184,13 +184,14 @@ async fn main() -> anyhow::Result<()> {
     );
 
     t.section("2. Other scenarios, per notification (ingest to provider, receipts where SES sends them)");
-    let scenario_rows: [(&str, &[&str]); 4] = [
+    let scenario_rows: [(&str, &[&str]); 5] = [
         (
             "marketing with caps (2 campaigns per recipient, 1 sent)",
             &["marketing with caps", "marketing: delivery receipts"],
         ),
         ("fallback: disabled push endpoint -> email", &["fallback push -> email", "fallback: delivery receipts"]),
         ("transactional push", &["transactional push"]),
+        ("transactional push, email as fallback (kept for a late failure)", &["transactional push, email as fallback"]),
         ("transactional sms", &["transactional sms"]),
     ];
     let mut scenario_costs = BTreeMap::new();

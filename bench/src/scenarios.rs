@@ -414,7 +414,8 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
     let setup: Vec<String> = (0..sizes.push)
         .flat_map(|i| {
             [
-                json!({"type": "upsert_recipient", "recipient": who(i)}).to_string(),
+                json!({"type": "upsert_recipient", "recipient": who(i), "email": format!("{}@example.org", who(i))})
+                    .to_string(),
                 json!({"type": "register_push_token", "recipient": who(i), "platform": "fcm", "token": format!("{run}-ptok-{i}")})
                     .to_string(),
             ]
@@ -436,6 +437,26 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
         })
         .collect();
     let mut p = run_phase(env, pipe, "transactional push", sizes.push, &bodies).await?;
+    p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
+    phases.push(p);
+    // The same people, with email as the fallback: dispatch keeps the fallback job for a
+    // late DeliveryFailure (one more write per push).
+    let keys: Vec<(String, String)> =
+        (0..sizes.push).map(|i| (format!("{run}-pushed-or-mailed-{i}"), String::new())).collect();
+    let bodies: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| {
+            notify(
+                key,
+                &who(i),
+                "order_shipped",
+                "transactional",
+                json!({"channels": ["push", "email"], "data": {"order_id": format!("{i:08}")}}),
+            )
+        })
+        .collect();
+    let mut p = run_phase(env, pipe, "transactional push, email as fallback", sizes.push, &bodies).await?;
     p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
     phases.push(p);
 

@@ -545,12 +545,15 @@ export class Herald extends Construct {
         environment: {
           HERALD_SUPPRESSION_TABLE: suppression.tableName,
           HERALD_RECIPIENTS_TABLE: recipients.tableName,
+          HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
         },
         statements: [
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
           allow('Suppression', ['dynamodb:PutItem'], [suppression.tableArn]),
           // Push events find the token's owner by the endpoint's index item, then remove both.
           allow('Recipients', ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'], [recipients.tableArn]),
+          // A push the platform refused after SNS took it falls back to its next channel.
+          fallback,
         ],
       },
       {

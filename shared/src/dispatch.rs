@@ -3,6 +3,7 @@
 //! channel. Each channel supplies only [`Deliver`].
 
 use crate::contract::Mode;
+use crate::domain::Channel;
 use crate::domain::jobs::DispatchJob;
 use crate::domain::ledger::{Reason, Status};
 use crate::domain::template::{CompiledTemplate, TemplateError};
@@ -94,6 +95,10 @@ impl RetryPolicy {
 /// the queue's visibility timeout (a copy redelivered after a lost delete comes back
 /// within it) and than SES takes to report a delivery, a bounce or a delay.
 pub const RECEIPT_WAIT: TimeDelta = TimeDelta::minutes(15);
+
+/// How long a push that may fall back keeps its fallback for SNS's asynchronous
+/// `DeliveryFailure` (the platform answers SNS within seconds; the event follows).
+pub const PUSH_FAILURE_WAIT: TimeDelta = TimeDelta::hours(1);
 
 /// Records in flight per batch; the event source's maximum concurrency bounds the
 /// function as a whole, which is what keeps a team under its provider's send rate.
@@ -311,6 +316,15 @@ where
                 && let Err(e) = deps.ledger.record_sent(id, &provider_id, sms_segments).await
             {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
+            }
+            // SNS took the push; the platform may still refuse the token, which SNS reports
+            // later (DeliveryFailure): keep the fallback for receipts until then.
+            if channel == Channel::Push
+                && job.may_fall_back
+                && let Err(e) =
+                    deps.ledger.remember_fallback(&provider_id, &job.fallback(), now + PUSH_FAILURE_WAIT).await
+            {
+                tracing::warn!(message_id = %id, error = %e, "the fallback was not kept: a late push failure will not fall back");
             }
             Ok(Step::Done)
         }

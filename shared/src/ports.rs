@@ -4,6 +4,7 @@
 use crate::contract::{Kind, NotifyRequest, SetConsent, UpsertRecipient};
 use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
+use crate::domain::jobs::EligibilityJob;
 use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::recipient::{Device, Recipient};
 use crate::domain::template::{CompiledTemplate, EmailContent};
@@ -239,6 +240,24 @@ pub trait Ledger: Send + Sync {
         provider_id: &str,
         sms_segments: Option<u32>,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Keeps the fallback job of a push that may fall back, under SNS's message id, for
+    /// the asynchronous `DeliveryFailure` SNS reports when the platform refuses the
+    /// token after SNS took the message.
+    fn remember_fallback(
+        &self,
+        provider_id: &str,
+        job: &EligibilityJob,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// After such a failure: lets the message's next channel claim it (`note` in its
+    /// history) and returns the fallback job; `None` when no fallback was kept or the
+    /// message has moved on. Taken again before another channel claimed the message,
+    /// it returns the job again (the first hand-off may have failed).
+    fn take_fallback(
+        &self,
+        provider_id: &str,
+        note: Transition,
+    ) -> impl Future<Output = PortResult<Option<EligibilityJob>>> + Send;
     /// Moves a message forward; never backwards, and applying it twice changes nothing.
     fn transition(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<Applied>> + Send;
     /// Appends to the history without changing the status (a channel that failed before a

@@ -3,7 +3,8 @@
 //! - SES events (through SNS into SQS) move the message's ledger status forward
 //!   and suppress addresses that bounced hard or complained.
 //! - SNS mobile push events (endpoint disabled or deleted, delivery failures that
-//!   condemn the token) remove the token from whoever registered it.
+//!   condemn the token) remove the token from whoever registered it; a push that
+//!   failed that way falls back to its next channel when dispatch kept a fallback.
 //! - Custom providers' reports, relayed by the webhook function once their HMAC is
 //!   checked, do both for the channels those providers carry.
 //!
@@ -12,7 +13,9 @@
 
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, required};
+use herald::domain::Channel;
 use herald::domain::contact::redact_contacts;
+use herald::domain::ledger::{Reason, Status};
 use herald::domain::receipts::{LedgerChange, PushAction, PushEvent, Receipt, ReceiptAction};
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
 use herald::metrics;
@@ -26,6 +29,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub suppression_table: String,
     pub recipients_table: String,
+    /// Where a push that failed late falls back to.
+    pub eligibility_queue_url: String,
 }
 
 impl Config {
@@ -34,37 +39,41 @@ impl Config {
             ledger: LedgerConfig::from_lookup(get)?,
             suppression_table: required(get, "HERALD_SUPPRESSION_TABLE")?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
         })
     }
 }
 
-pub struct Deps<L, S, D> {
+pub struct Deps<L, S, D, O> {
     pub ledger: L,
     pub suppression: S,
     pub devices: D,
+    pub outbox: O,
 }
 
 const CONCURRENCY: usize = 10;
 
-pub async fn handler<L, S, D>(
-    deps: &Deps<L, S, D>,
+pub async fn handler<L, S, D, O>(
+    deps: &Deps<L, S, D, O>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
     L: Ledger,
     S: SuppressionList,
     D: DeviceRegistry,
+    O: Outbox,
 {
     let now = Utc::now();
     let outcomes = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, S, D>(deps: &Deps<L, S, D>, record: Record, now: DateTime<Utc>) -> Outcome
+async fn process<L, S, D, O>(deps: &Deps<L, S, D, O>, record: Record, now: DateTime<Utc>) -> Outcome
 where
     L: Ledger,
     S: SuppressionList,
     D: DeviceRegistry,
+    O: Outbox,
 {
     let receipt = match Receipt::parse(&record.body) {
         Ok(r) => r,
@@ -72,7 +81,10 @@ where
     };
     let result = match receipt {
         Receipt::Ses(event) => apply(deps, event.action(), now).await,
-        Receipt::Push(event) => remove_dead_token(deps, &event).await,
+        Receipt::Push(event) => match remove_dead_token(deps, &event).await {
+            Ok(()) => fall_back(deps, &event, now).await,
+            Err(e) => Err(e),
+        },
         Receipt::Provider(report) => {
             let mut result = Ok(());
             // In order: a retry re-applies the earlier events, which changes nothing.
@@ -92,7 +104,7 @@ where
     }
 }
 
-async fn apply<L, S, D>(deps: &Deps<L, S, D>, action: ReceiptAction, now: DateTime<Utc>) -> PortResult<()>
+async fn apply<L, S, D, O>(deps: &Deps<L, S, D, O>, action: ReceiptAction, now: DateTime<Utc>) -> PortResult<()>
 where
     L: Ledger,
     S: SuppressionList,
@@ -138,7 +150,36 @@ where
     }
 }
 
-async fn remove_dead_token<L, S, D>(deps: &Deps<L, S, D>, event: &PushEvent) -> PortResult<()>
+/// A push SNS took and the platform then refused (its token dead): when dispatch
+/// kept the message's fallback, the message is reopened for its next channel and
+/// goes back to eligibility, as a push refused at once does.
+async fn fall_back<L, S, D, O>(deps: &Deps<L, S, D, O>, event: &PushEvent, now: DateTime<Utc>) -> PortResult<()>
+where
+    L: Ledger,
+    O: Outbox,
+{
+    let Some(sns_id) = event.failed_send() else { return Ok(()) };
+    let detail = format!("SNS DeliveryFailure: {}", event.failure_type.as_deref().unwrap_or("unknown"));
+    let note =
+        Transition::new(Status::Failed, now).reason(Reason::EndpointDisabled).channel(Channel::Push).detail(detail);
+    let Some(job) = deps.ledger.take_fallback(sns_id, note).await? else {
+        tracing::info!(provider_id = sns_id, "push failed late: no fallback kept (or the message moved on)");
+        return Ok(());
+    };
+    let body = serde_json::to_string(&job).map_err(|e| PortError::Unknown(e.into()))?;
+    let refused = deps
+        .outbox
+        .send(Destination::Eligibility, vec![Outgoing { id: sns_id.to_owned(), body, delay_secs: 0 }])
+        .await?;
+    if !refused.is_empty() {
+        return Err(PortError::Transient("the fallback was not accepted by the eligibility queue".into()));
+    }
+    tracing::info!(message_id = %job.message_id, provider_id = sns_id, "push failed late: falling back");
+    metrics::count("FellBack", &[("Stage", "receipts"), ("Channel", Channel::Push.as_str())]);
+    Ok(())
+}
+
+async fn remove_dead_token<L, S, D, O>(deps: &Deps<L, S, D, O>, event: &PushEvent) -> PortResult<()>
 where
     D: DeviceRegistry,
 {
@@ -159,8 +200,8 @@ where
     Ok(())
 }
 
-async fn reject<L: Ledger, S, D>(
-    deps: &Deps<L, S, D>,
+async fn reject<L: Ledger, S, D, O>(
+    deps: &Deps<L, S, D, O>,
     record: &Record,
     code: &str,
     detail: String,

@@ -9,6 +9,7 @@ use crate::aws::classify;
 use crate::contract::{ConsentSource, Kind, Locale, SetConsent, TimeZone, UpsertRecipient};
 use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
+use crate::domain::jobs::EligibilityJob;
 use crate::domain::ledger::{Status, SuppressionCause};
 use crate::domain::recipient::{ConsentScope, ConsentState, Device, QuietHours, Recipient, device_slot};
 use crate::domain::template::{CompiledTemplate, TemplateDoc};
@@ -391,6 +392,87 @@ impl Ledger for DynamoLedger {
             req = req.expression_attribute_values(":seg", n(segments));
         }
         req.update_expression(update).send().await.map(|_| ()).map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn remember_fallback(&self, provider_id: &str, job: &EligibilityJob, until: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(job).map_err(|e| PortError::Unknown(e.into()))?;
+        let item = HashMap::from([
+            ("pk".to_owned(), s(format!("fallback#{provider_id}"))),
+            ("message_id".into(), s(job.message_id.as_str())),
+            ("job".into(), s(body)),
+            ("ttl".into(), n(until.timestamp())),
+        ]);
+        put(&self.client, &self.table, item).await
+    }
+
+    async fn take_fallback(&self, provider_id: &str, note: Transition) -> PortResult<Option<EligibilityJob>> {
+        let now = note.at.timestamp();
+        // TTL deletes lazily: a kept job past its time is not taken.
+        let Some(kept) = self
+            .get_item(&format!("fallback#{provider_id}"))
+            .await?
+            .filter(|kept| get_n::<i64>(kept, "ttl").is_some_and(|until| until >= now))
+        else {
+            return Ok(None);
+        };
+        let Some(job) = get_s(&kept, "job").and_then(|j| serde_json::from_str::<EligibilityJob>(j).ok()) else {
+            tracing::error!(provider_id, "kept fallback job does not parse: no fallback");
+            return Ok(None);
+        };
+        // As a failed send before a fallback (release_send): the claim is let go and the
+        // provider id removed, so the next channel's claim passes; the status stays `sent`.
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(job.message_id.as_str())))
+            .condition_expression("provider_id = :pid AND #rank = :rank")
+            .update_expression(
+                "SET claim_until = :zero, fell_back_from = :pid, \
+                 history = list_append(if_not_exists(history, :empty), :h) REMOVE provider_id",
+            )
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":rank", n(Status::Sent.rank()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&note))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match released {
+            Ok(_) => return Ok(Some(job)),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item().cloned()
+                }
+                _ => return Err(classify("UpdateItem", e)),
+            },
+        };
+        let old = match old {
+            Some(item) => item,
+            None => match self.get_item(job.message_id.as_str()).await? {
+                Some(item) => item,
+                None => return Ok(None),
+            },
+        };
+        let on_push = get_s(&old, "status") == Some(Status::Sent.as_str())
+            && get_s(&old, "channel") == Some(Channel::Push.as_str());
+        // Released by this failure before, and no other channel has claimed it since:
+        // the hand-off may have failed, so the job goes again.
+        if get_s(&old, "fell_back_from") == Some(provider_id) && on_push {
+            return Ok(Some(job));
+        }
+        // The failure came before dispatch recorded the send (its claim still holds): look
+        // again later. A claim run out without a provider id is a send that was never recorded.
+        if !old.contains_key("provider_id")
+            && on_push
+            && !old.contains_key("fell_back_from")
+            && get_n::<i64>(&old, "claim_until").is_some_and(|until| until >= now)
+        {
+            return Err(PortError::Transient(format!("{}: the push is not recorded as sent yet", job.message_id)));
+        }
+        Ok(None)
     }
 
     async fn transition(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {

@@ -344,6 +344,9 @@ pub struct PushEvent {
     /// The platform application (`arn:…:app/GCM/<name>`).
     #[serde(default)]
     pub resource: Option<String>,
+    /// A delivery failure's SNS message id: what `Publish` answered dispatch.
+    #[serde(default)]
+    pub message_id: Option<String>,
 }
 
 /// Why a device token is removed from its recipient.
@@ -383,6 +386,16 @@ impl PushEvent {
             .and_then(|r| r.split(":app/").nth(1))
             .and_then(|r| r.split('/').next())
             .unwrap_or("unknown")
+    }
+
+    /// The SNS message id of a push that failed because the platform refused its token:
+    /// that message may still fall back to its next channel.
+    pub fn failed_send(&self) -> Option<&str> {
+        let condemned = matches!(self.action(), PushAction::RemoveDevice { .. });
+        (self.event_type == "DeliveryFailure" && condemned)
+            .then_some(self.message_id.as_deref())
+            .flatten()
+            .filter(|id| !id.is_empty())
     }
 
     pub fn action(&self) -> PushAction {
@@ -732,6 +745,14 @@ mod tests {
             "Resource": "arn:aws:sns:us-east-1:123456789012:app/APNS_SANDBOX/herald-ios"}))
         .unwrap();
         assert_eq!(e.platform(), "APNS_SANDBOX");
+
+        let failed =
+            |v: serde_json::Value| serde_json::from_value::<PushEvent>(v).unwrap().failed_send().map(str::to_owned);
+        let event = |kind: &str, failure: &str| serde_json::json!({"EventType": kind, "EndpointArn": arn, "FailureType": failure, "MessageId": "sns-1"});
+        assert_eq!(failed(event("DeliveryFailure", "InvalidPlatformToken")).as_deref(), Some("sns-1"));
+        assert_eq!(failed(event("DeliveryFailure", "EndpointDisabled")).as_deref(), Some("sns-1"));
+        assert_eq!(failed(event("DeliveryFailure", "Throttled")), None, "the token is fine: no fallback");
+        assert_eq!(failed(event("EndpointDeleted", "")), None, "no message failed");
     }
 
     #[test]
