@@ -81,10 +81,7 @@ where
     };
     let result = match receipt {
         Receipt::Ses(event) => apply(deps, event.action(), now).await,
-        Receipt::Push(event) => match remove_dead_token(deps, &event).await {
-            Ok(()) => fall_back(deps, &event, now).await,
-            Err(e) => Err(e),
-        },
+        Receipt::Push(event) => push_event(deps, &event, now).await,
         Receipt::Provider(report) => {
             let mut result = Ok(());
             // In order: a retry re-applies the earlier events, which changes nothing.
@@ -148,6 +145,16 @@ where
             deps.ledger.note(id, t).await
         }
     }
+}
+
+async fn push_event<L, S, D, O>(deps: &Deps<L, S, D, O>, event: &PushEvent, now: DateTime<Utc>) -> PortResult<()>
+where
+    L: Ledger,
+    D: DeviceRegistry,
+    O: Outbox,
+{
+    remove_dead_token(deps, event).await?;
+    fall_back(deps, event, now).await
 }
 
 /// A push SNS took and the platform then refused (its token dead): when dispatch
