@@ -47,6 +47,8 @@ fn setup_commands() -> Vec<String> {
         json!({"type": "upsert_recipient", "recipient": "user-lea", "email": "lea@example.org"}),
         json!({"type": "set_consent", "recipient": "user-lea", "channel": "email", "granted": true, "source": "signup-form"}),
         json!({"type": "register_push_token", "recipient": "user-hal", "platform": "apns", "token": "apns-token-hal-stale"}),
+        json!({"type": "upsert_recipient", "recipient": "user-ivy", "email": "ivy@example.org"}),
+        json!({"type": "register_push_token", "recipient": "user-ivy", "platform": "fcm", "token": "fcm-token-ivy-gone"}),
     ]
     .iter()
     .map(Value::to_string)
@@ -102,6 +104,11 @@ fn notifications() -> Vec<Sample> {
             "hal: order shipped (stale push token)",
             "push fails, falls back to email",
             shipped("order-1004-shipped", "user-hal", "1004"),
+        ),
+        notify(
+            "ivy: order shipped (app uninstalled)",
+            "push fails late, falls to email",
+            shipped("order-1006-shipped", "user-ivy", "1006"),
         ),
         notify(
             "kim: spring sale (20% holdout)",
@@ -202,8 +209,14 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
     }
     local.stack.wait_idle(&local.sdk, idle).await?;
 
+    eprintln!("herald demo: FCM refuses ivy's token after SNS took the push");
+    refuse_push_late(local, &ledger, "order-1006-shipped", "fcm-token-ivy-gone").await?;
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
     eprintln!("herald demo: SES reports deliveries and a bounce");
-    let keys: Vec<&str> = ["order-1002-shipped", "digest-erin-48", "order-1003-shipped", "order-1004-shipped"].into();
+    let keys: Vec<&str> =
+        ["order-1002-shipped", "digest-erin-48", "order-1003-shipped", "order-1004-shipped", "order-1006-shipped"]
+            .into();
     simulate_ses_events(local, &ledger, &keys).await?;
     local.stack.wait_idle(&local.sdk, idle).await?;
 
@@ -231,6 +244,28 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
     let mut all = samples;
     all.extend(after);
     report(local, &ledger, &all, &sent_ids).await
+}
+
+/// Plays SNS after the platform refused a token it had already taken a push for: a
+/// `DeliveryFailure` (tests/fixtures/sns-push/delivery-failure.json) naming the endpoint
+/// and SNS's message id, on the push events topic the platform application reports to.
+async fn refuse_push_late(local: &Local, ledger: &DynamoLedger, key: &str, token: &str) -> anyhow::Result<()> {
+    let id = MessageId::for_key(&IdempotencyKey::new(key)?);
+    let Some(sns_id) = ledger.get(&id).await?.and_then(|e| e.provider_id) else { return Ok(()) };
+    let data = local.moto.data().await?;
+    let endpoints = data["sns"]["PlatformEndpoint"].as_array().cloned().unwrap_or_default();
+    let Some(arn) = endpoints.iter().find(|ep| ep["token"] == token).and_then(|ep| ep["arn"].as_str()) else {
+        return Ok(());
+    };
+    let envelope: Value = serde_json::from_str(
+        &include_str!("../../tests/fixtures/sns-push/delivery-failure.json")
+            .replace("__ENDPOINT_ARN__", arn)
+            .replace("e3a5c7e9-1b3d-5f7a-9c1e-3b5d7f9a1c84", &sns_id),
+    )?;
+    let message = envelope["Message"].as_str().context("fixture Message")?;
+    let topic = local.stack.topics.get("PushEventsTopic").context("no PushEventsTopic")?;
+    aws_sdk_sns::Client::new(&local.sdk).publish().topic_arn(topic).message(message).send().await?;
+    Ok(())
 }
 
 async fn disable_endpoints_of(local: &Local, token: &str) -> anyhow::Result<()> {
