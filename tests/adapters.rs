@@ -206,32 +206,45 @@ async fn a_failed_forward_returns_only_its_records_to_the_queue() {
     assert_eq!(ledger.rejection("m-bad").await.unwrap().map(|r| r.0).as_deref(), Some("malformed_json"));
 }
 
+/// A message admitted to the ledger (its request, id and admission time), for claims.
+async fn admitted(t: &TestStack, ledger: &DynamoLedger, suffix: &str) -> (NotifyRequest, MessageId, DateTime<Utc>) {
+    let key = format!("{}-{suffix}", t.tag);
+    let req = request(&key);
+    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
+    let now = Utc::now();
+    ledger.admit(admission(&id, &req, now)).await.unwrap();
+    (req, id, now)
+}
+
+fn admission<'a>(id: &'a MessageId, request: &'a NotifyRequest, now: DateTime<Utc>) -> Admit<'a> {
+    Admit {
+        id,
+        source_id: "s",
+        request,
+        now,
+        dedupe_until: now + TimeDelta::hours(1),
+        expires_at: now + TimeDelta::days(1),
+    }
+}
+
+fn claim_of(id: &MessageId, channel: Channel, per_channel: bool, now: DateTime<Utc>) -> Claim<'_> {
+    Claim {
+        id,
+        channel,
+        per_channel,
+        variant: per_channel.then_some("b"),
+        template_version: 1,
+        at: now,
+        until: now + TimeDelta::seconds(30),
+    }
+}
+
 #[tokio::test]
 async fn all_mode_claims_each_channel_once() {
     let t = TestStack::without_functions().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
-    let key = format!("{}-all", t.tag);
-    let req = request(&key);
-    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
-    let now = Utc::now();
-    let admit = Admit {
-        id: &id,
-        source_id: "s",
-        request: &req,
-        now,
-        dedupe_until: now + TimeDelta::hours(1),
-        expires_at: now + TimeDelta::days(1),
-    };
-    ledger.admit(admit.clone()).await.unwrap();
-    let claim = |channel| Claim {
-        id: &id,
-        channel,
-        per_channel: true,
-        variant: Some("b"),
-        template_version: 1,
-        at: now,
-        until: now + TimeDelta::seconds(30),
-    };
+    let (_, id, now) = admitted(&t, &ledger, "all").await;
+    let claim = |channel| claim_of(&id, channel, true, now);
     assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Claimed::Claimed);
     assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Claimed);
     assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Done, "each channel once");
@@ -252,7 +265,7 @@ async fn all_mode_claims_each_channel_once() {
     let closed_key = format!("{}-all-closed", t.tag);
     let closed = MessageId::for_key(&IdempotencyKey::new(closed_key.as_str()).unwrap());
     let req = request(&closed_key);
-    ledger.admit(Admit { id: &closed, request: &req, ..admit }).await.unwrap();
+    ledger.admit(admission(&closed, &req, now)).await.unwrap();
     let expired = Transition::new(Status::Expired, now).reason(Reason::Expired);
     assert_eq!(ledger.transition(&closed, expired).await.unwrap(), Applied::Applied);
     let claim = Claim { id: &closed, ..claim(Channel::Sms) };
@@ -263,28 +276,8 @@ async fn all_mode_claims_each_channel_once() {
 async fn a_kept_push_fallback_is_taken_once_the_send_is_recorded_and_until_another_channel_claims() {
     let t = TestStack::without_functions().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
-    let key = format!("{}-late-push", t.tag);
-    let req = request(&key);
-    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
-    let now = Utc::now();
-    let admit = Admit {
-        id: &id,
-        source_id: "s",
-        request: &req,
-        now,
-        dedupe_until: now + TimeDelta::hours(1),
-        expires_at: now + TimeDelta::days(1),
-    };
-    ledger.admit(admit).await.unwrap();
-    let claim = |channel| Claim {
-        id: &id,
-        channel,
-        per_channel: false,
-        variant: None,
-        template_version: 1,
-        at: now,
-        until: now + TimeDelta::seconds(30),
-    };
+    let (req, id, now) = admitted(&t, &ledger, "late-push").await;
+    let claim = |channel| claim_of(&id, channel, false, now);
     let note = || Transition::new(Status::Failed, now).reason(Reason::EndpointDisabled).channel(Channel::Push);
     let sns_id = format!("sns-{}", t.tag);
     assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap(), None, "nothing kept");

@@ -409,7 +409,7 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
             .await?,
     );
 
-    // 4. Single-channel push and SMS (no delivery receipt is handled for these yet).
+    // 4. Push and SMS (no delivery receipt is handled for these yet).
     let who = |i: usize| format!("{run}-push-{i}");
     let setup: Vec<String> = (0..sizes.push)
         .flat_map(|i| {
@@ -422,43 +422,26 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
         })
         .collect();
     phases.push(setup_phase(env, pipe, "setup: push recipients", 2 * sizes.push, &setup).await?);
-    let keys: Vec<(String, String)> = (0..sizes.push).map(|i| (format!("{run}-pushed-{i}"), String::new())).collect();
-    let bodies: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (key, _))| {
-            notify(
-                key,
-                &who(i),
-                "order_shipped",
-                "transactional",
-                json!({"channels": ["push"], "data": {"order_id": format!("{i:08}")}}),
-            )
-        })
-        .collect();
-    let mut p = run_phase(env, pipe, "transactional push", sizes.push, &bodies).await?;
-    p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
-    phases.push(p);
-    // The same people, with email as the fallback: dispatch keeps the fallback job for a
-    // late DeliveryFailure (one more write per push).
-    let keys: Vec<(String, String)> =
-        (0..sizes.push).map(|i| (format!("{run}-pushed-or-mailed-{i}"), String::new())).collect();
-    let bodies: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (key, _))| {
-            notify(
-                key,
-                &who(i),
-                "order_shipped",
-                "transactional",
-                json!({"channels": ["push", "email"], "data": {"order_id": format!("{i:08}")}}),
-            )
-        })
-        .collect();
-    let mut p = run_phase(env, pipe, "transactional push, email as fallback", sizes.push, &bodies).await?;
-    p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
-    phases.push(p);
+    for (name, prefix, channels) in [
+        ("transactional push", "pushed", json!(["push"])),
+        // The same people, with email as the fallback: dispatch keeps the fallback job for
+        // a late DeliveryFailure (one more write per push).
+        ("transactional push, email as fallback", "pushed-or-mailed", json!(["push", "email"])),
+    ] {
+        let keys: Vec<(String, String)> =
+            (0..sizes.push).map(|i| (format!("{run}-{prefix}-{i}"), String::new())).collect();
+        let bodies: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| {
+                let extra = json!({"channels": channels, "data": {"order_id": format!("{i:08}")}});
+                notify(key, &who(i), "order_shipped", "transactional", extra)
+            })
+            .collect();
+        let mut p = run_phase(env, pipe, name, sizes.push, &bodies).await?;
+        p.outcomes = fates(env, &pipe.stack, &keys).await?.outcomes;
+        phases.push(p);
+    }
 
     let who = |i: usize| format!("{run}-sms-{i}");
     let setup: Vec<String> = (0..sizes.sms)
