@@ -1,0 +1,496 @@
+//! The message ledger: idempotent admission, send claims, status transitions.
+
+use super::*;
+
+/// An `all`-mode message another channel has taken past `sent` (a receipt, or that
+/// channel's failure) and that is not closed, with `channel` not claimed yet.
+fn open_past_sent(item: &Item, channel: Channel) -> bool {
+    let claimed =
+        item.get("claimed").and_then(|v| v.as_ss().ok()).is_some_and(|c| c.iter().any(|x| x == channel.as_str()));
+    get_n::<u8>(item, "rank").is_some_and(|r| r > Status::Sent.rank() && r < Status::Rejected.rank()) && !claimed
+}
+
+/// Why a `first`-mode claim failed, from the item as it was: an earlier claim that has
+/// neither expired nor been followed by a provider id or a receipt is `Held`.
+fn held(item: &Item, claim: &Claim<'_>) -> Option<Claimed> {
+    if claim.per_channel || item.contains_key("provider_id") || get_n::<u8>(item, "rank")? != Status::Sent.rank() {
+        return None;
+    }
+    let until = DateTime::from_timestamp(get_n(item, "claim_until")?, 0)?;
+    // As the condition compares them: whole seconds.
+    (until.timestamp() >= claim.at.timestamp()).then_some(Claimed::Held { until })
+}
+
+/// The message ledger: one item per notification (`pk` = message id) and one per
+/// rejected body (`pk` = `rejected#<sqs message id>`), both expiring by TTL.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// One conditional claim, moving the status to `sent` or (`all` mode, past `sent`)
+    /// leaving it. `Err(item)`: refused, with the item as it was (`None`: no such message).
+    async fn try_claim(&self, claim: &Claim<'_>, move_status: bool) -> PortResult<Result<(), Option<Item>>> {
+        let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
+        let mut update = String::from(
+            "SET claim_until = :until, template_version = :v, \
+             history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
+        );
+        // One channel per message (`first` mode): a new send, or the retry of an attempt
+        // that ended without recording a provider id. `all` mode: each channel once, and
+        // not once the message is closed (suppressed, rejected, expired).
+        let condition = match (claim.per_channel, move_status) {
+            (false, _) => {
+                "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
+                 AND attribute_not_exists(provider_id)))"
+            }
+            (true, true) => "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank <= :rank",
+            (true, false) => {
+                "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank > :rank AND #rank < :closed"
+            }
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim.id.as_str())))
+            .condition_expression(condition)
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":rank", n(Status::Sent.rank()))
+            .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
+            .expression_attribute_values(":until", n(claim.until.timestamp()))
+            .expression_attribute_values(":v", n(claim.template_version))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&sent))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if move_status {
+            update = update.replacen("SET ", "SET #status = :sent, #rank = :rank, channel = :channel, ", 1);
+            req = req
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":sent", s(Status::Sent.as_str()));
+        } else {
+            req = req.expression_attribute_values(":closed", n(Status::Rejected.rank()));
+        }
+        if move_status || claim.per_channel {
+            req = req.expression_attribute_values(":channel", s(claim.channel.as_str()));
+        }
+        if !claim.per_channel {
+            req = req.expression_attribute_values(":now", n(claim.at.timestamp()));
+        }
+        if let Some(v) = claim.variant {
+            update = update.replacen("SET ", "SET variant = :variant, ", 1);
+            req = req.expression_attribute_values(":variant", s(v));
+        }
+        match req.update_expression(update).send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Err(c.item().filter(|i| i.contains_key("pk")).cloned()))
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    fn parse_entry(item: &Item) -> Option<LedgerEntry> {
+        let history = item
+            .get("history")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|e| e.as_m().ok())
+                    .map(|m| HistoryEntry {
+                        status: get_s(m, "s").unwrap_or_default().to_owned(),
+                        at: get_s(m, "at").unwrap_or_default().to_owned(),
+                        reason: get_s(m, "r").map(str::to_owned),
+                        channel: get_s(m, "c").map(str::to_owned),
+                        detail: get_s(m, "d").map(str::to_owned),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(LedgerEntry {
+            id: MessageId::parse(get_s(item, "pk")?)?,
+            idempotency_key: get_s(item, "key").unwrap_or_default().to_owned(),
+            recipient: get_s(item, "recipient").unwrap_or_default().to_owned(),
+            template: get_s(item, "template").unwrap_or_default().to_owned(),
+            kind: get_s(item, "kind").and_then(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok()),
+            campaign: get_s(item, "campaign").map(str::to_owned),
+            status: get_s(item, "status").and_then(Status::parse)?,
+            reason: get_s(item, "reason").map(str::to_owned),
+            channel: get_s(item, "channel").map(str::to_owned),
+            provider_id: get_s(item, "provider_id").map(str::to_owned),
+            variant: get_s(item, "variant").map(str::to_owned),
+            sms_segments: get_n(item, "sms_segments"),
+            duplicates: get_n(item, "duplicates").unwrap_or(0),
+            history,
+        })
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn admit(&self, admit: Admit<'_>) -> PortResult<Admission> {
+        let r = admit.request;
+        let accepted = Transition::new(Status::Accepted, admit.now);
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(admit.id.as_str())),
+            ("key".into(), s(r.idempotency_key.as_str())),
+            ("recipient".into(), s(r.recipient.as_str())),
+            ("template".into(), s(r.template.as_str())),
+            ("kind".into(), s(r.kind.as_str())),
+            ("status".into(), s(Status::Accepted.as_str())),
+            ("rank".into(), n(Status::Accepted.rank())),
+            ("source_id".into(), s(admit.source_id)),
+            ("history".into(), history_entry(&accepted)),
+            ("dedupe_until".into(), n(admit.dedupe_until.timestamp())),
+            ("ttl".into(), n(admit.expires_at.timestamp())),
+        ]);
+        if let Some(c) = &r.campaign {
+            item.insert("campaign".into(), s(c.as_str()));
+        }
+        if let Some(t) = &r.topic {
+            item.insert("topic".into(), s(t.as_str()));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR dedupe_until < :now")
+            .expression_attribute_values(":now", n(admit.now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match put {
+            Ok(_) => return Ok(Admission::New),
+            Err(err) => err,
+        };
+        let old = match err.as_service_error() {
+            Some(e) if is_conditional_failure(e) => match e {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                    c.item().cloned()
+                }
+                _ => None,
+            },
+            _ => return Err(classify("PutItem", err)),
+        };
+        // ALL_OLD saves a read; an endpoint that does not return it costs one GetItem.
+        let old = match old {
+            Some(item) => Some(item),
+            None => self.get_item(admit.id.as_str()).await?,
+        };
+        let status = old.as_ref().and_then(|i| get_s(i, "status")).and_then(Status::parse).unwrap_or(Status::Accepted);
+        let same_source = old.as_ref().and_then(|i| get_s(i, "source_id")) == Some(admit.source_id);
+        Ok(Admission::Duplicate { status, same_source })
+    }
+
+    async fn note_duplicate(&self, id: &MessageId, at: DateTime<Utc>) -> PortResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression("ADD duplicates :one SET last_duplicate_at = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            })
+    }
+
+    async fn reject(&self, r: RejectionRecord) -> PortResult<()> {
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("rejected#{}", r.source_id))),
+            ("status".into(), s(Status::Rejected.as_str())),
+            ("reason".into(), s(&r.code)),
+            ("detail".into(), s(r.detail.chars().take(400).collect::<String>())),
+            ("body_bytes".into(), n(r.body_bytes)),
+            ("at".into(), ts(r.at)),
+            ("ttl".into(), n(r.expires_at.timestamp())),
+        ]);
+        if let Some(k) = r.idempotency_key {
+            item.insert("key".into(), s(k));
+        }
+        put(&self.client, &self.table, item).await
+    }
+
+    async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Claimed> {
+        Ok(match self.try_claim(&claim, true).await? {
+            Ok(()) => Claimed::Claimed,
+            // `all` mode, and another channel has taken the message past `sent` (its
+            // receipt, or its failure): this channel still goes, and the message keeps
+            // the status it has.
+            Err(Some(item)) if claim.per_channel && open_past_sent(&item, claim.channel) => {
+                match self.try_claim(&claim, false).await? {
+                    Ok(()) => Claimed::Claimed,
+                    Err(Some(_)) => Claimed::Done,
+                    Err(None) => Claimed::Unknown,
+                }
+            }
+            Err(Some(item)) => held(&item, &claim).unwrap_or(Claimed::Done),
+            Err(None) => Claimed::Unknown,
+        })
+    }
+
+    async fn release_send(&self, id: &MessageId, channel: Channel, note: Option<Transition>) -> PortResult<()> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":channels", AttributeValue::Ss(vec![channel.as_str().to_owned()]));
+        req = match note {
+            Some(t) => req
+                .update_expression(
+                    "SET claim_until = :zero, history = list_append(if_not_exists(history, :empty), :h) \
+                     DELETE claimed :channels",
+                )
+                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+                .expression_attribute_values(":h", history_entry(&t)),
+            None => req.update_expression("SET claim_until = :zero DELETE claimed :channels"),
+        };
+        req.send().await.map(|_| ()).or_else(|e| match e.as_service_error() {
+            Some(se) if is_conditional_failure(se) => Ok(()),
+            _ => Err(classify("UpdateItem", e)),
+        })
+    }
+
+    async fn record_sent(&self, id: &MessageId, provider_id: &str, sms_segments: Option<u32>) -> PortResult<()> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .expression_attribute_values(":pid", s(provider_id));
+        // `all` mode sends on several channels: the first provider id is kept.
+        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid)");
+        if let Some(segments) = sms_segments {
+            update.push_str(", sms_segments = :seg");
+            req = req.expression_attribute_values(":seg", n(segments));
+        }
+        req.update_expression(update).send().await.map(|_| ()).map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn remember_fallback(&self, provider_id: &str, job: &EligibilityJob, until: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(job).map_err(|e| PortError::Unknown(e.into()))?;
+        let item = HashMap::from([
+            ("pk".to_owned(), s(format!("fallback#{provider_id}"))),
+            ("message_id".into(), s(job.message_id.as_str())),
+            ("job".into(), s(body)),
+            ("ttl".into(), n(until.timestamp())),
+        ]);
+        put(&self.client, &self.table, item).await
+    }
+
+    async fn take_fallback(&self, provider_id: &str, note: Transition) -> PortResult<Option<EligibilityJob>> {
+        let now = note.at.timestamp();
+        // TTL deletes lazily: a kept job past its time is not taken.
+        let Some(kept) = self
+            .get_item(&format!("fallback#{provider_id}"))
+            .await?
+            .filter(|kept| get_n::<i64>(kept, "ttl").is_some_and(|until| until >= now))
+        else {
+            return Ok(None);
+        };
+        let Some(job) = get_s(&kept, "job").and_then(|j| serde_json::from_str::<EligibilityJob>(j).ok()) else {
+            tracing::error!(provider_id, "kept fallback job does not parse: no fallback");
+            return Ok(None);
+        };
+        // As a failed send before a fallback (release_send): the claim is let go and the
+        // provider id removed, so the next channel's claim passes; the status stays `sent`.
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(job.message_id.as_str())))
+            .condition_expression("provider_id = :pid AND #rank = :rank")
+            .update_expression(
+                "SET claim_until = :zero, fell_back_from = :pid, \
+                 history = list_append(if_not_exists(history, :empty), :h) REMOVE provider_id",
+            )
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":rank", n(Status::Sent.rank()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&note))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match released {
+            Ok(_) => return Ok(Some(job)),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item().cloned()
+                }
+                _ => return Err(classify("UpdateItem", e)),
+            },
+        };
+        let old = match old {
+            Some(item) => item,
+            None => match self.get_item(job.message_id.as_str()).await? {
+                Some(item) => item,
+                None => return Ok(None),
+            },
+        };
+        let on_push = get_s(&old, "status") == Some(Status::Sent.as_str())
+            && get_s(&old, "channel") == Some(Channel::Push.as_str());
+        // Released by this failure before, and no other channel has claimed it since:
+        // the hand-off may have failed, so the job goes again.
+        if get_s(&old, "fell_back_from") == Some(provider_id) && on_push {
+            return Ok(Some(job));
+        }
+        // The failure came before dispatch recorded the send (its claim still holds): look
+        // again later. A claim run out without a provider id is a send that was never recorded.
+        if !old.contains_key("provider_id")
+            && on_push
+            && !old.contains_key("fell_back_from")
+            && get_n::<i64>(&old, "claim_until").is_some_and(|until| until >= now)
+        {
+            return Err(PortError::Transient(format!("{}: the push is not recorded as sent yet", job.message_id)));
+        }
+        Ok(None)
+    }
+
+    async fn transition(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {
+        self.advance(id, t).await.map(|(applied, _)| applied)
+    }
+
+    async fn advance(&self, id: &MessageId, t: Transition) -> PortResult<(Applied, Option<MessageFacts>)> {
+        let mut update = String::from(
+            "SET #status = :status, #rank = :rank, history = list_append(if_not_exists(history, :empty), :h)",
+        );
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .condition_expression("attribute_exists(pk) AND #rank < :rank")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":status", s(t.status.as_str()))
+            .expression_attribute_values(":rank", n(t.status.rank()))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            // The item comes back with the write at no extra cost: its template and
+            // campaign label the transition's metric without a read.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(r) = t.reason {
+            update.push_str(", reason = :reason");
+            req = req.expression_attribute_values(":reason", s(r.as_str()));
+        }
+        if let Some(c) = t.channel {
+            update.push_str(", channel = :channel");
+            req = req.expression_attribute_values(":channel", s(c.as_str()));
+        }
+        if let Some(p) = &t.provider_id {
+            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
+            req = req.expression_attribute_values(":pid", s(p));
+        }
+        match req.update_expression(update).send().await {
+            Ok(out) => {
+                let facts = out.attributes.as_ref().map(|item| MessageFacts {
+                    template: get_s(item, "template").unwrap_or_default().to_owned(),
+                    campaign: get_s(item, "campaign").map(str::to_owned),
+                });
+                Ok((Applied::Applied, facts))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let exists = c.item().is_some_and(|i| i.contains_key("pk"));
+                    Ok((if exists { Applied::Stale } else { Applied::Unknown }, None))
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn note(&self, id: &MessageId, t: Transition) -> PortResult<()> {
+        let mut update = String::from("SET history = list_append(if_not_exists(history, :empty), :h)");
+        let mut req = self.client.update_item();
+        if let Some(p) = &t.provider_id {
+            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
+            req = req.expression_attribute_values(":pid", s(p));
+        }
+        req.table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .update_expression(update)
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            })
+    }
+
+    async fn get(&self, id: &MessageId) -> PortResult<Option<LedgerEntry>> {
+        Ok(self.get_item(id.as_str()).await?.as_ref().and_then(Self::parse_entry))
+    }
+}
+
+impl DynamoLedger {
+    async fn get_item(&self, pk: &str) -> PortResult<Option<Item>> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|o| o.item)
+            .map_err(|e| classify("GetItem", e))
+    }
+
+    /// A rejection record, by the SQS message id of the refused body.
+    pub async fn rejection(&self, source_id: &str) -> PortResult<Option<(String, String)>> {
+        let item = self.get_item(&format!("rejected#{source_id}")).await?;
+        Ok(item.map(|i| {
+            (get_s(&i, "reason").unwrap_or_default().to_owned(), get_s(&i, "detail").unwrap_or_default().to_owned())
+        }))
+    }
+
+    /// Every message of a campaign, for the operator's funnel (`herald funnel`). A Scan
+    /// with a filter reads the whole table: acceptable for an occasional operator
+    /// command on a ledger that TTL keeps to its retention window. A GSI on campaign
+    /// would be cheaper to read but would cost a write on every status change of
+    /// every campaign message, which the per-notification write budget forbids.
+    pub async fn campaign_entries(&self, campaign: &str) -> PortResult<Vec<LedgerEntry>> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("campaign = :c")
+                .expression_attribute_values(":c", s(campaign))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Scan", e))?;
+            entries.extend(page.items.unwrap_or_default().iter().filter_map(Self::parse_entry));
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(entries)
+    }
+}

@@ -1,0 +1,237 @@
+//! Recipients: profiles, consent with its audit trail, devices and the endpoint index.
+
+use super::*;
+
+/// Recipients: one `profile` item per person (contact points, preferences, one
+/// attribute per consent scope and per device, so concurrent commands never
+/// overwrite each other), plus `consent#<at>#<scope>` audit items.
+#[derive(Debug, Clone)]
+pub struct DynamoRecipients {
+    pub(super) client: Client,
+    pub(super) table: String,
+}
+
+pub(super) const PROFILE: &str = "profile";
+const CONSENT_PREFIX: &str = "consent:";
+pub(super) const DEVICE_PREFIX: &str = "device:";
+
+impl DynamoRecipients {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub(super) fn profile_key(id: &RecipientId) -> Item {
+        HashMap::from([("pk".to_owned(), s(id.as_str())), ("sk".to_owned(), s(PROFILE))])
+    }
+
+    fn parse(item: &Item) -> Recipient {
+        let mut r = Recipient {
+            id: get_s(item, "pk").and_then(|v| RecipientId::new(v).ok()),
+            email: get_s(item, "email").and_then(|v| EmailAddress::new(v).ok()),
+            phone: get_s(item, "phone").and_then(|v| PhoneNumber::new(v).ok()),
+            timezone: get_s(item, "timezone").and_then(|v| TimeZone::try_from(v.to_owned()).ok()),
+            locale: get_s(item, "locale").and_then(|v| Locale::try_from(v.to_owned()).ok()),
+            ..Recipient::default()
+        };
+        let time = |name| get_s(item, name).and_then(|v| NaiveTime::parse_from_str(v, "%H:%M").ok());
+        if let (Some(start), Some(end)) = (time("quiet_start"), time("quiet_end")) {
+            r.quiet_hours = Some(QuietHours { start, end });
+        }
+        for (name, value) in item {
+            let Ok(m) = value.as_m() else { continue };
+            if let Some(scope) = name.strip_prefix(CONSENT_PREFIX).and_then(ConsentScope::parse_key) {
+                let state = (|| {
+                    Some(ConsentState {
+                        granted: *m.get("granted")?.as_bool().ok()?,
+                        source: ConsentSource::new(get_s(m, "source")?).ok()?,
+                        at: get_s(m, "at")?.parse().ok()?,
+                    })
+                })();
+                if let Some(state) = state {
+                    r.consents.insert(scope, state);
+                }
+            } else if name.starts_with(DEVICE_PREFIX) {
+                r.devices.extend(Self::parse_device(m));
+            }
+        }
+        r.devices.sort_by(|a, b| a.endpoint_arn.cmp(&b.endpoint_arn));
+        r
+    }
+}
+
+impl RecipientStore for DynamoRecipients {
+    async fn get(&self, id: &RecipientId) -> PortResult<Option<Recipient>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.as_ref().map(Self::parse))
+    }
+
+    async fn upsert(&self, cmd: &UpsertRecipient, now: DateTime<Utc>) -> PortResult<()> {
+        let mut sets = vec!["updated_at = :now".to_owned()];
+        let mut values: Item = HashMap::from([(":now".to_owned(), ts(now))]);
+        // Names go through placeholders: several (`timezone`) are DynamoDB reserved words.
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut put = |name: &str, value: AttributeValue| {
+            sets.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), value);
+        };
+        if let Some(v) = &cmd.email {
+            put("email", s(v.as_str()));
+        }
+        if let Some(v) = &cmd.phone {
+            put("phone", s(v.as_str()));
+        }
+        if let Some(v) = cmd.timezone {
+            put("timezone", s(String::from(v)));
+        }
+        if let Some(v) = &cmd.locale {
+            put("locale", s(v.as_str()));
+        }
+        if let Some(q) = cmd.quiet_hours {
+            put("quiet_start", s(q.start.format("%H:%M").to_string()));
+            put("quiet_end", s(q.end.format("%H:%M").to_string()));
+        }
+        if let Some(a) = &cmd.attributes {
+            put("attributes", s(serde_json::Value::Object(a.clone()).to_string()));
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(&cmd.recipient)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn set_consent(&self, cmd: &SetConsent, now: DateTime<Utc>) -> PortResult<ConsentApplied> {
+        let scope = ConsentScope { channel: cmd.channel, topic: cmd.topic.clone() };
+        let at = cmd.at.unwrap_or(now);
+        let state = AttributeValue::M(HashMap::from([
+            ("granted".to_owned(), AttributeValue::Bool(cmd.granted)),
+            ("source".to_owned(), s(cmd.source.as_str())),
+            ("at".to_owned(), ts(at)),
+        ]));
+        // The audit trail keeps every command, including one older than the current state.
+        let audit: Item = HashMap::from([
+            ("pk".to_owned(), s(cmd.recipient.as_str())),
+            ("sk".to_owned(), s(format!("consent#{}#{}", at.to_rfc3339(), scope.key()))),
+            ("granted".to_owned(), AttributeValue::Bool(cmd.granted)),
+            ("source".to_owned(), s(cmd.source.as_str())),
+            ("at".to_owned(), ts(at)),
+            ("received_at".to_owned(), ts(now)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(&cmd.recipient)))
+            .update_expression("SET #c = :state, updated_at = :now")
+            // Consents can arrive out of order: only a newer one replaces the current state.
+            .condition_expression("attribute_not_exists(#c) OR #c.#at <= :at")
+            .expression_attribute_names("#c", format!("{CONSENT_PREFIX}{}", scope.key()))
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":state", state)
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ConsentApplied::Applied),
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(ConsentApplied::Older),
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn add_device(&self, id: &RecipientId, device: &Device, now: DateTime<Utc>) -> PortResult<()> {
+        self.register_device(id, device, None, now).await.map(drop)
+    }
+
+    /// One read (which attributes hold the token) and one write, plus the index item's delete.
+    async fn remove_device(&self, id: &RecipientId, token: &PushToken) -> PortResult<Option<Device>> {
+        let Some(item) = self.profile(id).await? else { return Ok(None) };
+        let found: Vec<(String, Device)> =
+            Self::device_attributes(&item).into_iter().filter(|(_, d)| d.token == *token).collect();
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .expression_attribute_names("#tok", "token")
+            .expression_attribute_values(":tok", s(token.as_str()));
+        let mut removes = Vec::new();
+        let mut conditions = Vec::new();
+        for (i, (name, _)) in found.iter().enumerate() {
+            req = req.expression_attribute_names(format!("#d{i}"), name);
+            removes.push(format!("#d{i}"));
+            // Unless a registration gave that device a new token in the meantime.
+            conditions.push(format!("#d{i}.#tok = :tok"));
+        }
+        let result = req
+            .update_expression(format!("REMOVE {}", removes.join(", ")))
+            .condition_expression(conditions.join(" AND "))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) => match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => return Ok(None),
+                _ => return Err(classify("UpdateItem", e)),
+            },
+        }
+        for (_, device) in &found {
+            self.drop_index(&device.endpoint_arn, id).await?;
+        }
+        Ok(found.into_iter().next().map(|(_, d)| d))
+    }
+
+    async fn erase(&self, id: &RecipientId) -> PortResult<Vec<Device>> {
+        let devices = self.get(id).await?.map(|r| r.devices).unwrap_or_default();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(id.as_str()))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Query", e))?;
+            batch_delete(&self.client, &self.table, page.items.unwrap_or_default()).await?;
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        // The endpoint index items name the recipient: they go too.
+        for device in &devices {
+            self.drop_index(&device.endpoint_arn, id).await?;
+        }
+        Ok(devices)
+    }
+}

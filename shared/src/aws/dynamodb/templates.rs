@@ -1,0 +1,106 @@
+//! Templates and campaigns, cached compiled in memory.
+
+use super::*;
+
+/// Templates, read from the table and kept compiled in memory for `ttl`, so a
+/// warm function reads each template about once a minute at most.
+#[derive(Debug)]
+pub struct DynamoTemplates {
+    client: Client,
+    table: String,
+    /// Documents as last read (their absence included).
+    cache: TtlCache<TemplateName, Option<Arc<CompiledTemplate>>>,
+    campaigns: TtlCache<CampaignId, Option<Arc<CampaignDoc>>>,
+}
+
+impl DynamoTemplates {
+    pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
+        Self { client, table: table.into(), cache: TtlCache::new(ttl), campaigns: TtlCache::new(ttl) }
+    }
+
+    /// Stores a template document (used by `herald templates push`).
+    pub async fn put(&self, doc: &TemplateDoc, now: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(doc).map_err(|e| PortError::Unknown(e.into()))?;
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(doc.name.as_str())),
+            ("version".to_owned(), n(doc.version)),
+            ("doc".to_owned(), s(body)),
+            ("updated_at".to_owned(), ts(now)),
+        ]);
+        put(&self.client, &self.table, item).await
+    }
+
+    /// Stores a campaign definition beside the templates (`pk` = `campaign#<name>`).
+    pub async fn put_campaign(&self, doc: &CampaignDoc, now: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(doc).map_err(|e| PortError::Unknown(e.into()))?;
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("campaign#{}", doc.name))),
+            ("doc".to_owned(), s(body)),
+            ("updated_at".to_owned(), ts(now)),
+        ]);
+        put(&self.client, &self.table, item).await
+    }
+
+    async fn load_campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&format!("campaign#{name}"))))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(raw) = out.item.as_ref().and_then(|i| get_s(i, "doc")) else {
+            return Ok(None);
+        };
+        let doc: CampaignDoc = serde_json::from_str(raw).map_err(|e| PortError::Permanent {
+            code: "InvalidCampaign".into(),
+            message: format!("campaign {name} is not a valid document: {e}"),
+        })?;
+        doc.validate().map_err(|message| PortError::Permanent { code: "InvalidCampaign".into(), message })?;
+        Ok(Some(Arc::new(doc)))
+    }
+
+    async fn load(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(name.as_str())))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(raw) = out.item.as_ref().and_then(|i| get_s(i, "doc")) else {
+            return Ok(None);
+        };
+        let doc: TemplateDoc = serde_json::from_str(raw).map_err(|e| PortError::Permanent {
+            code: "InvalidTemplate".into(),
+            message: format!("template {name} is not a valid document: {e}"),
+        })?;
+        let compiled = CompiledTemplate::compile(doc)
+            .map_err(|e| PortError::Permanent { code: "InvalidTemplate".into(), message: e.to_string() })?;
+        Ok(Some(Arc::new(compiled)))
+    }
+}
+
+impl TemplateStore for DynamoTemplates {
+    async fn get(&self, name: &TemplateName) -> PortResult<Option<Arc<CompiledTemplate>>> {
+        self.cache.get_or_load(name, || self.load(name)).await
+    }
+}
+
+impl CampaignStore for DynamoTemplates {
+    async fn campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
+        self.campaigns.get_or_load(name, || self.load_campaign(name)).await
+    }
+}
+
+/// Parses a ledger `kind` attribute (shared with the CLI's report).
+pub fn parse_kind(raw: &str) -> Option<Kind> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}
+
+/// Parses a platform name as stored.
+pub fn parse_platform(raw: &str) -> Option<Platform> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}
