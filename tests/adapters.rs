@@ -21,6 +21,11 @@ fn request(key: &str) -> NotifyRequest {
     }
 }
 
+/// A message id of its own per test and number, to hold cap slots in the name of.
+fn holder(t: &TestStack, n: u32) -> MessageId {
+    MessageId::for_key(&IdempotencyKey::new(format!("{}-holder-{n}", t.tag)).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_takers_never_share_the_last_cap_slot() {
     let t = TestStack::without_functions().await;
@@ -36,20 +41,27 @@ async fn concurrent_takers_never_share_the_last_cap_slot() {
         scope: CapScope::EachChannel,
     };
     let takers: Vec<_> = (0..24)
-        .map(|_| {
-            let (caps, slot) = (caps.clone(), slot.clone());
-            tokio::spawn(async move { caps.try_take(&slot).await.unwrap() })
+        .map(|i| {
+            let (caps, slot, holder) = (caps.clone(), slot.clone(), holder(&t, i));
+            tokio::spawn(async move { (holder.clone(), caps.try_take(&slot, &holder).await.unwrap()) })
         })
         .collect();
-    let mut granted = 0;
+    let mut granted = Vec::new();
     for t in takers {
-        granted += usize::from(t.await.unwrap());
+        let (holder, take) = t.await.unwrap();
+        if take == Take::Taken {
+            granted.push(holder);
+        }
     }
-    assert_eq!(granted, 3, "exactly the limit is granted, however many ask at once");
-    // A slot given back can be taken again, once.
-    caps.give_back(&slot).await.unwrap();
-    assert!(caps.try_take(&slot).await.unwrap());
-    assert!(!caps.try_take(&slot).await.unwrap());
+    assert_eq!(granted.len(), 3, "exactly the limit is granted, however many ask at once");
+    // A holder asking again holds its slot and counts once.
+    assert_eq!(caps.try_take(&slot, &granted[0]).await.unwrap(), Take::Held);
+    assert_eq!(caps.try_take(&slot, &holder(&t, 99)).await.unwrap(), Take::Full);
+    // A slot given back (twice: the second changes nothing) can be taken again, once.
+    caps.give_back(&slot, &granted[0]).await.unwrap();
+    caps.give_back(&slot, &granted[0]).await.unwrap();
+    assert_eq!(caps.try_take(&slot, &holder(&t, 100)).await.unwrap(), Take::Taken);
+    assert_eq!(caps.try_take(&slot, &holder(&t, 101)).await.unwrap(), Take::Full);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,21 +80,26 @@ async fn a_rolling_window_is_atomic_and_rolls() {
     };
     let takers: Vec<_> = (0..12)
         .map(|i| {
-            let (caps, slot) = (caps.clone(), slot(now + TimeDelta::milliseconds(i)));
-            tokio::spawn(async move { caps.try_take(&slot).await })
+            let (caps, slot, holder) = (caps.clone(), slot(now + TimeDelta::milliseconds(i)), holder(&t, i as u32));
+            tokio::spawn(async move { caps.try_take(&slot, &holder).await })
         })
         .collect();
     let mut granted = 0;
     for t in takers {
         // Under heavy contention a taker may give up (reported as throttling, so it retries later);
         // what matters is that no more than the limit is ever granted.
-        granted += usize::from(t.await.unwrap().unwrap_or(false));
+        granted += usize::from(t.await.unwrap().is_ok_and(|take| take == Take::Taken));
     }
     assert!((1..=2).contains(&granted), "never more than the limit: {granted}");
     // Fill it up, then 24 hours after the first take, a slot has rolled out.
-    while caps.try_take(&slot(now + TimeDelta::seconds(1))).await.unwrap() {}
-    assert!(!caps.try_take(&slot(now + TimeDelta::hours(23))).await.unwrap());
-    assert!(caps.try_take(&slot(now + TimeDelta::hours(24) + TimeDelta::seconds(1))).await.unwrap());
+    let mut n = 20;
+    while caps.try_take(&slot(now + TimeDelta::seconds(1)), &holder(&t, n)).await.unwrap() == Take::Taken {
+        n += 1;
+    }
+    assert_eq!(caps.try_take(&slot(now + TimeDelta::hours(23)), &holder(&t, 50)).await.unwrap(), Take::Full);
+    let next_day = slot(now + TimeDelta::hours(24) + TimeDelta::seconds(1));
+    assert_eq!(caps.try_take(&next_day, &holder(&t, 51)).await.unwrap(), Take::Taken);
+    assert_eq!(caps.try_take(&next_day, &holder(&t, 51)).await.unwrap(), Take::Held, "once per holder");
 }
 
 #[tokio::test]
@@ -104,17 +121,17 @@ async fn the_ledger_admits_once_and_only_moves_forward() {
     assert_eq!(ledger.admit(admit("sqs-1")).await.unwrap(), Admission::New);
     assert_eq!(
         ledger.admit(admit("sqs-1")).await.unwrap(),
-        Admission::Duplicate { status: Status::Accepted, same_source: true }
+        Admission::Duplicate { status: Status::Accepted, same_source: true, accepted_at: Some(millis(now)) }
     );
     assert_eq!(
         ledger.admit(admit("sqs-2")).await.unwrap(),
-        Admission::Duplicate { status: Status::Accepted, same_source: false }
+        Admission::Duplicate { status: Status::Accepted, same_source: false, accepted_at: Some(millis(now)) }
     );
 
     // The send is claimed once; a second copy of the job finds it held until the claim
     // runs out, even for another channel.
     let until = now + TimeDelta::seconds(30);
-    let claim = |channel, at, until| Claim {
+    let claim = |channel, at, until, token| Claim {
         id: &id,
         channel,
         per_channel: false,
@@ -122,21 +139,25 @@ async fn the_ledger_admits_once_and_only_moves_forward() {
         template_version: 4,
         at,
         until,
+        token,
     };
     let held = Claimed::Held { until: DateTime::from_timestamp(until.timestamp(), 0).unwrap() };
-    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), Claimed::Claimed);
-    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until)).await.unwrap(), held);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), held);
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until, "a")).await.unwrap(), Claimed::Claimed);
+    assert_eq!(ledger.claim_send(claim(Channel::Email, now, until, "b")).await.unwrap(), held);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until, "b")).await.unwrap(), held);
+    // Only the holder releases it.
+    ledger.release_send(&claim(Channel::Email, now, until, "b"), None).await.unwrap();
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until, "b")).await.unwrap(), held);
     // Released after a failed call, it can be claimed again.
-    ledger.release_send(&id, Channel::Email, None).await.unwrap();
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until)).await.unwrap(), Claimed::Claimed);
+    ledger.release_send(&claim(Channel::Email, now, until, "a"), None).await.unwrap();
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, now, until, "b")).await.unwrap(), Claimed::Claimed);
     // A claim that ran out with nothing recorded (the attempt died) is taken again.
     let later = now + TimeDelta::minutes(5);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, later, later)).await.unwrap(), Claimed::Claimed);
-    ledger.record_sent(&id, "provider-1", None).await.unwrap();
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, later, later, "c")).await.unwrap(), Claimed::Claimed);
+    ledger.record_sent(&id, Channel::Sms, "provider-1", None).await.unwrap();
     // Once the provider id is recorded, even an expired claim is never retaken.
     let much_later = now + TimeDelta::minutes(10);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms, much_later, much_later)).await.unwrap(), Claimed::Done);
+    assert_eq!(ledger.claim_send(claim(Channel::Sms, much_later, much_later, "d")).await.unwrap(), Claimed::Done);
 
     // Receipts: forward moves apply once; late or repeated ones change nothing.
     let delivered = Transition::new(Status::Delivered, now);
@@ -227,7 +248,18 @@ fn admission<'a>(id: &'a MessageId, request: &'a NotifyRequest, now: DateTime<Ut
     }
 }
 
-fn claim_of(id: &MessageId, channel: Channel, per_channel: bool, now: DateTime<Utc>) -> Claim<'_> {
+/// An instant as the ledger keeps it: to the millisecond.
+fn millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap()
+}
+
+pub(crate) fn claim_of<'a>(
+    id: &'a MessageId,
+    channel: Channel,
+    per_channel: bool,
+    now: DateTime<Utc>,
+    token: &'a str,
+) -> Claim<'a> {
     Claim {
         id,
         channel,
@@ -236,6 +268,7 @@ fn claim_of(id: &MessageId, channel: Channel, per_channel: bool, now: DateTime<U
         template_version: 1,
         at: now,
         until: now + TimeDelta::seconds(30),
+        token,
     }
 }
 
@@ -244,16 +277,19 @@ async fn all_mode_claims_each_channel_once() {
     let t = TestStack::without_functions().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
     let (_, id, now) = admitted(&t, &ledger, "all").await;
-    let claim = |channel| claim_of(&id, channel, true, now);
+    let claim = |channel| claim_of(&id, channel, true, now, "first");
+    let copy = |channel| claim_of(&id, channel, true, now, "copy");
     assert_eq!(ledger.claim_send(claim(Channel::Email)).await.unwrap(), Claimed::Claimed);
     assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Claimed);
-    assert_eq!(ledger.claim_send(claim(Channel::Sms)).await.unwrap(), Claimed::Done, "each channel once");
+    ledger.record_sent(&id, Channel::Sms, "sms-1", None).await.unwrap();
+    assert_eq!(ledger.claim_send(copy(Channel::Sms)).await.unwrap(), Claimed::Done, "each channel once");
     // The email's delivery is reported before push is claimed (push was throttled, say):
     // push still goes, and the message stays delivered.
     let delivered = Transition::new(Status::Delivered, now).channel(Channel::Email);
     assert_eq!(ledger.transition(&id, delivered).await.unwrap(), Applied::Applied);
     assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Claimed);
-    assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Done, "each channel once");
+    ledger.record_sent(&id, Channel::Push, "push-1", None).await.unwrap();
+    assert_eq!(ledger.claim_send(copy(Channel::Push)).await.unwrap(), Claimed::Done, "each channel once");
     let entry = ledger.get(&id).await.unwrap().unwrap();
     assert_eq!((entry.status, entry.channel.as_deref()), (Status::Delivered, Some("email")));
     assert_eq!(entry.variant.as_deref(), Some("b"));
@@ -277,19 +313,19 @@ async fn a_kept_push_fallback_is_taken_once_the_send_is_recorded_and_until_anoth
     let t = TestStack::without_functions().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("LedgerTable"));
     let (req, id, now) = admitted(&t, &ledger, "late-push").await;
-    let claim = |channel| claim_of(&id, channel, false, now);
+    let claim = |channel| claim_of(&id, channel, false, now, "t");
     let note = || Transition::new(Status::Failed, now).reason(Reason::EndpointDisabled).channel(Channel::Push);
     let sns_id = format!("sns-{}", t.tag);
     assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap(), None, "nothing kept");
 
     assert_eq!(ledger.claim_send(claim(Channel::Push)).await.unwrap(), Claimed::Claimed);
-    let job = EligibilityJob { tried: vec![Channel::Push], ..EligibilityJob::new(id.clone(), req) };
+    let job = EligibilityJob { tried: vec![Channel::Push], ..EligibilityJob::new(id.clone(), req, now) };
     ledger.remember_fallback(&sns_id, &job, now + TimeDelta::hours(1)).await.unwrap();
     // The failure overtook dispatch's record of the send: later.
     let early = ledger.take_fallback(&sns_id, note()).await;
     assert!(matches!(early, Err(PortError::Transient(_))), "{early:?}");
 
-    ledger.record_sent(&id, &sns_id, None).await.unwrap();
+    ledger.record_sent(&id, Channel::Push, &sns_id, None).await.unwrap();
     assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap().as_ref(), Some(&job));
     assert_eq!(ledger.take_fallback(&sns_id, note()).await.unwrap().as_ref(), Some(&job), "not claimed since");
     let entry = ledger.get(&id).await.unwrap().unwrap();

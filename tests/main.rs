@@ -5,6 +5,7 @@
 mod adapters;
 mod contract_schema;
 mod dispatching;
+mod idempotency;
 mod pipeline;
 mod receipts;
 mod recipients;

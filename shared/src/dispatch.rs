@@ -224,7 +224,7 @@ async fn retry_later<L: Ledger, T, O: Outbox, C>(
 /// The message will not be sent on this channel: its cap slots go back.
 async fn give_back<C: CapCounter>(caps: &C, job: &DispatchJob) {
     for slot in &job.slots {
-        if let Err(e) = caps.give_back(slot).await {
+        if let Err(e) = caps.give_back(slot, &job.message_id).await {
             tracing::warn!(message_id = %job.message_id, error = %e, "could not give a cap slot back");
         }
     }
@@ -273,10 +273,18 @@ where
         let detail = format!("no template named {}", job.request.template);
         return finish(deps, job, Status::Failed, Reason::UnknownTemplate, &detail, now).await;
     };
+    // Names this attempt: a retried write of its own claim recognizes it; another copy of
+    // the job, or a redelivery after this attempt died, does not.
+    let token = crate::attempt::token();
+    let per_channel = job.request.mode == Mode::All;
+    // Receipts record an email's send (SES's events name the message), except in `all`
+    // mode, where each channel's claim ends only with that channel's own provider id.
+    let record_send = !deliver.receipts_record_send() || per_channel;
     let claim = Claim {
         id,
+        token: &token,
         channel,
-        per_channel: job.request.mode == Mode::All,
+        per_channel,
         variant: job.variant.as_deref(),
         template_version: template.doc.version,
         at: now,
@@ -312,9 +320,7 @@ where
             tracing::info!(message_id = %id, channel = %channel, template_version = template.doc.version, "sent");
             metrics::count("Sent", &labels);
             // The send happened: a failure to record its id must not make a retry send again.
-            if !deliver.receipts_record_send()
-                && let Err(e) = deps.ledger.record_sent(id, &provider_id, sms_segments).await
-            {
+            if record_send && let Err(e) = deps.ledger.record_sent(id, channel, &provider_id, sms_segments).await {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
             }
             // SNS took the push; the platform may still refuse the token, which SNS reports
@@ -322,7 +328,7 @@ where
             if channel == Channel::Push
                 && job.may_fall_back
                 && let Err(e) =
-                    deps.ledger.remember_fallback(&provider_id, &job.fallback(), now + PUSH_FAILURE_WAIT).await
+                    deps.ledger.remember_fallback(&provider_id, &job.fallback(now), now + PUSH_FAILURE_WAIT).await
             {
                 tracing::warn!(message_id = %id, error = %e, "the fallback was not kept: a late push failure will not fall back");
             }
@@ -330,7 +336,7 @@ where
         }
         Delivery::Retry(why) => {
             metrics::count("Retried", &labels);
-            deps.ledger.release_send(id, channel, None).await?;
+            deps.ledger.release_send(&claim, None).await?;
             Ok(back_off(deps, job, record, why, now).await)
         }
         Delivery::Failed { reason, detail } if job.may_fall_back => {
@@ -339,9 +345,9 @@ where
             // Release first, so the next channel's claim finds the message free; the
             // next channel takes its own cap slots.
             let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
-            deps.ledger.release_send(id, channel, Some(note)).await?;
+            deps.ledger.release_send(&claim, Some(note)).await?;
             give_back(&deps.caps, job).await;
-            let body = serde_json::to_string(&job.fallback()).map_err(|e| PortError::Unknown(e.into()))?;
+            let body = serde_json::to_string(&job.fallback(now)).map_err(|e| PortError::Unknown(e.into()))?;
             Ok(Step::FallBack(body))
         }
         Delivery::Failed { reason, detail } => finish(deps, job, Status::Failed, reason, &detail, now).await,

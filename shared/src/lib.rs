@@ -5,7 +5,9 @@
 //! - [`ports`]: the capabilities handlers need, as traits.
 //! - [`aws`]: DynamoDB, SQS, SES v2, SNS and Secrets Manager adapters behind those ports (feature-gated per SDK).
 //! - [`lambda`]: SQS batch glue, tracing and metrics for the Lambda binaries.
+//! - [`attempt`]: tokens that let a retried conditional write recognize its own success.
 
+pub mod attempt;
 pub mod config;
 pub mod contract;
 pub mod domain;

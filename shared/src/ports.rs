@@ -73,6 +73,8 @@ pub enum Admission {
     Duplicate {
         status: Status,
         same_source: bool,
+        /// When the first copy was admitted.
+        accepted_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -104,6 +106,10 @@ pub struct Claim<'a> {
     /// Until when the claim holds without a provider id recorded: past this, the attempt
     /// is taken as abandoned and another may claim the send.
     pub until: DateTime<Utc>,
+    /// Names this attempt (the SQS message and its receive count): a claim whose write
+    /// was applied but answered with an error, and retried by the SDK, finds its own
+    /// token and knows the send is its own, instead of waiting for the claim to run out.
+    pub token: &'a str,
 }
 
 /// What came of a [`Claim`].
@@ -218,25 +224,28 @@ pub struct HistoryEntry {
 pub trait Ledger: Send + Sync {
     /// Records a new request under its id, once: a conditional write.
     fn admit(&self, admit: Admit<'_>) -> impl Future<Output = PortResult<Admission>> + Send;
-    /// Counts a duplicate arrival on the original message.
-    fn note_duplicate(&self, id: &MessageId, at: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
+    /// Counts a duplicate arrival on the original message, once per `source_id` (the SQS
+    /// message that carried it): a write retried after it was applied counts once.
+    fn note_duplicate(
+        &self,
+        id: &MessageId,
+        source_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
     fn reject(&self, rejection: RejectionRecord) -> impl Future<Output = PortResult<()>> + Send;
     /// Claims the send on `channel` before the provider call (status `sent`), so a
     /// second copy of the job cannot send again.
     fn claim_send(&self, claim: Claim<'_>) -> impl Future<Output = PortResult<Claimed>> + Send;
     /// Lets a retry (or a fallback channel) claim again after a failed provider call,
-    /// appending `note` to the history in the same write when given.
-    fn release_send(
-        &self,
-        id: &MessageId,
-        channel: Channel,
-        note: Option<Transition>,
-    ) -> impl Future<Output = PortResult<()>> + Send;
-    /// Records the provider's id (and what an SMS cost) after a send: from then on the
-    /// claim never expires.
+    /// appending `note` to the history in the same write when given. Only the attempt
+    /// that holds the claim (`token`) releases it, once: a second release is a no-op.
+    fn release_send(&self, claim: &Claim<'_>, note: Option<Transition>) -> impl Future<Output = PortResult<()>> + Send;
+    /// Records the provider's id (and what an SMS cost) after a send on `channel`: from
+    /// then on the claim never expires.
     fn record_sent(
         &self,
         id: &MessageId,
+        channel: Channel,
         provider_id: &str,
         sms_segments: Option<u32>,
     ) -> impl Future<Output = PortResult<()>> + Send;
@@ -260,6 +269,11 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = PortResult<Option<EligibilityJob>>> + Send;
     /// Moves a message forward; never backwards, and applying it twice changes nothing.
     fn transition(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<Applied>> + Send;
+    /// Eligibility's refusal (suppressed, rejected, expired): like [`Ledger::transition`],
+    /// and only while no send holds the message, i.e. while a dispatch could still claim
+    /// it. A copy of a job that was already routed and sent is `Stale` here: it never
+    /// writes a refusal over a send, nor makes the send's claim fail.
+    fn settle(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<Applied>> + Send;
     /// Appends to the history without changing the status (a channel that failed before a
     /// fallback, a delivery delay); records the provider id when it has one.
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
@@ -355,11 +369,32 @@ pub trait SuppressionList: Send + Sync {
 
 // ---------------------------------------------------------------- caps
 
+/// What came of [`CapCounter::try_take`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// This call took a slot for the holder.
+    Taken,
+    /// The holder had the slot already: a copy of the same job, or a write retried
+    /// after it was applied. Nothing more is counted.
+    Held,
+    /// The window is full.
+    Full,
+}
+
+impl Take {
+    /// Whether the holder has the slot now.
+    pub fn holds(self) -> bool {
+        self != Take::Full
+    }
+}
+
 pub trait CapCounter: Send + Sync {
-    /// Takes one slot if the counter is below its max: one atomic conditional increment.
-    fn try_take(&self, slot: &CapSlot) -> impl Future<Output = PortResult<bool>> + Send;
-    /// Returns a slot taken for a message that was not sent after all.
-    fn give_back(&self, slot: &CapSlot) -> impl Future<Output = PortResult<()>> + Send;
+    /// Takes one slot for `holder` (a message id) if the counter is below its max: one
+    /// atomic conditional write. A holder counts once however often it asks.
+    fn try_take(&self, slot: &CapSlot, holder: &MessageId) -> impl Future<Output = PortResult<Take>> + Send;
+    /// Returns the holder's slot, for a message that was not sent after all; a second
+    /// give-back changes nothing.
+    fn give_back(&self, slot: &CapSlot, holder: &MessageId) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 // ---------------------------------------------------------------- templates

@@ -5,13 +5,13 @@
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
 use herald::contract::{Kind, Mode};
-use herald::domain::Channel;
 use herald::domain::campaign::Assignment;
 use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
 use herald::domain::eligibility::{Decision, Facts, evaluate, recipient_wait};
 use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Recipient;
+use herald::domain::{Channel, MessageId};
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
 use herald::metrics;
 use herald::ports::*;
@@ -92,15 +92,14 @@ pub const MAX_QUEUE_DELAY_SECS: i64 = 900;
 struct Routed {
     outcome: Outcome,
     jobs: Vec<(Destination, String, u32)>,
-    slots: Vec<CapSlot>,
 }
 
 impl Routed {
     fn done() -> Self {
-        Self { outcome: Outcome::Done, jobs: Vec::new(), slots: Vec::new() }
+        Self { outcome: Outcome::Done, jobs: Vec::new() }
     }
     fn retry(reason: impl ToString) -> Self {
-        Self { outcome: Outcome::Retry(reason.to_string()), jobs: Vec::new(), slots: Vec::new() }
+        Self { outcome: Outcome::Retry(reason.to_string()), jobs: Vec::new() }
     }
 }
 
@@ -119,28 +118,23 @@ pub async fn handle_at<P: Ports>(
 ) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let routed = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
 
-    // Send the jobs in batches per queue; a record with a job not sent comes back,
-    // after giving back the cap slots it took.
+    // Send the jobs in batches per queue; a record with a job not sent comes back. Its
+    // cap slots stay taken: they are held in the message's name, so the record's next
+    // attempt finds them its own rather than taking them again (and giving them back
+    // here could free a slot that a copy of the job has routed a send on).
     let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(routed.len());
     let mut handoffs = Vec::new();
-    let mut slots = Vec::with_capacity(routed.len());
     for (position, (id, r)) in routed.into_iter().enumerate() {
         for (to, body, delay_secs) in r.jobs {
             handoffs.push(Handoff { record: position, to, body, delay_secs });
         }
         outcomes.push((id, r.outcome));
-        slots.push(r.slots);
     }
     for position in hand_off(&deps.outbox, handoffs).await {
         if let Some((_, outcome)) = outcomes.get_mut(position)
             && *outcome == Outcome::Done
         {
             *outcome = Outcome::Retry("enqueue failed".into());
-            for slot in slots.get(position).into_iter().flatten() {
-                if let Err(e) = deps.caps.give_back(slot).await {
-                    tracing::warn!(error = %e, "could not give a cap slot back");
-                }
-            }
         }
     }
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
@@ -190,7 +184,13 @@ async fn refuse<P: Ports>(
         ],
     );
     let t = Transition::new(status, now).reason(reason).detail(detail);
-    match deps.ledger.transition(id, t).await {
+    // Never over a send: a copy of this job that finds the message claimed or sent
+    // (another copy routed it) changes nothing.
+    match deps.ledger.settle(id, t).await {
+        Ok(Applied::Stale) => {
+            tracing::info!(message_id = %id, "a copy of this job routed the message already: refusal not recorded");
+            Routed::done()
+        }
         Ok(_) => Routed::done(),
         Err(e) if e.is_retryable() => Routed::retry(e),
         Err(_) => Routed::done(),
@@ -270,9 +270,7 @@ async fn unknown_recipient<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: 
     tracing::info!(message_id = %job.message_id, recipient = %job.request.recipient, delay_secs = delay, "recipient not found yet: looking again");
     let again = EligibilityJob { recipient_waits: job.recipient_waits.saturating_add(1), ..job.clone() };
     match serde_json::to_string(&again) {
-        Ok(body) => {
-            Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, delay)], slots: Vec::new() }
-        }
+        Ok(body) => Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, delay)] },
         Err(e) => Routed::retry(e),
     }
 }
@@ -301,14 +299,15 @@ async fn defer<P: Ports>(
             ],
         );
     }
-    let body = serde_json::to_string(&EligibilityJob { deferred: true, ..job.clone() })
+    // Its caps count in the window it will be sent in, the same for every copy.
+    let body = serde_json::to_string(&EligibilityJob { deferred: true, counted_at: Some(until), ..job.clone() })
         .map_err(|e| PortError::Unknown(e.into()))?;
     let wait = (until - now).num_seconds().max(0);
     if wait > MAX_QUEUE_DELAY_SECS {
         deps.schedule.schedule(id, &body, until).await?;
         return Ok(Routed::done());
     }
-    Ok(Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, wait as u32)], slots: Vec::new() })
+    Ok(Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, wait as u32)] })
 }
 
 /// Takes cap slots on the candidates in order: the first channel that gets all its
@@ -330,10 +329,12 @@ async fn route<P: Ports>(
     if let Some(template) = variant.as_ref().and_then(|v| v.template.clone()) {
         sent_request.template = template;
     }
+    // Every copy of this job counts its caps at the same instant, in the same windows.
+    let counted_at = job.counted_at.unwrap_or(now);
     for (position, &channel) in candidates.iter().enumerate() {
         let Some(contact) = contact(recipient, channel) else { continue };
-        let slots = deps.policy.slots(request.kind, &request.recipient, channel, request.campaign.as_ref(), now);
-        match take_slots(&deps.caps, &slots).await? {
+        let slots = deps.policy.slots(request.kind, &request.recipient, channel, request.campaign.as_ref(), counted_at);
+        match take_slots(&deps.caps, &slots, &job.message_id).await? {
             Err(full) => {
                 if full.scope == CapScope::Campaign {
                     reason = Reason::Cooldown;
@@ -367,7 +368,6 @@ async fn route<P: Ports>(
                     ],
                 );
                 routed.jobs.push((Destination::Channel(channel), body, 0));
-                routed.slots.extend(taken);
                 if mode == Mode::First {
                     break;
                 }
@@ -384,18 +384,29 @@ async fn route<P: Ports>(
     Ok(routed)
 }
 
-/// Takes every slot or none: on the first full counter, the ones taken are given back.
-async fn take_slots<C: CapCounter>(caps: &C, slots: &[CapSlot]) -> PortResult<Result<Vec<CapSlot>, CapSlot>> {
+/// Takes every slot or none, in the message's name: on the first full counter, the ones
+/// this call took are given back (not those the message held already: a copy of this
+/// job may have routed a send on them).
+async fn take_slots<C: CapCounter>(
+    caps: &C,
+    slots: &[CapSlot],
+    holder: &MessageId,
+) -> PortResult<Result<Vec<CapSlot>, CapSlot>> {
     let mut taken = Vec::with_capacity(slots.len());
+    let mut new = Vec::with_capacity(slots.len());
     for slot in slots {
-        match caps.try_take(slot).await {
-            Ok(true) => taken.push(slot.clone()),
-            Ok(false) => {
-                give_back_all(caps, &taken).await;
+        match caps.try_take(slot, holder).await {
+            Ok(Take::Taken) => {
+                taken.push(slot.clone());
+                new.push(slot.clone());
+            }
+            Ok(Take::Held) => taken.push(slot.clone()),
+            Ok(Take::Full) => {
+                give_back_all(caps, &new, holder).await;
                 return Ok(Err(slot.clone()));
             }
             Err(e) => {
-                give_back_all(caps, &taken).await;
+                give_back_all(caps, &new, holder).await;
                 return Err(e);
             }
         }
@@ -403,10 +414,10 @@ async fn take_slots<C: CapCounter>(caps: &C, slots: &[CapSlot]) -> PortResult<Re
     Ok(Ok(taken))
 }
 
-async fn give_back_all<C: CapCounter>(caps: &C, slots: &[CapSlot]) {
+async fn give_back_all<C: CapCounter>(caps: &C, slots: &[CapSlot], holder: &MessageId) {
     for slot in slots {
-        if let Err(e) = caps.give_back(slot).await {
-            tracing::warn!(error = %e, "could not give a cap slot back");
+        if let Err(e) = caps.give_back(slot, holder).await {
+            tracing::warn!(message_id = %holder, error = %e, "could not give a cap slot back");
         }
     }
 }

@@ -160,17 +160,18 @@ where
     match admission {
         Ok(Admission::New) => {
             tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");
-            Step::Forward(Box::new(EligibilityJob::new(id, request)))
+            Step::Forward(Box::new(EligibilityJob::new(id, request, now)))
         }
         // This very SQS message admitted it before but was not acknowledged: its
         // forward may have failed, so forward again (eligibility and dispatch dedupe).
-        Ok(Admission::Duplicate { status: Status::Accepted, same_source: true }) => {
+        Ok(Admission::Duplicate { status: Status::Accepted, same_source: true, accepted_at }) => {
             tracing::info!(message_id = %id, record = %record.id, "redelivered before it was forwarded: forwarding again");
-            Step::Forward(Box::new(EligibilityJob::new(id, request)))
+            // The same job as the first forward made, so both copies count caps alike.
+            Step::Forward(Box::new(EligibilityJob::new(id, request, accepted_at.unwrap_or(now))))
         }
         Ok(Admission::Duplicate { status, .. }) => {
             tracing::info!(message_id = %id, record = %record.id, status = %status, outcome = "duplicate", "duplicate idempotency key: dropped");
-            match deps.ledger.note_duplicate(&id, now).await {
+            match deps.ledger.note_duplicate(&id, &record.id, now).await {
                 Ok(()) => Step::Done,
                 Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
                 Err(_) => Step::Done,

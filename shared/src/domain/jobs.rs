@@ -4,6 +4,7 @@ use crate::contract::{Locale, NotifyRequest};
 use crate::domain::caps::CapSlot;
 use crate::domain::recipient::Device;
 use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Ingest → eligibility, and dispatch → eligibility for a fallback.
@@ -20,12 +21,17 @@ pub struct EligibilityJob {
     /// How many times it went back to the queue because its recipient did not exist yet.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recipient_waits: u8,
+    /// The instant its frequency caps count at (the window a calendar cap takes a slot
+    /// in, the end of a rolling one): set when the job is made, so that every copy of it
+    /// (SQS delivers at least once) counts in the same windows. Absent: when judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_at: Option<DateTime<Utc>>,
 }
 
 impl EligibilityJob {
-    /// The first judgement of a notification ingest admitted.
-    pub fn new(message_id: MessageId, request: NotifyRequest) -> Self {
-        Self { message_id, request, tried: Vec::new(), deferred: false, recipient_waits: 0 }
+    /// The first judgement of a notification ingest admitted at `at`.
+    pub fn new(message_id: MessageId, request: NotifyRequest, at: DateTime<Utc>) -> Self {
+        Self { message_id, request, tried: Vec::new(), deferred: false, recipient_waits: 0, counted_at: Some(at) }
     }
 }
 
@@ -79,10 +85,10 @@ impl DispatchJob {
         self.contact.channel()
     }
 
-    /// The job that sends eligibility looking for the next channel.
-    pub fn fallback(&self) -> EligibilityJob {
+    /// The job that sends eligibility looking for the next channel, made at `at`.
+    pub fn fallback(&self, at: DateTime<Utc>) -> EligibilityJob {
         let mut tried = self.tried.clone();
         tried.push(self.channel());
-        EligibilityJob { tried, ..EligibilityJob::new(self.message_id.clone(), self.request.clone()) }
+        EligibilityJob { tried, ..EligibilityJob::new(self.message_id.clone(), self.request.clone(), at) }
     }
 }

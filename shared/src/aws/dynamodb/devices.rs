@@ -75,15 +75,24 @@ impl DynamoRecipients {
     /// Deletes an endpoint's index item if `owner` holds it (or nobody does); `false`
     /// when it has moved to someone else since.
     pub(super) async fn drop_index(&self, arn: &str, owner: &RecipientId) -> PortResult<bool> {
-        let result = self
+        self.drop_index_of(arn, owner, None).await
+    }
+
+    /// [`Self::drop_index`], and only while the index names that `slot` of the owner's.
+    pub(super) async fn drop_index_of(&self, arn: &str, owner: &RecipientId, slot: Option<&str>) -> PortResult<bool> {
+        let mut req = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(Self::endpoint_key(arn)))
-            .condition_expression("attribute_not_exists(pk) OR recipient = :r")
-            .expression_attribute_values(":r", s(owner.as_str()))
-            .send()
-            .await;
+            .expression_attribute_values(":r", s(owner.as_str()));
+        req = match slot {
+            Some(slot) => req
+                .condition_expression("attribute_not_exists(pk) OR (recipient = :r AND slot = :s)")
+                .expression_attribute_values(":s", s(slot)),
+            None => req.condition_expression("attribute_not_exists(pk) OR recipient = :r"),
+        };
+        let result = req.send().await;
         match result {
             Ok(_) => Ok(true),
             Err(e) => match e.as_service_error() {

@@ -2,22 +2,60 @@
 
 use super::*;
 
-/// An `all`-mode message another channel has taken past `sent` (a receipt, or that
-/// channel's failure) and that is not closed, with `channel` not claimed yet.
-fn open_past_sent(item: &Item, channel: Channel) -> bool {
-    let claimed =
-        item.get("claimed").and_then(|v| v.as_ss().ok()).is_some_and(|c| c.iter().any(|x| x == channel.as_str()));
-    get_n::<u8>(item, "rank").is_some_and(|r| r > Status::Sent.rank() && r < Status::Rejected.rank()) && !claimed
+/// The attributes that hold one channel's claim in `all` mode, where each channel is
+/// claimed on its own: until when, by which attempt, and the provider id once sent.
+struct ChannelClaim {
+    until: String,
+    token: String,
+    sent: String,
 }
 
-/// Why a `first`-mode claim failed, from the item as it was: an earlier claim that has
-/// neither expired nor been followed by a provider id or a receipt is `Held`.
+impl ChannelClaim {
+    fn of(channel: Channel) -> Self {
+        let c = channel.as_str();
+        Self { until: format!("claim_until_{c}"), token: format!("claim_token_{c}"), sent: format!("sent_{c}") }
+    }
+}
+
+/// Whether the claim recorded on the item is this attempt's own: its write was applied,
+/// answered with an error, and retried by the SDK, whose retry then failed its condition.
+fn own_claim(item: &Item, claim: &Claim<'_>) -> bool {
+    if claim.per_channel {
+        get_s(item, &ChannelClaim::of(claim.channel).token) == Some(claim.token)
+    } else {
+        get_s(item, "claim_token") == Some(claim.token) && get_s(item, "channel") == Some(claim.channel.as_str())
+    }
+}
+
+/// Until when `all` mode's claim on `claim.channel` holds; `None` when the channel is free
+/// (never claimed, or claimed by an attempt that ran out without recording a send).
+fn channel_held_until(item: &Item, claim: &Claim<'_>) -> Option<Option<DateTime<Utc>>> {
+    let names = ChannelClaim::of(claim.channel);
+    if item.contains_key(&names.sent) {
+        return Some(None);
+    }
+    let until = DateTime::from_timestamp(get_n(item, &names.until)?, 0)?;
+    // As the condition compares them: whole seconds.
+    (until.timestamp() >= claim.at.timestamp()).then_some(Some(until))
+}
+
+/// An `all`-mode message another channel has taken past `sent` (a receipt, or that
+/// channel's failure) and that is not closed, with `channel` free.
+fn open_past_sent(item: &Item, claim: &Claim<'_>) -> bool {
+    get_n::<u8>(item, "rank").is_some_and(|r| r > Status::Sent.rank() && r < Status::Rejected.rank())
+        && channel_held_until(item, claim).is_none()
+}
+
+/// Why a claim failed, from the item as it was: an earlier claim that has neither
+/// expired nor been followed by a provider id (or a receipt, in `first` mode) is `Held`.
 fn held(item: &Item, claim: &Claim<'_>) -> Option<Claimed> {
-    if claim.per_channel || item.contains_key("provider_id") || get_n::<u8>(item, "rank")? != Status::Sent.rank() {
+    if claim.per_channel {
+        return channel_held_until(item, claim)?.map(|until| Claimed::Held { until });
+    }
+    if item.contains_key("provider_id") || get_n::<u8>(item, "rank")? != Status::Sent.rank() {
         return None;
     }
     let until = DateTime::from_timestamp(get_n(item, "claim_until")?, 0)?;
-    // As the condition compares them: whole seconds.
     (until.timestamp() >= claim.at.timestamp()).then_some(Claimed::Held { until })
 }
 
@@ -38,60 +76,124 @@ impl DynamoLedger {
     /// leaving it. `Err(item)`: refused, with the item as it was (`None`: no such message).
     async fn try_claim(&self, claim: &Claim<'_>, move_status: bool) -> PortResult<Result<(), Option<Item>>> {
         let sent = Transition::new(Status::Sent, claim.at).channel(claim.channel);
-        let mut update = String::from(
-            "SET claim_until = :until, template_version = :v, \
-             history = list_append(if_not_exists(history, :empty), :h) ADD claimed :channels",
-        );
-        // One channel per message (`first` mode): a new send, or the retry of an attempt
-        // that ended without recording a provider id. `all` mode: each channel once, and
-        // not once the message is closed (suppressed, rejected, expired).
-        let condition = match (claim.per_channel, move_status) {
-            (false, _) => {
-                "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
-                 AND attribute_not_exists(provider_id)))"
-            }
-            (true, true) => "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank <= :rank",
-            (true, false) => {
-                "attribute_exists(pk) AND NOT contains(claimed, :channel) AND #rank > :rank AND #rank < :closed"
-            }
-        };
+        let mut sets = vec!["template_version = :v", "history = list_append(if_not_exists(history, :empty), :h)"];
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(claim.id.as_str())))
-            .condition_expression(condition)
             .expression_attribute_names("#rank", "rank")
             .expression_attribute_values(":rank", n(Status::Sent.rank()))
-            .expression_attribute_values(":channels", AttributeValue::Ss(vec![claim.channel.as_str().to_owned()]))
             .expression_attribute_values(":until", n(claim.until.timestamp()))
+            .expression_attribute_values(":tok", s(claim.token))
+            .expression_attribute_values(":now", n(claim.at.timestamp()))
             .expression_attribute_values(":v", n(claim.template_version))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&sent))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        // One channel per message (`first` mode): a new send, or the retry of an attempt
+        // that ended without recording a provider id. `all` mode: each channel on its own,
+        // with the same expiry, and not once the message is closed (suppressed, rejected,
+        // expired).
+        let condition = if claim.per_channel {
+            let names = ChannelClaim::of(claim.channel);
+            req = req
+                .expression_attribute_names("#cu", names.until)
+                .expression_attribute_names("#ct", names.token)
+                .expression_attribute_names("#cs", names.sent);
+            sets.push("#cu = :until, #ct = :tok");
+            let free = "(attribute_not_exists(#cu) OR (#cu < :now AND attribute_not_exists(#cs)))";
+            if move_status {
+                format!("attribute_exists(pk) AND #rank <= :rank AND {free}")
+            } else {
+                req = req.expression_attribute_values(":closed", n(Status::Rejected.rank()));
+                format!("attribute_exists(pk) AND #rank > :rank AND #rank < :closed AND {free}")
+            }
+        } else {
+            sets.push("claim_until = :until, claim_token = :tok");
+            "attribute_exists(pk) AND (#rank < :rank OR (#rank = :rank AND claim_until < :now \
+             AND attribute_not_exists(provider_id)))"
+                .to_owned()
+        };
         if move_status {
-            update = update.replacen("SET ", "SET #status = :sent, #rank = :rank, channel = :channel, ", 1);
+            sets.push("#status = :sent, #rank = :rank, channel = :channel");
             req = req
                 .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":sent", s(Status::Sent.as_str()));
-        } else {
-            req = req.expression_attribute_values(":closed", n(Status::Rejected.rank()));
-        }
-        if move_status || claim.per_channel {
-            req = req.expression_attribute_values(":channel", s(claim.channel.as_str()));
-        }
-        if !claim.per_channel {
-            req = req.expression_attribute_values(":now", n(claim.at.timestamp()));
+                .expression_attribute_values(":sent", s(Status::Sent.as_str()))
+                .expression_attribute_values(":channel", s(claim.channel.as_str()));
         }
         if let Some(v) = claim.variant {
-            update = update.replacen("SET ", "SET variant = :variant, ", 1);
+            sets.push("variant = :variant");
             req = req.expression_attribute_values(":variant", s(v));
         }
-        match req.update_expression(update).send().await {
+        match req.update_expression(format!("SET {}", sets.join(", "))).condition_expression(condition).send().await {
             Ok(_) => Ok(Ok(())),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
                     Ok(Err(c.item().filter(|i| i.contains_key("pk")).cloned()))
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
+    /// [`Ledger::transition`] with `extra` added to its condition.
+    async fn advance_if(
+        &self,
+        id: &MessageId,
+        t: Transition,
+        extra: Option<&str>,
+    ) -> PortResult<(Applied, Option<MessageFacts>)> {
+        let mut update = String::from(
+            "SET #status = :status, #rank = :rank, history = list_append(if_not_exists(history, :empty), :h)",
+        );
+        let mut condition = String::from("attribute_exists(pk) AND #rank < :rank");
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id.as_str())))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":status", s(t.status.as_str()))
+            .expression_attribute_values(":rank", n(t.status.rank()))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            // The item comes back with the write at no extra cost: its template and
+            // campaign label the transition's metric without a read.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(extra) = extra {
+            condition.push_str(" AND ");
+            condition.push_str(extra);
+            req = req
+                .expression_attribute_values(":sentrank", n(Status::Sent.rank()))
+                .expression_attribute_values(":now", n(t.at.timestamp()));
+        }
+        if let Some(r) = t.reason {
+            update.push_str(", reason = :reason");
+            req = req.expression_attribute_values(":reason", s(r.as_str()));
+        }
+        if let Some(c) = t.channel {
+            update.push_str(", channel = :channel");
+            req = req.expression_attribute_values(":channel", s(c.as_str()));
+        }
+        if let Some(p) = &t.provider_id {
+            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
+            req = req.expression_attribute_values(":pid", s(p));
+        }
+        match req.update_expression(update).condition_expression(condition).send().await {
+            Ok(out) => {
+                let facts = out.attributes.as_ref().map(|item| MessageFacts {
+                    template: get_s(item, "template").unwrap_or_default().to_owned(),
+                    campaign: get_s(item, "campaign").map(str::to_owned),
+                });
+                Ok((Applied::Applied, facts))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let exists = c.item().is_some_and(|i| i.contains_key("pk"));
+                    Ok((if exists { Applied::Stale } else { Applied::Unknown }, None))
                 }
                 _ => Err(classify("UpdateItem", e)),
             },
@@ -187,17 +289,27 @@ impl Ledger for DynamoLedger {
         };
         let status = old.as_ref().and_then(|i| get_s(i, "status")).and_then(Status::parse).unwrap_or(Status::Accepted);
         let same_source = old.as_ref().and_then(|i| get_s(i, "source_id")) == Some(admit.source_id);
-        Ok(Admission::Duplicate { status, same_source })
+        // The history's first entry is the admission.
+        let accepted_at = old
+            .as_ref()
+            .and_then(|i| i.get("history")?.as_l().ok()?.first()?.as_m().ok().and_then(|m| get_s(m, "at")))
+            .and_then(|at| at.parse().ok());
+        Ok(Admission::Duplicate { status, same_source, accepted_at })
     }
 
-    async fn note_duplicate(&self, id: &MessageId, at: DateTime<Utc>) -> PortResult<()> {
+    async fn note_duplicate(&self, id: &MessageId, source_id: &str, at: DateTime<Utc>) -> PortResult<()> {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
-            .update_expression("ADD duplicates :one SET last_duplicate_at = :at")
-            .condition_expression("attribute_exists(pk)")
+            .update_expression("ADD duplicates :one SET last_duplicate_at = :at, duplicate_source = :src")
+            // Counted once per carrying SQS message: a retry of this write after it was
+            // applied, or a redelivery of the same duplicate, fails here and counts nothing.
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(duplicate_source) OR duplicate_source <> :src)",
+            )
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":src", s(source_id))
             .expression_attribute_values(":at", ts(at))
             .send()
             .await
@@ -225,57 +337,80 @@ impl Ledger for DynamoLedger {
     }
 
     async fn claim_send(&self, claim: Claim<'_>) -> PortResult<Claimed> {
-        Ok(match self.try_claim(&claim, true).await? {
-            Ok(()) => Claimed::Claimed,
-            // `all` mode, and another channel has taken the message past `sent` (its
-            // receipt, or its failure): this channel still goes, and the message keeps
-            // the status it has.
-            Err(Some(item)) if claim.per_channel && open_past_sent(&item, claim.channel) => {
-                match self.try_claim(&claim, false).await? {
-                    Ok(()) => Claimed::Claimed,
-                    Err(Some(_)) => Claimed::Done,
-                    Err(None) => Claimed::Unknown,
-                }
-            }
-            Err(Some(item)) => held(&item, &claim).unwrap_or(Claimed::Done),
-            Err(None) => Claimed::Unknown,
-        })
-    }
-
-    async fn release_send(&self, id: &MessageId, channel: Channel, note: Option<Transition>) -> PortResult<()> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id.as_str())))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":channels", AttributeValue::Ss(vec![channel.as_str().to_owned()]));
-        req = match note {
-            Some(t) => req
-                .update_expression(
-                    "SET claim_until = :zero, history = list_append(if_not_exists(history, :empty), :h) \
-                     DELETE claimed :channels",
-                )
-                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-                .expression_attribute_values(":h", history_entry(&t)),
-            None => req.update_expression("SET claim_until = :zero DELETE claimed :channels"),
+        let item = match self.try_claim(&claim, true).await? {
+            Ok(()) => return Ok(Claimed::Claimed),
+            Err(None) => return Ok(Claimed::Unknown),
+            Err(Some(item)) => item,
         };
-        req.send().await.map(|_| ()).or_else(|e| match e.as_service_error() {
-            Some(se) if is_conditional_failure(se) => Ok(()),
-            _ => Err(classify("UpdateItem", e)),
+        if own_claim(&item, &claim) {
+            return Ok(Claimed::Claimed);
+        }
+        // `all` mode, and another channel has taken the message past `sent` (its
+        // receipt, or its failure): this channel still goes, and the message keeps
+        // the status it has.
+        if claim.per_channel && open_past_sent(&item, &claim) {
+            return Ok(match self.try_claim(&claim, false).await? {
+                Ok(()) => Claimed::Claimed,
+                Err(Some(item)) if own_claim(&item, &claim) => Claimed::Claimed,
+                Err(Some(item)) => held(&item, &claim).unwrap_or(Claimed::Done),
+                Err(None) => Claimed::Unknown,
+            });
+        }
+        Ok(held(&item, &claim).unwrap_or(Claimed::Done))
+    }
+
+    async fn release_send(&self, claim: &Claim<'_>, note: Option<Transition>) -> PortResult<()> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim.id.as_str())))
+            .expression_attribute_values(":tok", s(claim.token));
+        // Only the holder releases, and once: the token goes with the claim, so a retried
+        // release (or a late one, after another attempt claimed) fails its condition.
+        let (mut sets, removes, condition) = if claim.per_channel {
+            let names = ChannelClaim::of(claim.channel);
+            req = req.expression_attribute_names("#cu", names.until).expression_attribute_names("#ct", names.token);
+            (Vec::new(), "REMOVE #cu, #ct", "#ct = :tok")
+        } else {
+            req = req.expression_attribute_values(":zero", n(0));
+            (vec!["claim_until = :zero"], "REMOVE claim_token", "claim_token = :tok")
+        };
+        if let Some(t) = note {
+            sets.push("history = list_append(if_not_exists(history, :empty), :h)");
+            req = req
+                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+                .expression_attribute_values(":h", history_entry(&t));
+        }
+        let update = match sets.is_empty() {
+            true => removes.to_owned(),
+            false => format!("SET {} {removes}", sets.join(", ")),
+        };
+        req.update_expression(update).condition_expression(condition).send().await.map(|_| ()).or_else(|e| {
+            match e.as_service_error() {
+                Some(se) if is_conditional_failure(se) => Ok(()),
+                _ => Err(classify("UpdateItem", e)),
+            }
         })
     }
 
-    async fn record_sent(&self, id: &MessageId, provider_id: &str, sms_segments: Option<u32>) -> PortResult<()> {
+    async fn record_sent(
+        &self,
+        id: &MessageId,
+        channel: Channel,
+        provider_id: &str,
+        sms_segments: Option<u32>,
+    ) -> PortResult<()> {
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
+            .expression_attribute_names("#cs", ChannelClaim::of(channel).sent)
             .expression_attribute_values(":pid", s(provider_id));
-        // `all` mode sends on several channels: the first provider id is kept.
-        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid)");
+        // `all` mode sends on several channels: the first provider id is kept for the
+        // message, and each channel's own ends that channel's claim.
+        let mut update = String::from("SET provider_id = if_not_exists(provider_id, :pid), #cs = :pid");
         if let Some(segments) = sms_segments {
             update.push_str(", sms_segments = :seg");
             req = req.expression_attribute_values(":seg", n(segments));
@@ -318,7 +453,7 @@ impl Ledger for DynamoLedger {
             .condition_expression("provider_id = :pid AND #rank = :rank")
             .update_expression(
                 "SET claim_until = :zero, fell_back_from = :pid, \
-                 history = list_append(if_not_exists(history, :empty), :h) REMOVE provider_id",
+                 history = list_append(if_not_exists(history, :empty), :h) REMOVE provider_id, claim_token",
             )
             .expression_attribute_names("#rank", "rank")
             .expression_attribute_values(":pid", s(provider_id))
@@ -369,53 +504,15 @@ impl Ledger for DynamoLedger {
     }
 
     async fn advance(&self, id: &MessageId, t: Transition) -> PortResult<(Applied, Option<MessageFacts>)> {
-        let mut update = String::from(
-            "SET #status = :status, #rank = :rank, history = list_append(if_not_exists(history, :empty), :h)",
-        );
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id.as_str())))
-            .condition_expression("attribute_exists(pk) AND #rank < :rank")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#rank", "rank")
-            .expression_attribute_values(":status", s(t.status.as_str()))
-            .expression_attribute_values(":rank", n(t.status.rank()))
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":h", history_entry(&t))
-            // The item comes back with the write at no extra cost: its template and
-            // campaign label the transition's metric without a read.
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(r) = t.reason {
-            update.push_str(", reason = :reason");
-            req = req.expression_attribute_values(":reason", s(r.as_str()));
-        }
-        if let Some(c) = t.channel {
-            update.push_str(", channel = :channel");
-            req = req.expression_attribute_values(":channel", s(c.as_str()));
-        }
-        if let Some(p) = &t.provider_id {
-            update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
-            req = req.expression_attribute_values(":pid", s(p));
-        }
-        match req.update_expression(update).send().await {
-            Ok(out) => {
-                let facts = out.attributes.as_ref().map(|item| MessageFacts {
-                    template: get_s(item, "template").unwrap_or_default().to_owned(),
-                    campaign: get_s(item, "campaign").map(str::to_owned),
-                });
-                Ok((Applied::Applied, facts))
-            }
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    let exists = c.item().is_some_and(|i| i.contains_key("pk"));
-                    Ok((if exists { Applied::Stale } else { Applied::Unknown }, None))
-                }
-                _ => Err(classify("UpdateItem", e)),
-            },
-        }
+        self.advance_if(id, t, None).await
+    }
+
+    async fn settle(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {
+        // Exactly when a `first`-mode dispatch could claim the message: nothing sent, or a
+        // send let go (a failure before a fallback) or run out without a provider id.
+        let unsent = "(#rank < :sentrank OR (#rank = :sentrank AND claim_until < :now \
+                      AND attribute_not_exists(provider_id)))";
+        self.advance_if(id, t, Some(unsent)).await.map(|(applied, _)| applied)
     }
 
     async fn note(&self, id: &MessageId, t: Transition) -> PortResult<()> {

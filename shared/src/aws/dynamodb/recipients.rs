@@ -192,19 +192,31 @@ impl RecipientStore for DynamoRecipients {
         let result = req
             .update_expression(format!("REMOVE {}", removes.join(", ")))
             .condition_expression(conditions.join(" AND "))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => {}
+        let removed = match result {
+            Ok(_) => found,
             Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => return Ok(None),
+                // The token is gone from the profile already: this write's own first attempt
+                // (applied, then answered with an error and retried by the SDK), or another
+                // removal. Either way its index items must go too, or they are orphaned.
+                // A registration that put the token back since keeps it, and its index.
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let now_held = c.item().map(Self::device_attributes).unwrap_or_default();
+                    if now_held.iter().any(|(_, d)| d.token == *token) {
+                        return Ok(None);
+                    }
+                    found
+                }
                 _ => return Err(classify("UpdateItem", e)),
             },
+        };
+        for (name, device) in &removed {
+            let slot = name.strip_prefix(DEVICE_PREFIX).unwrap_or(name);
+            self.drop_index_of(&device.endpoint_arn, id, Some(slot)).await?;
         }
-        for (_, device) in &found {
-            self.drop_index(&device.endpoint_arn, id).await?;
-        }
-        Ok(found.into_iter().next().map(|(_, d)| d))
+        Ok(removed.into_iter().next().map(|(_, d)| d))
     }
 
     async fn erase(&self, id: &RecipientId) -> PortResult<Vec<Device>> {

@@ -23,8 +23,12 @@ impl DynamoReplayGuard {
 
 impl ReplayGuard for DynamoReplayGuard {
     async fn first_use(&self, replay_key: &str, until: DateTime<Utc>) -> PortResult<bool> {
-        let item: Item =
-            HashMap::from([("pk".to_owned(), s(Self::pk(replay_key))), ("ttl".to_owned(), n(until.timestamp()))]);
+        let token = crate::attempt::token();
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(Self::pk(replay_key))),
+            ("ttl".to_owned(), n(until.timestamp())),
+            ("owner".to_owned(), s(&token)),
+        ]);
         let result = self
             .client
             .put_item()
@@ -34,12 +38,15 @@ impl ReplayGuard for DynamoReplayGuard {
             .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
             Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(false),
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(c.item().and_then(|old| get_s(old, "owner")) == Some(token.as_str()))
+                }
                 _ => Err(classify("PutItem", e)),
             },
         }
