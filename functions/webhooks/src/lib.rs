@@ -3,11 +3,15 @@
 //!
 //! - `POST /sns`: SNS HTTPS subscriptions. The message signature is checked
 //!   (versions 1 and 2, the certificate fetched only from an SNS host), the topic
-//!   must be one Herald accepts; a subscription confirmation is confirmed, a
-//!   notification is handed to the receipts queue as SNS would have put it there.
+//!   must be one Herald accepts, the message at most 90 minutes old (SNS retries an
+//!   HTTPS delivery for an hour at most); a subscription confirmation is confirmed,
+//!   a notification is handed to the receipts queue re-serialized from its signed
+//!   fields (what an SQS subscription would receive), once per `MessageId`: SNS's
+//!   retry of one already taken is answered 200 and not handed on again.
 //! - `POST /providers/<name>`: a custom provider's report, signed with
 //!   HMAC-SHA256 over `<timestamp>.<raw body>` with that provider's secret, at
-//!   most 5 minutes old, each signature accepted once.
+//!   most 5 minutes old, each signature (its value, however its hex is spelled)
+//!   accepted once.
 //! - `GET /unsubscribe?t=<token>`: a confirmation page (a link scanner that
 //!   follows the link changes nothing); `POST` with `List-Unsubscribe=One-Click`
 //!   (RFC 8058) revokes the consent the signed token names, through the same
@@ -28,13 +32,13 @@ pub mod aws;
 
 use aws_lambda_events::event::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
 use base64::Engine as _;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{ConsentSource, SetConsent};
 use herald::domain::contact::redact_contacts;
 use herald::domain::receipts::{ProviderReceipt, ProviderReport};
 use herald::domain::unsubscribe::{self, TokenError, Unsubscribe, UnsubscribeKey};
-use herald::domain::webhook::{self, MAX_SKEW, ProviderKey, SnsMessage, SnsMessageError};
+use herald::domain::webhook::{self, ProviderKey, SnsMessage, SnsMessageError};
 use herald::metrics;
 use herald::ports::*;
 use sns::{SnsVerifier, VerifyError};
@@ -282,7 +286,7 @@ where
         ("request", Err(Refusal::Malformed(format!("the body is larger than {MAX_BODY} bytes"))))
     } else {
         match (request.method.as_str(), path) {
-            ("POST", "/sns") => ("sns", sns(deps, request).await),
+            ("POST", "/sns") => ("sns", sns(deps, request, now).await),
             ("POST", p) if p.starts_with("/providers/") => {
                 ("provider", provider(deps, &p["/providers/".len()..], request, now).await)
             }
@@ -323,21 +327,34 @@ fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
 
 // ---------------------------------------------------------------- SNS
 
-async fn sns<F, R, Q, G, S>(deps: &Deps<F, R, Q, G, S>, request: &WebRequest) -> Result<WebResponse, Refusal>
+fn sns_refusal(e: SnsMessageError) -> Refusal {
+    match e {
+        SnsMessageError::Unsigned => Refusal::Unsigned(e.to_string()),
+        SnsMessageError::UntrustedCertUrl | SnsMessageError::Stale => Refusal::Forbidden(e.to_string()),
+        _ => Refusal::Malformed(e.to_string()),
+    }
+}
+
+async fn sns<F, R, Q, G, S>(
+    deps: &Deps<F, R, Q, G, S>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<WebResponse, Refusal>
 where
     F: CertFetcher,
     Q: ReceiptInbox,
+    G: ReplayGuard,
 {
     let message: SnsMessage = serde_json::from_slice(&request.body)
         .map_err(|_| Refusal::Malformed("the body is not an SNS message".into()))?;
-    // Before any fetch: only the topics Herald was configured for.
+    // Before any fetch: only the topics Herald was configured for, only recent messages
+    // (the Timestamp is signed: a forged one fails the signature below).
     if !deps.settings.sns_topics.contains(&message.topic_arn) {
         return Err(Refusal::Forbidden("messages from this topic are not accepted".into()));
     }
+    let published = message.check_fresh(now).map_err(sns_refusal)?;
     deps.sns.verify(&message).await.map_err(|e| match e {
-        VerifyError::Message(SnsMessageError::Unsigned) => Refusal::Unsigned(e.to_string()),
-        VerifyError::Message(SnsMessageError::UntrustedCertUrl) => Refusal::Forbidden(e.to_string()),
-        VerifyError::Message(_) => Refusal::Malformed(e.to_string()),
+        VerifyError::Message(e) => sns_refusal(e),
         VerifyError::BadSignature | VerifyError::BadCertificate => Refusal::Forbidden(e.to_string()),
         VerifyError::Fetch(err) if err.is_retryable() => Refusal::unavailable(err),
         VerifyError::Fetch(_) => Refusal::Forbidden("the signing certificate could not be fetched".into()),
@@ -357,10 +374,23 @@ where
             Ok(WebResponse::text(200, "noted"))
         }
         _ => {
-            // The body is exactly what an SQS subscription would have delivered.
-            let body =
-                std::str::from_utf8(&request.body).map_err(|_| Refusal::Malformed("the body is not UTF-8".into()))?;
-            deps.receipts.put(body).await.map_err(Refusal::unavailable)?;
+            // Only what SNS signed goes on, re-serialized: exactly what an SQS subscription
+            // would have delivered. A field added to the body (signed by no one) stops here.
+            let body = message.relayed().map_err(sns_refusal)?;
+            let (replay_key, until) = message.replay_key(published).map_err(sns_refusal)?;
+            if !deps.replay.first_use(&replay_key, until).await.map_err(Refusal::unavailable)? {
+                // SNS retries a delivery whose answer it did not get: already handed on, so
+                // a 200 (anything else and SNS tries again), and nothing is applied twice.
+                tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification already taken");
+                return Ok(WebResponse::text(200, "already accepted"));
+            }
+            if let Err(e) = deps.receipts.put(&body).await {
+                // Not handed on: SNS's retry of this very message must get through.
+                if let Err(forget) = deps.replay.forget(&replay_key).await {
+                    tracing::warn!(error = %forget, "could not forget an SNS message id after a failed hand-over");
+                }
+                return Err(Refusal::unavailable(e));
+            }
             tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification accepted");
             Ok(WebResponse::text(200, "accepted"))
         }
@@ -384,7 +414,7 @@ where
     let key =
         providers.get(name).ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
     let signature = request.header(webhook::SIGNATURE_HEADER);
-    let signed_at =
+    let signed =
         key.verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now).map_err(|e| match e {
             webhook::ProviderAuthError::Missing(_) => Refusal::Unsigned(e.to_string()),
             webhook::ProviderAuthError::Malformed(_) => Refusal::Malformed(e.to_string()),
@@ -393,15 +423,15 @@ where
             }
         })?;
     let report = ProviderReport::parse(&request.body).map_err(|e| Refusal::Malformed(e.detail))?;
-    // Signed and fresh: now make sure it is the first time. Remembered a minute
-    // past the freshness window, after which the timestamp check refuses it anyway.
-    let replay_key = format!("{name}#{}", signature.unwrap_or_default().trim());
-    let until = signed_at + MAX_SKEW + TimeDelta::minutes(1);
+    // Signed and fresh: now make sure it is the first time, by the signature's value
+    // (not its spelling: upper-case hex is the same signature).
+    let (replay_key, until) = signed.replay_key(name);
     if !deps.replay.first_use(&replay_key, until).await.map_err(Refusal::unavailable)? {
         return Err(Refusal::Forbidden("this signed request was already received".into()));
     }
     let count = report.events.len();
-    let body = serde_json::to_string(&ProviderReceipt::new(name, report))
+    let body = ProviderReceipt::new(name, report)
+        .to_body()
         .map_err(|_| Refusal::Malformed("the report could not be encoded".into()))?;
     if let Err(e) = deps.receipts.put(&body).await {
         // Not handed on: let the provider's retry of this very request through.
