@@ -5,12 +5,12 @@
 //! refused with their status and change nothing. The function reads the unsubscribe
 //! key and the providers' secrets from the stack's Secrets Manager secrets, as deployed.
 
-use crate::receipts::{fixture, receipts_deps, run_receipts, sent_email, statuses, suppressed};
+use crate::receipts::{fixture, receipts_deps, run_receipts, sent_email, sent_on, statuses, suppressed};
 use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{TimeDelta, Utc};
-use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
+use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard, DynamoSuppression};
 use herald::aws::https::HttpsFetcher;
 use herald::aws::secretsmanager::SecretsManagerSecret;
 use herald::aws::sqs::SqsReceiptInbox;
@@ -20,7 +20,7 @@ use herald::domain::unsubscribe::{self, Unsubscribe, UnsubscribeKey};
 use herald::domain::webhook::ProviderKey;
 use herald::domain::{Channel, RecipientId, Topic};
 use herald::lambda::{Context, LambdaEvent};
-use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore, Secret};
+use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore, Secret, SuppressionList};
 use herald_cli::local::{LOCAL_PROVIDER, PROVIDER_SECRETS, UNSUBSCRIBE_KEY};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -393,7 +393,7 @@ async fn fields_sns_does_not_sign_cannot_forge_a_provider_report() {
     forged["type"] = "provider_report".into();
     forged["provider"] = LOCAL_PROVIDER.into();
     forged["events"] = events.clone();
-    forged["provider_report"] = json!({"provider": LOCAL_PROVIDER, "channels": ["email"], "events": events});
+    forged["provider_report"] = json!({"provider": LOCAL_PROVIDER, "events": events});
     forged["UnsubscribeURL"] = "https://evil.example/unsubscribe".into();
     assert_eq!(post_sns(&deps, &forged).await, 200, "what SNS signed is genuine");
 
@@ -473,13 +473,30 @@ async fn an_sns_message_delivered_twice_is_applied_once() {
 
 // ---------------------------------------------------------------- custom providers
 
-/// The providers' secret as the stack holds it.
-async fn provider_secrets(t: &TestStack) -> HashMap<String, String> {
+/// The providers' secret as the stack holds it: `{"<name>": {"secret": .., "channels": [..]}}`.
+async fn provider_secrets(t: &TestStack) -> serde_json::Map<String, Value> {
     serde_json::from_str(&t.stack.secret_value(&t.sdk, PROVIDER_SECRETS).await.unwrap()).unwrap()
 }
 
+/// The local stack's provider (configured for every channel).
 async fn provider_key(t: &TestStack) -> ProviderKey {
-    ProviderKey::new(&provider_secrets(t).await[LOCAL_PROVIDER]).unwrap()
+    let providers = provider_secrets(t).await;
+    let local = &providers[LOCAL_PROVIDER];
+    ProviderKey::new(local["secret"].as_str().or(local.as_str()).unwrap()).unwrap()
+}
+
+/// Adds providers to the stack's secret, beside those already there.
+async fn add_providers(t: &TestStack, added: Value) {
+    let mut providers = provider_secrets(t).await;
+    providers.extend(added.as_object().unwrap().clone());
+    put_secret(t, PROVIDER_SECRETS, &Value::Object(providers).to_string()).await;
+}
+
+/// A report of `events` from `provider`, signed now with `key`.
+async fn post_signed(deps: &Deps, provider: &str, key: &ProviderKey, events: Value) -> u16 {
+    let body = json!({ "events": events }).to_string();
+    let now = Utc::now().timestamp();
+    post_report(deps, provider, Some(now), Some(&key.sign(now, body.as_bytes())), body.as_bytes()).await
 }
 
 async fn post_report(deps: &Deps, provider: &str, ts: Option<i64>, signature: Option<&str>, body: &[u8]) -> u16 {
@@ -596,13 +613,65 @@ async fn a_provider_put_in_the_secret_is_accepted_once_the_value_read_expires() 
     assert_eq!(signed(&deps).await, 401, "acme is not in the secret yet");
 
     // The team adds acme beside the providers already there, with no redeploy.
-    let mut providers = provider_secrets(&t).await;
-    providers.insert("acme".into(), secret.into());
-    put_secret(&t, PROVIDER_SECRETS, &serde_json::to_string(&providers).unwrap()).await;
+    add_providers(&t, json!({"acme": {"secret": secret, "channels": ["email"]}})).await;
     assert_eq!(signed(&deps).await, 401, "the value read a moment ago is kept for its TTL");
     tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
     assert_eq!(signed(&deps).await, 200, "read again once expired: acme is accepted");
     assert_eq!(drain_receipts_queue(&t).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reports_and_suppresses_only_on_its_channels() {
+    let t = TestStack::without_functions().await;
+    let ledger = t.ledger();
+    let email = sent_on(&ledger, &format!("{}-by-email", t.tag), Channel::Email).await;
+    let sms = sent_on(&ledger, &format!("{}-by-sms", t.tag), Channel::Sms).await;
+    let (address, number) = (format!("z.{}@example.org", t.tag), phone(&t.tag, 9));
+    let (acme_secret, legacy_secret) = ("acme carries SMS and nothing else", "an entry written before channels");
+    add_providers(&t, json!({"acme": {"secret": acme_secret, "channels": ["sms"]}, "legacy": legacy_secret})).await;
+    let deps = webhook_deps(&t, FakeSns::default());
+    let (acme, legacy) = (ProviderKey::new(acme_secret).unwrap(), ProviderKey::new(legacy_secret).unwrap());
+    let event = |id: &herald::domain::MessageId, channel: &str, status: &str, address: Option<&str>| {
+        let mut e = json!({"message_id": id.as_str(), "channel": channel, "status": status});
+        if let Some(a) = address {
+            e["address"] = a.into();
+        }
+        e
+    };
+
+    // Refused at the door, whole: any event on a channel acme is not configured for.
+    for (label, events) in [
+        ("an email delivery", json!([event(&email, "email", "delivered", None)])),
+        ("an email bounce that would suppress an address", json!([event(&email, "email", "bounced", Some(&address))])),
+        (
+            "an email complaint behind an SMS delivery",
+            json!([event(&sms, "sms", "delivered", None), event(&email, "email", "complained", Some(&address))]),
+        ),
+    ] {
+        assert_eq!(post_signed(&deps, "acme", &acme, events).await, 403, "{label}");
+    }
+    // An entry without channels (the form before them) is authenticated, and refused.
+    assert_eq!(post_signed(&deps, "legacy", &legacy, json!([event(&sms, "sms", "delivered", None)])).await, 403);
+    assert!(drain_receipts_queue(&t).await.is_empty(), "refused reports are not handed on");
+
+    // acme calling the email message an SMS gets past the door; the ledger write refuses it.
+    let lie = json!([event(&email, "sms", "failed", None), event(&email, "sms", "clicked", None)]);
+    assert_eq!(post_signed(&deps, "acme", &acme, lie).await, 200);
+    // Its own SMS message: delivered, and an opt-out suppresses the number.
+    let own = json!([event(&sms, "sms", "delivered", None), event(&sms, "sms", "opted_out", Some(&number))]);
+    assert_eq!(post_signed(&deps, "acme", &acme, own).await, 200);
+    let queued = drain_receipts_queue(&t).await;
+    assert_eq!(queued.len(), 2);
+    assert!(run_receipts(&receipts_deps(&t), &queued).await.batch_item_failures.is_empty());
+
+    let e = ledger.get(&email).await.unwrap().unwrap();
+    assert_eq!((e.status, e.channel.as_deref(), statuses(&e).len()), (Status::Sent, Some("email"), 2), "untouched");
+    assert_eq!(suppressed(&t, &address).await, None);
+    let s = ledger.get(&sms).await.unwrap().unwrap();
+    assert_eq!((s.status, s.channel.as_deref()), (Status::Delivered, Some("sms")));
+    let list = DynamoSuppression::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("SuppressionTable"));
+    let hash = herald::domain::PhoneNumber::new(number.as_str()).unwrap().suppression_hash();
+    assert_eq!(list.find(&[(Channel::Sms, hash)]).await.unwrap(), [(Channel::Sms, SuppressionCause::OptOut)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

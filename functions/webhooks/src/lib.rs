@@ -11,14 +11,16 @@
 //! - `POST /providers/<name>`: a custom provider's report, signed with
 //!   HMAC-SHA256 over `<timestamp>.<raw body>` with that provider's secret, at
 //!   most 5 minutes old, each signature (its value, however its hex is spelled)
-//!   accepted once.
+//!   accepted once, every event on one of the channels that provider is configured
+//!   for (the ledger then moves only messages sent on the event's channel).
 //! - `GET /unsubscribe?t=<token>`: a confirmation page (a link scanner that
 //!   follows the link changes nothing); `POST` with `List-Unsubscribe=One-Click`
 //!   (RFC 8058) revokes the consent the signed token names, through the same
 //!   consent path as `set_consent`, with source `one-click-unsubscribe`.
 //!
 //! Refusals: 400 malformed, 401 unsigned (or no secret for that provider), 403
-//! forged, stale, replayed or from an untrusted source, 404/405 elsewhere, 503
+//! forged, stale, replayed, from an untrusted source or on a channel the provider
+//! is not configured for, 404/405 elsewhere, 503
 //! when a store or a secret is unavailable (the sender retries).
 //!
 //! The unsubscribe key and the providers' secrets are in Secrets Manager, read when a
@@ -35,14 +37,15 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{ConsentSource, SetConsent};
+use herald::domain::Channel;
 use herald::domain::contact::redact_contacts;
 use herald::domain::receipts::{ProviderReceipt, ProviderReport};
 use herald::domain::unsubscribe::{self, TokenError, Unsubscribe, UnsubscribeKey};
-use herald::domain::webhook::{self, ProviderKey, SnsMessage, SnsMessageError};
+use herald::domain::webhook::{self, Provider, ProviderKey, SnsMessage, SnsMessageError};
 use herald::metrics;
 use herald::ports::*;
 use sns::{SnsVerifier, VerifyError};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The consent source recorded for a one-click unsubscribe.
@@ -87,24 +90,53 @@ impl Config {
     }
 }
 
-/// Custom providers' keys, by the name in their path.
-pub type ProviderKeys = HashMap<String, ProviderKey>;
+/// Custom providers, by the name in their path.
+pub type Providers = HashMap<String, Provider>;
 
-/// The providers' secret as stored: a JSON object of provider name to shared secret
-/// (16 bytes or more). An error names a provider at most, never a secret.
-pub fn parse_providers(raw: &str) -> Result<ProviderKeys, String> {
-    let secrets: HashMap<String, String> = serde_json::from_str(raw)
-        .map_err(|_| "it must be a JSON object of provider name to secret (a string)".to_owned())?;
+/// The providers' secret as stored: a JSON object of provider name to
+/// `{"secret": "<16 bytes or more>", "channels": ["sms", ..]}`. An entry that is the
+/// secret alone (a string: the form before providers had channels) still reads, with no
+/// channel, so the other providers keep working: that provider is refused (403) until
+/// its channels are given. An error names a provider at most, never a secret.
+pub fn parse_providers(raw: &str) -> Result<Providers, String> {
+    let entries: HashMap<String, serde_json::Value> = serde_json::from_str(raw)
+        .map_err(|_| r#"it must be a JSON object of provider name to {"secret": "..", "channels": [..]}"#.to_owned())?;
     let mut providers = HashMap::new();
-    for (name, secret) in secrets {
+    for (name, entry) in entries {
         let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
         if !valid_name {
             return Err(format!("provider name {name:?} must be letters, digits, - or _"));
         }
+        let (secret, channels) = provider_entry(entry).map_err(|e| format!("provider {name}: {e}"))?;
         let key = ProviderKey::new(&secret).map_err(|e| format!("provider {name}: {e}"))?;
-        providers.insert(name, key);
+        providers.insert(name, Provider { key, channels });
     }
     Ok(providers)
+}
+
+/// One provider's secret and channels. The errors quote nothing from the entry.
+fn provider_entry(entry: serde_json::Value) -> Result<(String, BTreeSet<Channel>), &'static str> {
+    use serde_json::Value;
+    const CHANNELS: &str = r#""channels" must list one or more of "push", "email", "sms""#;
+    let mut fields = match entry {
+        Value::String(secret) => return Ok((secret, BTreeSet::new())),
+        Value::Object(fields) => fields,
+        _ => return Err(r#"its entry must be {"secret": "..", "channels": [..]}"#),
+    };
+    let Some(Value::String(secret)) = fields.remove("secret") else {
+        return Err(r#""secret" must be a string"#);
+    };
+    let Some(Value::Array(list)) = fields.remove("channels") else { return Err(CHANNELS) };
+    let channels = list
+        .iter()
+        .map(|c| c.as_str().and_then(|c| c.parse::<Channel>().ok()))
+        .collect::<Option<BTreeSet<_>>>()
+        .filter(|c| !c.is_empty())
+        .ok_or(CHANNELS)?;
+    if !fields.is_empty() {
+        return Err(r#"an entry holds "secret" and "channels", nothing else"#);
+    }
+    Ok((secret, channels))
 }
 
 /// The webhook function's two secrets.
@@ -119,15 +151,15 @@ impl<U: Secret<UnsubscribeKey>, P: Send + Sync> Secret<UnsubscribeKey> for Secre
     }
 }
 
-impl<U: Send + Sync, P: Secret<ProviderKeys>> Secret<ProviderKeys> for Secrets<U, P> {
-    fn current(&self) -> impl Future<Output = PortResult<Arc<ProviderKeys>>> + Send {
+impl<U: Send + Sync, P: Secret<Providers>> Secret<Providers> for Secrets<U, P> {
+    fn current(&self) -> impl Future<Output = PortResult<Arc<Providers>>> + Send {
         self.providers.current()
     }
 }
 
 /// What the webhook function needs: SNS signature checks (with their certificate
 /// fetcher), consents, the receipts queue, the replay guard and the secrets (both
-/// [`Secret<UnsubscribeKey>`] and [`Secret<ProviderKeys>`], such as [`Secrets`]).
+/// [`Secret<UnsubscribeKey>`] and [`Secret<Providers>`], such as [`Secrets`]).
 pub struct Deps<F, R, Q, G, S> {
     pub sns: SnsVerifier<F>,
     pub recipients: R,
@@ -263,7 +295,7 @@ where
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
+    S: Secret<UnsubscribeKey> + Secret<Providers>,
 {
     let response = match WebRequest::from_function_url(event.payload) {
         Ok(request) => handle(deps, &request, Utc::now()).await,
@@ -279,7 +311,7 @@ where
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
+    S: Secret<UnsubscribeKey> + Secret<Providers>,
 {
     let path = request.path.trim_end_matches('/');
     let (route, result) = if request.body.len() > MAX_BODY {
@@ -408,14 +440,16 @@ async fn provider<F, R, Q, G, S>(
 where
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<ProviderKeys>,
+    S: Secret<Providers>,
 {
-    let providers = deps.secrets.current().await.map_err(Refusal::unavailable)?;
-    let key =
+    let providers: Arc<Providers> = deps.secrets.current().await.map_err(Refusal::unavailable)?;
+    let provider =
         providers.get(name).ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
     let signature = request.header(webhook::SIGNATURE_HEADER);
-    let signed =
-        key.verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now).map_err(|e| match e {
+    let signed = provider
+        .key
+        .verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now)
+        .map_err(|e| match e {
             webhook::ProviderAuthError::Missing(_) => Refusal::Unsigned(e.to_string()),
             webhook::ProviderAuthError::Malformed(_) => Refusal::Malformed(e.to_string()),
             webhook::ProviderAuthError::Stale | webhook::ProviderAuthError::Mismatch => {
@@ -423,6 +457,8 @@ where
             }
         })?;
     let report = ProviderReport::parse(&request.body).map_err(|e| Refusal::Malformed(e.detail))?;
+    // Authenticated; now authorized: only on the channels this provider carries.
+    provider.authorize(&report).map_err(|e| Refusal::Forbidden(e.to_string()))?;
     // Signed and fresh: now make sure it is the first time, by the signature's value
     // (not its spelling: upper-case hex is the same signature).
     let (replay_key, until) = signed.replay_key(name);
@@ -599,15 +635,31 @@ mod tests {
 
     #[test]
     fn provider_secrets_parse_and_their_errors_never_quote_a_secret() {
-        let providers = parse_providers(r#"{"acme": "a secret of sixteen+ bytes", "b-2_c": "another long secret"}"#);
+        let providers = parse_providers(
+            r#"{"acme": {"secret": "a secret of sixteen+ bytes", "channels": ["sms", "email", "sms"]},
+                "b-2_c": {"secret": "another long secret", "channels": ["push"]},
+                "old": "a secret from before channels"}"#,
+        );
         let providers = providers.unwrap();
-        assert_eq!(providers.len(), 2);
+        assert_eq!(providers.len(), 3);
         assert!(!format!("{providers:?}").contains("sixteen"), "keys never print");
+        let channels = |name: &str| providers[name].channels.iter().copied().collect::<Vec<_>>();
+        assert_eq!(channels("acme"), [Channel::Email, Channel::Sms]);
+        assert_eq!(channels("b-2_c"), [Channel::Push]);
+        assert!(channels("old").is_empty(), "the old form reads, with no channel: refused until given");
         assert!(parse_providers("{}").unwrap().is_empty());
         for (raw, says) in [
             (r#"{"acme": "hunter2"}"#, "provider acme"),
+            (r#"{"acme": {"secret": "hunter2", "channels": ["sms"]}}"#, "provider acme"),
             (r#"{"a/b": "hunter2 hunter2 hunter2"}"#, "\"a/b\""),
-            (r#"{"acme": ["hunter2 hunter2 hunter2"]}"#, "JSON object"),
+            (r#"{"acme": ["hunter2 hunter2 hunter2"]}"#, "provider acme"),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2"}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": []}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": "sms"}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": ["mms"]}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "x", "channels": ["hunter2 hunter2 hunter2"]}}"#, "\"channels\""),
+            (r#"{"acme": {"channels": ["sms"], "hunter2 hunter2 hunter2": 1, "secret": "s"}}"#, "provider acme"),
+            (r#"{"acme": {"secret": ["hunter2 hunter2 hunter2"], "channels": ["sms"]}}"#, "\"secret\""),
             (r#"{"acme": "hunter2 hunter2 hunter2""#, "JSON object"),
             ("acme=hunter2 hunter2 hunter2", "JSON object"),
             (r#""hunter2 hunter2 hunter2""#, "JSON object"),

@@ -145,6 +145,10 @@ pub struct ReceiptAction {
     pub provider_id: Option<String>,
     pub change: LedgerChange,
     pub suppress: Vec<Suppress>,
+    /// The change applies only to a message sent on one of these channels (a custom
+    /// provider's event: on its own channel), checked by the ledger in the same write.
+    /// Provider events make no [`LedgerChange::Note`], the one change it does not bind.
+    pub on_channels: Option<Vec<Channel>>,
 }
 
 fn bounded(detail: &str) -> String {
@@ -333,6 +337,7 @@ impl SesEvent {
             provider_id: Some(self.mail.message_id.clone()),
             change,
             suppress,
+            on_channels: None,
         }
     }
 }
@@ -597,6 +602,9 @@ impl ProviderEvent {
             provider_id: self.provider_id.clone(),
             change,
             suppress,
+            // A provider speaks for the channel it names, which the webhook checked is one
+            // of its own: never for a message sent on another.
+            on_channels: Some(vec![self.channel]),
         }
     }
 }
@@ -679,6 +687,7 @@ mod tests {
         for (kind, extra, expected) in cases {
             let a = ses(kind, extra);
             assert_eq!(a.change, expected, "{kind}");
+            assert_eq!(a.on_channels, Option::None, "SES speaks for its own messages");
             assert_eq!(a.message_id.as_ref().map(MessageId::as_str), Some(ID), "{kind}");
             assert_eq!(a.provider_id.as_deref(), Some("ses-1"));
         }
@@ -887,6 +896,17 @@ mod tests {
         let actions: Vec<ReceiptAction> = report.events.iter().map(ProviderEvent::action).collect();
         assert!(matches!(actions[0].change, LedgerChange::Advance { status: Status::Delivered, .. }));
         assert_eq!(actions[0].channel, Channel::Sms);
+        let on: Vec<_> = actions.iter().map(|a| a.on_channels.clone()).collect();
+        assert_eq!(
+            on,
+            [
+                Some(vec![Channel::Sms]),
+                Some(vec![Channel::Email]),
+                Some(vec![Channel::Sms]),
+                Some(vec![Channel::Email])
+            ],
+            "each event applies to a message sent on its own channel only"
+        );
         assert_eq!(
             actions[1].suppress,
             vec![Suppress {

@@ -5,10 +5,13 @@
 //! their freshness window.
 //! Pure: the clock is an argument. The RSA check itself is in the webhooks function.
 
+use crate::domain::Channel;
+use crate::domain::receipts::ProviderReport;
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::collections::BTreeSet;
 use std::fmt;
 
 // ---------------------------------------------------------------- SNS
@@ -312,6 +315,39 @@ impl ProviderKey {
     }
 }
 
+/// A custom provider as configured: its key, and the channels it carries, the only
+/// ones it may report on and suppress on.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub key: ProviderKey,
+    /// Empty for an entry written before providers had channels: such a provider is
+    /// authenticated but may report nothing until its channels are given.
+    pub channels: BTreeSet<Channel>,
+}
+
+/// Why an authenticated provider may not make this report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAuthorized {
+    #[error("this provider is configured for no channel: its entry in the providers' secret needs \"channels\"")]
+    NoChannels,
+    #[error("events[{index}]: this provider is not configured for channel {channel}")]
+    Channel { index: usize, channel: Channel },
+}
+
+impl Provider {
+    /// Every event must be on one of the provider's channels (which also bounds what it
+    /// suppresses); the ledger then applies each only to a message sent on that channel.
+    pub fn authorize(&self, report: &ProviderReport) -> Result<(), NotAuthorized> {
+        if self.channels.is_empty() {
+            return Err(NotAuthorized::NoChannels);
+        }
+        match report.events.iter().enumerate().find(|(_, e)| !self.channels.contains(&e.channel)) {
+            Some((index, e)) => Err(NotAuthorized::Channel { index, channel: e.channel }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A provider's request whose signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
@@ -427,6 +463,30 @@ mod tests {
         let out = with_extra.relayed().unwrap();
         assert!(!out.contains("provider") && !out.contains("evil"), "{out}");
         assert!(message("SubscriptionConfirmation").relayed().is_err(), "confirmations are not relayed");
+    }
+
+    #[test]
+    fn a_provider_reports_on_its_channels_only() {
+        let report = |channels: &[&str]| {
+            let events: Vec<_> = channels
+                .iter()
+                .map(|c| serde_json::json!({"message_id": "0123456789abcdef0123456789abcdef", "channel": c, "status": "delivered"}))
+                .collect();
+            ProviderReport::parse(serde_json::json!({ "events": events }).to_string().as_bytes()).unwrap()
+        };
+        let provider = |channels: &[Channel]| Provider {
+            key: ProviderKey::new("a provider secret of some length").unwrap(),
+            channels: channels.iter().copied().collect(),
+        };
+        let sms = provider(&[Channel::Sms]);
+        assert_eq!(sms.authorize(&report(&["sms", "sms"])), Ok(()));
+        assert_eq!(
+            sms.authorize(&report(&["sms", "email"])),
+            Err(NotAuthorized::Channel { index: 1, channel: Channel::Email })
+        );
+        assert_eq!(sms.authorize(&report(&["push"])), Err(NotAuthorized::Channel { index: 0, channel: Channel::Push }));
+        assert_eq!(provider(&[Channel::Sms, Channel::Email]).authorize(&report(&["email", "sms"])), Ok(()));
+        assert_eq!(provider(&[]).authorize(&report(&["sms"])), Err(NotAuthorized::NoChannels));
     }
 
     #[test]
