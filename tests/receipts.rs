@@ -54,6 +54,11 @@ fn request(key: &str, campaign: &str) -> NotifyRequest {
 
 /// A message in the ledger as dispatch leaves it after sending an email.
 pub async fn sent_email(ledger: &DynamoLedger, key: &str) -> MessageId {
+    sent_on(ledger, key, Channel::Email).await
+}
+
+/// A message in the ledger as dispatch leaves it after sending on `channel`.
+pub async fn sent_on(ledger: &DynamoLedger, key: &str, channel: Channel) -> MessageId {
     let req = request(key, "spring");
     let id = MessageId::for_key(&req.idempotency_key);
     let now = Utc::now();
@@ -66,7 +71,7 @@ pub async fn sent_email(ledger: &DynamoLedger, key: &str) -> MessageId {
         expires_at: now + TimeDelta::days(30),
     };
     assert_eq!(ledger.admit(admit).await.unwrap(), Admission::New);
-    let sent = Transition::new(Status::Sent, now).channel(Channel::Email);
+    let sent = Transition::new(Status::Sent, now).channel(channel);
     assert_eq!(ledger.transition(&id, sent).await.unwrap(), Applied::Applied);
     id
 }

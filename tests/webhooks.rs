@@ -5,12 +5,12 @@
 //! refused with their status and change nothing. The function reads the unsubscribe
 //! key and the providers' secrets from the stack's Secrets Manager secrets, as deployed.
 
-use crate::receipts::{fixture, receipts_deps, run_receipts, sent_email, suppressed};
+use crate::receipts::{fixture, receipts_deps, run_receipts, sent_email, sent_on, statuses, suppressed};
 use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{TimeDelta, Utc};
-use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
+use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard, DynamoSuppression};
 use herald::aws::https::HttpsFetcher;
 use herald::aws::secretsmanager::SecretsManagerSecret;
 use herald::aws::sqs::SqsReceiptInbox;
@@ -20,7 +20,7 @@ use herald::domain::unsubscribe::{self, Unsubscribe, UnsubscribeKey};
 use herald::domain::webhook::ProviderKey;
 use herald::domain::{Channel, RecipientId, Topic};
 use herald::lambda::{Context, LambdaEvent};
-use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore, Secret};
+use herald::ports::{CertFetcher, Ledger, PortError, PortResult, RecipientStore, Secret, SuppressionList};
 use herald_cli::local::{LOCAL_PROVIDER, PROVIDER_SECRETS, UNSUBSCRIBE_KEY};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -98,8 +98,13 @@ impl Sns {
     /// The JSON body SNS would POST, signed with `key` at signature `version`.
     fn signed(&self, version: u8, key: &rsa::PrivateKey) -> Value {
         let id = format!("sns-{}", Utc::now().timestamp_nanos_opt().unwrap());
-        let timestamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let text = self.string_to_sign(&id, &timestamp);
+        self.signed_as(version, key, &id, Utc::now())
+    }
+
+    /// [`Sns::signed`], with the message id and the publication time SNS would have given it.
+    fn signed_as(&self, version: u8, key: &rsa::PrivateKey, id: &str, published: chrono::DateTime<Utc>) -> Value {
+        let timestamp = published.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let text = self.string_to_sign(id, &timestamp);
         let signature = match version {
             1 => key.pkcs1v15_sign::<sha1::Sha1>(text.as_bytes()).unwrap(),
             _ => key.pkcs1v15_sign::<sha2::Sha256>(text.as_bytes()).unwrap(),
@@ -249,11 +254,12 @@ async fn sns_messages_signed_with_either_version_are_verified_and_handed_to_rece
     assert_eq!(fake.gets(), [CERT_URL], "the certificate is fetched once and kept");
 
     // What reached the receipts queue is the message as SNS would have put it there.
-    let mut queued = drain_receipts_queue(&t).await;
-    queued.sort();
-    let mut posted = vec![v1.to_string(), v2.to_string()];
-    posted.sort();
-    assert_eq!(queued, posted);
+    let queued = drain_receipts_queue(&t).await;
+    let mut relayed: Vec<Value> = queued.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    relayed.sort_by_key(|v| v["MessageId"].as_str().unwrap().to_owned());
+    let mut posted = vec![v1, v2];
+    posted.sort_by_key(|v| v["MessageId"].as_str().unwrap().to_owned());
+    assert_eq!(relayed, posted);
     let response = run_receipts(&receipts_deps(&t), &queued).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(ledger.get(&id).await.unwrap().unwrap().status, Status::Opened);
@@ -353,15 +359,144 @@ async fn a_signed_subscription_confirmation_is_confirmed_at_its_sns_url_only() {
     assert!(drain_receipts_queue(&t).await.is_empty(), "confirmations are not receipts");
 }
 
+/// The fields SNS signs in a notification, plus the signature's own: all an SQS subscription
+/// would see of it, and all the webhook hands on.
+const RELAYED_FIELDS: [&str; 9] = [
+    "Message",
+    "MessageId",
+    "Signature",
+    "SignatureVersion",
+    "SigningCertURL",
+    "Subject",
+    "Timestamp",
+    "TopicArn",
+    "Type",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_sns_does_not_sign_cannot_forge_a_provider_report() {
+    let t = TestStack::without_functions().await;
+    let (sns_key, _) = keys();
+    let deps = webhook_deps(&t, FakeSns::with_cert(CERT_URL, &sns_key.pem));
+    let ledger = t.ledger();
+    let genuine = sent_email(&ledger, &format!("{}-genuine", t.tag)).await;
+    let target = sent_email(&ledger, &format!("{}-target", t.tag)).await;
+    let victim = format!("victim.{}@example.org", t.tag);
+    let topic = t.stack.topics.get("SesEventsTopic").unwrap().clone();
+
+    // A genuine signed delivery for one message, captured, and top-level fields SNS does not
+    // sign added: a provider report (in every shape receipts ever read) that bounces another
+    // message and suppresses an address.
+    let delivery = ses_message("delivery", &genuine, &format!("g.{}@example.org", t.tag));
+    let mut forged = Sns::notification(&topic, &delivery).signed(2, &sns_key.key);
+    let events = json!([{"message_id": target.as_str(), "channel": "email", "status": "bounced", "address": victim}]);
+    forged["type"] = "provider_report".into();
+    forged["provider"] = LOCAL_PROVIDER.into();
+    forged["events"] = events.clone();
+    forged["provider_report"] = json!({"provider": LOCAL_PROVIDER, "events": events});
+    forged["UnsubscribeURL"] = "https://evil.example/unsubscribe".into();
+    assert_eq!(post_sns(&deps, &forged).await, 200, "what SNS signed is genuine");
+
+    let queued = drain_receipts_queue(&t).await;
+    assert_eq!(queued.len(), 1);
+    let receipts = receipts_deps(&t);
+    assert!(run_receipts(&receipts, &queued).await.batch_item_failures.is_empty());
+    // And receipts never reads an SNS-shaped body as a provider report, even one that reached
+    // the queue whole (an older webhook function, a raw-delivery subscription).
+    assert!(run_receipts(&receipts, &[forged.to_string()]).await.batch_item_failures.is_empty());
+
+    let untouched = ledger.get(&target).await.unwrap().unwrap();
+    assert_eq!((untouched.status, statuses(&untouched).len()), (Status::Sent, 2), "the forged report changed nothing");
+    assert_eq!(suppressed(&t, &victim).await, None);
+    assert_eq!(ledger.get(&genuine).await.unwrap().unwrap().status, Status::Delivered, "the signed event applies");
+    // Only the verified envelope was handed on.
+    let relayed: Value = serde_json::from_str(&queued[0]).unwrap();
+    let mut fields: Vec<&str> = relayed.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, RELAYED_FIELDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_sns_messages_are_refused_and_late_retries_are_not() {
+    let t = TestStack::without_functions().await;
+    let (sns_key, _) = keys();
+    let deps = webhook_deps(&t, FakeSns::with_cert(CERT_URL, &sns_key.pem));
+    let id = sent_email(&t.ledger(), &format!("{}-stale", t.tag)).await;
+    let topic = t.stack.topics.get("SesEventsTopic").unwrap().clone();
+    let message = Sns::notification(&topic, &ses_message("delivery", &id, &format!("s.{}@example.org", t.tag)));
+    let now = Utc::now();
+    let sns_id = |n: &str| format!("sns-{}-{n}", t.tag);
+
+    for (label, published) in [
+        ("published two hours ago", now - TimeDelta::hours(2)),
+        ("published a day ago", now - TimeDelta::days(1)),
+        ("published ten minutes from now", now + TimeDelta::minutes(10)),
+    ] {
+        let body = message.signed_as(2, &sns_key.key, &sns_id(label), published);
+        assert_eq!(post_sns(&deps, &body).await, 403, "{label}");
+    }
+    assert!(drain_receipts_queue(&t).await.is_empty(), "stale messages are not handed on");
+    assert_eq!(t.ledger().get(&id).await.unwrap().unwrap().status, Status::Sent);
+
+    // SNS retries an HTTPS delivery for up to an hour after publication: a late retry is taken.
+    let retry = message.signed_as(2, &sns_key.key, &sns_id("retry"), now - TimeDelta::minutes(58));
+    assert_eq!(post_sns(&deps, &retry).await, 200);
+    assert_eq!(drain_receipts_queue(&t).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sns_message_delivered_twice_is_applied_once() {
+    let t = TestStack::without_functions().await;
+    let (sns_key, _) = keys();
+    let deps = webhook_deps(&t, FakeSns::with_cert(CERT_URL, &sns_key.pem));
+    let ledger = t.ledger();
+    let id = sent_email(&ledger, &format!("{}-twice", t.tag)).await;
+    let topic = t.stack.topics.get("SesEventsTopic").unwrap().clone();
+    // A delivery delay is noted in the history each time it is applied.
+    let delayed = Sns::notification(&topic, &ses_message("delivery-delay", &id, &format!("d.{}@example.org", t.tag)));
+    let sns_id = format!("sns-{}-twice", t.tag);
+    let published = Utc::now();
+    let body = delayed.signed_as(2, &sns_key.key, &sns_id, published);
+
+    // SNS did not see the first answer and retries: the retry is answered 200 (or SNS would
+    // keep retrying), and so is a copy signed the other way.
+    assert_eq!(post_sns(&deps, &body).await, 200);
+    assert_eq!(post_sns(&deps, &body).await, 200, "a retry of a message already taken");
+    assert_eq!(post_sns(&deps, &delayed.signed_as(1, &sns_key.key, &sns_id, published)).await, 200);
+    let queued = drain_receipts_queue(&t).await;
+    assert_eq!(queued.len(), 1, "handed on once");
+    assert!(run_receipts(&receipts_deps(&t), &queued).await.batch_item_failures.is_empty());
+    let e = ledger.get(&id).await.unwrap().unwrap();
+    let notes = e.history.iter().filter(|h| h.detail.as_deref().is_some_and(|d| d.starts_with("delivery delayed")));
+    assert_eq!(notes.count(), 1, "{:?}", e.history);
+}
+
 // ---------------------------------------------------------------- custom providers
 
-/// The providers' secret as the stack holds it.
-async fn provider_secrets(t: &TestStack) -> HashMap<String, String> {
+/// The providers' secret as the stack holds it: `{"<name>": {"secret": .., "channels": [..]}}`.
+async fn provider_secrets(t: &TestStack) -> serde_json::Map<String, Value> {
     serde_json::from_str(&t.stack.secret_value(&t.sdk, PROVIDER_SECRETS).await.unwrap()).unwrap()
 }
 
+/// The local stack's provider (configured for every channel).
 async fn provider_key(t: &TestStack) -> ProviderKey {
-    ProviderKey::new(&provider_secrets(t).await[LOCAL_PROVIDER]).unwrap()
+    let providers = provider_secrets(t).await;
+    let local = &providers[LOCAL_PROVIDER];
+    ProviderKey::new(local["secret"].as_str().or(local.as_str()).unwrap()).unwrap()
+}
+
+/// Adds providers to the stack's secret, beside those already there.
+async fn add_providers(t: &TestStack, added: Value) {
+    let mut providers = provider_secrets(t).await;
+    providers.extend(added.as_object().unwrap().clone());
+    put_secret(t, PROVIDER_SECRETS, &Value::Object(providers).to_string()).await;
+}
+
+/// A report of `events` from `provider`, signed now with `key`.
+async fn post_signed(deps: &Deps, provider: &str, key: &ProviderKey, events: Value) -> u16 {
+    let body = json!({ "events": events }).to_string();
+    let now = Utc::now().timestamp();
+    post_report(deps, provider, Some(now), Some(&key.sign(now, body.as_bytes())), body.as_bytes()).await
 }
 
 async fn post_report(deps: &Deps, provider: &str, ts: Option<i64>, signature: Option<&str>, body: &[u8]) -> u16 {
@@ -429,6 +564,26 @@ async fn provider_reports_need_a_fresh_signature_used_once() {
     assert_eq!(suppressed(&t, &address).await, Some(SuppressionCause::Bounce));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_signature_is_used_once_whatever_its_hex_case() {
+    let t = TestStack::without_functions().await;
+    let deps = webhook_deps(&t, FakeSns::default());
+    let key = provider_key(&t).await;
+    let id = sent_email(&t.ledger(), &format!("{}-hex", t.tag)).await;
+    let body = delivered_report(&id, "local-1");
+    let now = Utc::now().timestamp();
+    let sig = key.sign(now, body.as_bytes());
+    let upper = format!("v1={}", sig.trim_start_matches("v1=").to_ascii_uppercase());
+    assert_ne!(upper, sig);
+
+    assert_eq!(post_report(&deps, LOCAL_PROVIDER, Some(now), Some(&sig), body.as_bytes()).await, 200);
+    for (label, again) in [("upper-case hex", upper), ("padded with spaces", format!(" {sig} "))] {
+        let status = post_report(&deps, LOCAL_PROVIDER, Some(now), Some(&again), body.as_bytes()).await;
+        assert_eq!(status, 403, "{label}: the same signature, used again");
+    }
+    assert_eq!(drain_receipts_queue(&t).await.len(), 1, "handed on once");
+}
+
 async fn put_secret(t: &TestStack, secret: &str, value: &str) {
     let client = aws_sdk_secretsmanager::Client::new(&t.sdk);
     client.put_secret_value().secret_id(t.stack.secret(secret).unwrap()).secret_string(value).send().await.unwrap();
@@ -458,13 +613,65 @@ async fn a_provider_put_in_the_secret_is_accepted_once_the_value_read_expires() 
     assert_eq!(signed(&deps).await, 401, "acme is not in the secret yet");
 
     // The team adds acme beside the providers already there, with no redeploy.
-    let mut providers = provider_secrets(&t).await;
-    providers.insert("acme".into(), secret.into());
-    put_secret(&t, PROVIDER_SECRETS, &serde_json::to_string(&providers).unwrap()).await;
+    add_providers(&t, json!({"acme": {"secret": secret, "channels": ["email"]}})).await;
     assert_eq!(signed(&deps).await, 401, "the value read a moment ago is kept for its TTL");
     tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
     assert_eq!(signed(&deps).await, 200, "read again once expired: acme is accepted");
     assert_eq!(drain_receipts_queue(&t).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reports_and_suppresses_only_on_its_channels() {
+    let t = TestStack::without_functions().await;
+    let ledger = t.ledger();
+    let email = sent_on(&ledger, &format!("{}-by-email", t.tag), Channel::Email).await;
+    let sms = sent_on(&ledger, &format!("{}-by-sms", t.tag), Channel::Sms).await;
+    let (address, number) = (format!("z.{}@example.org", t.tag), phone(&t.tag, 9));
+    let (acme_secret, legacy_secret) = ("acme carries SMS and nothing else", "an entry written before channels");
+    add_providers(&t, json!({"acme": {"secret": acme_secret, "channels": ["sms"]}, "legacy": legacy_secret})).await;
+    let deps = webhook_deps(&t, FakeSns::default());
+    let (acme, legacy) = (ProviderKey::new(acme_secret).unwrap(), ProviderKey::new(legacy_secret).unwrap());
+    let event = |id: &herald::domain::MessageId, channel: &str, status: &str, address: Option<&str>| {
+        let mut e = json!({"message_id": id.as_str(), "channel": channel, "status": status});
+        if let Some(a) = address {
+            e["address"] = a.into();
+        }
+        e
+    };
+
+    // Refused at the door, whole: any event on a channel acme is not configured for.
+    for (label, events) in [
+        ("an email delivery", json!([event(&email, "email", "delivered", None)])),
+        ("an email bounce that would suppress an address", json!([event(&email, "email", "bounced", Some(&address))])),
+        (
+            "an email complaint behind an SMS delivery",
+            json!([event(&sms, "sms", "delivered", None), event(&email, "email", "complained", Some(&address))]),
+        ),
+    ] {
+        assert_eq!(post_signed(&deps, "acme", &acme, events).await, 403, "{label}");
+    }
+    // An entry without channels (the form before them) is authenticated, and refused.
+    assert_eq!(post_signed(&deps, "legacy", &legacy, json!([event(&sms, "sms", "delivered", None)])).await, 403);
+    assert!(drain_receipts_queue(&t).await.is_empty(), "refused reports are not handed on");
+
+    // acme calling the email message an SMS gets past the door; the ledger write refuses it.
+    let lie = json!([event(&email, "sms", "failed", None), event(&email, "sms", "clicked", None)]);
+    assert_eq!(post_signed(&deps, "acme", &acme, lie).await, 200);
+    // Its own SMS message: delivered, and an opt-out suppresses the number.
+    let own = json!([event(&sms, "sms", "delivered", None), event(&sms, "sms", "opted_out", Some(&number))]);
+    assert_eq!(post_signed(&deps, "acme", &acme, own).await, 200);
+    let queued = drain_receipts_queue(&t).await;
+    assert_eq!(queued.len(), 2);
+    assert!(run_receipts(&receipts_deps(&t), &queued).await.batch_item_failures.is_empty());
+
+    let e = ledger.get(&email).await.unwrap().unwrap();
+    assert_eq!((e.status, e.channel.as_deref(), statuses(&e).len()), (Status::Sent, Some("email"), 2), "untouched");
+    assert_eq!(suppressed(&t, &address).await, None);
+    let s = ledger.get(&sms).await.unwrap().unwrap();
+    assert_eq!((s.status, s.channel.as_deref()), (Status::Delivered, Some("sms")));
+    let list = DynamoSuppression::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("SuppressionTable"));
+    let hash = herald::domain::PhoneNumber::new(number.as_str()).unwrap().suppression_hash();
+    assert_eq!(list.find(&[(Channel::Sms, hash)]).await.unwrap(), [(Channel::Sms, SuppressionCause::OptOut)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

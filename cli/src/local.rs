@@ -84,7 +84,9 @@ pub async fn provision_with_web_port(
     let stack = stack::create(sdk, &template, prefix, LocalParams { overrides, web_port }).await?;
     // `aws secretsmanager put-secret-value`, with a fresh provider secret for each local stack
     // (tests read it back with `stack.secret_value`; `herald local` prints it).
-    let providers = serde_json::json!({ LOCAL_PROVIDER: local_secret(prefix) });
+    let providers = serde_json::json!({
+        LOCAL_PROVIDER: {"secret": local_secret(prefix), "channels": ["push", "email", "sms"]}
+    });
     aws_sdk_secretsmanager::Client::new(sdk)
         .put_secret_value()
         .secret_id(stack.secret(PROVIDER_SECRETS)?)
@@ -103,8 +105,8 @@ pub async fn provision_with_web_port(
     Ok(stack)
 }
 
-/// The custom provider a local stack accepts reports from (its secret is in the
-/// [`PROVIDER_SECRETS`] secret).
+/// The custom provider a local stack accepts reports from, on every channel (its
+/// secret is in the [`PROVIDER_SECRETS`] secret).
 pub const LOCAL_PROVIDER: &str = "local";
 
 /// The template's secrets, by logical id: the custom providers' and the unsubscribe key.

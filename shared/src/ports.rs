@@ -162,11 +162,24 @@ pub struct Transition {
     pub provider_id: Option<String>,
     pub template_version: Option<u32>,
     pub at: DateTime<Utc>,
+    /// Applies only to a message sent on one of these channels (its recorded `channel`),
+    /// checked in the same write: a custom provider reports on its channels only.
+    /// `Some(empty)` applies to none. Honoured by [`Ledger::advance`] (and `transition`).
+    pub on_channels: Option<Vec<Channel>>,
 }
 
 impl Transition {
     pub fn new(status: Status, at: DateTime<Utc>) -> Self {
-        Self { status, reason: None, detail: None, channel: None, provider_id: None, template_version: None, at }
+        Self {
+            status,
+            reason: None,
+            detail: None,
+            channel: None,
+            provider_id: None,
+            template_version: None,
+            at,
+            on_channels: None,
+        }
     }
     pub fn reason(mut self, reason: Reason) -> Self {
         self.reason = Some(reason);

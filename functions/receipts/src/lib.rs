@@ -5,8 +5,10 @@
 //! - SNS mobile push events (endpoint disabled or deleted, delivery failures that
 //!   condemn the token) remove the token from whoever registered it; a push that
 //!   failed that way falls back to its next channel when dispatch kept a fallback.
-//! - Custom providers' reports, relayed by the webhook function once their HMAC is
-//!   checked, do both for the channels those providers carry.
+//! - Custom providers' reports, relayed by the webhook function once their HMAC and
+//!   channels are checked, do both for the channels those providers carry: each
+//!   event moves a message only if it was sent on that event's channel (a condition
+//!   of the ledger write).
 //!
 //! Every change is safe to apply twice and in any order: the ledger only moves a
 //! status forward, suppression is a put, removing a removed token does nothing.
@@ -122,6 +124,7 @@ where
             let mut t = Transition::new(status, now).channel(action.channel);
             t.reason = reason;
             t.provider_id = action.provider_id.clone();
+            t.on_channels = action.on_channels.clone();
             if !detail.is_empty() {
                 t = t.detail(detail);
             }

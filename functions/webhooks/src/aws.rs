@@ -1,7 +1,7 @@
 //! The AWS wiring of the webhook function.
 
 use crate::sns::SnsVerifier;
-use crate::{Config, Deps, ProviderKeys, Secrets, parse_providers};
+use crate::{Config, Deps, Providers, Secrets, parse_providers};
 use herald::aws::SdkConfig;
 use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
 use herald::aws::https::HttpsFetcher;
@@ -10,7 +10,7 @@ use herald::aws::sqs::SqsReceiptInbox;
 use herald::domain::unsubscribe::UnsubscribeKey;
 use std::time::Duration;
 
-pub type AwsSecrets = Secrets<SecretsManagerSecret<UnsubscribeKey>, SecretsManagerSecret<ProviderKeys>>;
+pub type AwsSecrets = Secrets<SecretsManagerSecret<UnsubscribeKey>, SecretsManagerSecret<Providers>>;
 pub type AwsDeps = Deps<HttpsFetcher, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets>;
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {

@@ -3,18 +3,24 @@
 //!
 //! - `POST /sns`: SNS HTTPS subscriptions. The message signature is checked
 //!   (versions 1 and 2, the certificate fetched only from an SNS host), the topic
-//!   must be one Herald accepts; a subscription confirmation is confirmed, a
-//!   notification is handed to the receipts queue as SNS would have put it there.
+//!   must be one Herald accepts, the message at most 90 minutes old (SNS retries an
+//!   HTTPS delivery for an hour at most); a subscription confirmation is confirmed,
+//!   a notification is handed to the receipts queue re-serialized from its signed
+//!   fields (what an SQS subscription would receive), once per `MessageId`: SNS's
+//!   retry of one already taken is answered 200 and not handed on again.
 //! - `POST /providers/<name>`: a custom provider's report, signed with
 //!   HMAC-SHA256 over `<timestamp>.<raw body>` with that provider's secret, at
-//!   most 5 minutes old, each signature accepted once.
+//!   most 5 minutes old, each signature (its value, however its hex is spelled)
+//!   accepted once, every event on one of the channels that provider is configured
+//!   for (the ledger then moves only messages sent on the event's channel).
 //! - `GET /unsubscribe?t=<token>`: a confirmation page (a link scanner that
 //!   follows the link changes nothing); `POST` with `List-Unsubscribe=One-Click`
 //!   (RFC 8058) revokes the consent the signed token names, through the same
 //!   consent path as `set_consent`, with source `one-click-unsubscribe`.
 //!
 //! Refusals: 400 malformed, 401 unsigned (or no secret for that provider), 403
-//! forged, stale, replayed or from an untrusted source, 404/405 elsewhere, 503
+//! forged, stale, replayed, from an untrusted source or on a channel the provider
+//! is not configured for, 404/405 elsewhere, 503
 //! when a store or a secret is unavailable (the sender retries).
 //!
 //! The unsubscribe key and the providers' secrets are in Secrets Manager, read when a
@@ -28,17 +34,18 @@ pub mod aws;
 
 use aws_lambda_events::event::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
 use base64::Engine as _;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{ConsentSource, SetConsent};
+use herald::domain::Channel;
 use herald::domain::contact::redact_contacts;
 use herald::domain::receipts::{ProviderReceipt, ProviderReport};
 use herald::domain::unsubscribe::{self, TokenError, Unsubscribe, UnsubscribeKey};
-use herald::domain::webhook::{self, MAX_SKEW, ProviderKey, SnsMessage, SnsMessageError};
+use herald::domain::webhook::{self, Provider, ProviderKey, SnsMessage, SnsMessageError};
 use herald::metrics;
 use herald::ports::*;
 use sns::{SnsVerifier, VerifyError};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The consent source recorded for a one-click unsubscribe.
@@ -83,24 +90,53 @@ impl Config {
     }
 }
 
-/// Custom providers' keys, by the name in their path.
-pub type ProviderKeys = HashMap<String, ProviderKey>;
+/// Custom providers, by the name in their path.
+pub type Providers = HashMap<String, Provider>;
 
-/// The providers' secret as stored: a JSON object of provider name to shared secret
-/// (16 bytes or more). An error names a provider at most, never a secret.
-pub fn parse_providers(raw: &str) -> Result<ProviderKeys, String> {
-    let secrets: HashMap<String, String> = serde_json::from_str(raw)
-        .map_err(|_| "it must be a JSON object of provider name to secret (a string)".to_owned())?;
+/// The providers' secret as stored: a JSON object of provider name to
+/// `{"secret": "<16 bytes or more>", "channels": ["sms", ..]}`. An entry that is the
+/// secret alone (a string: the form before providers had channels) still reads, with no
+/// channel, so the other providers keep working: that provider is refused (403) until
+/// its channels are given. An error names a provider at most, never a secret.
+pub fn parse_providers(raw: &str) -> Result<Providers, String> {
+    let entries: HashMap<String, serde_json::Value> = serde_json::from_str(raw)
+        .map_err(|_| r#"it must be a JSON object of provider name to {"secret": "..", "channels": [..]}"#.to_owned())?;
     let mut providers = HashMap::new();
-    for (name, secret) in secrets {
+    for (name, entry) in entries {
         let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
         if !valid_name {
             return Err(format!("provider name {name:?} must be letters, digits, - or _"));
         }
+        let (secret, channels) = provider_entry(entry).map_err(|e| format!("provider {name}: {e}"))?;
         let key = ProviderKey::new(&secret).map_err(|e| format!("provider {name}: {e}"))?;
-        providers.insert(name, key);
+        providers.insert(name, Provider { key, channels });
     }
     Ok(providers)
+}
+
+/// One provider's secret and channels. The errors quote nothing from the entry.
+fn provider_entry(entry: serde_json::Value) -> Result<(String, BTreeSet<Channel>), &'static str> {
+    use serde_json::Value;
+    const CHANNELS: &str = r#""channels" must list one or more of "push", "email", "sms""#;
+    let mut fields = match entry {
+        Value::String(secret) => return Ok((secret, BTreeSet::new())),
+        Value::Object(fields) => fields,
+        _ => return Err(r#"its entry must be {"secret": "..", "channels": [..]}"#),
+    };
+    let Some(Value::String(secret)) = fields.remove("secret") else {
+        return Err(r#""secret" must be a string"#);
+    };
+    let Some(Value::Array(list)) = fields.remove("channels") else { return Err(CHANNELS) };
+    let channels = list
+        .iter()
+        .map(|c| c.as_str().and_then(|c| c.parse::<Channel>().ok()))
+        .collect::<Option<BTreeSet<_>>>()
+        .filter(|c| !c.is_empty())
+        .ok_or(CHANNELS)?;
+    if !fields.is_empty() {
+        return Err(r#"an entry holds "secret" and "channels", nothing else"#);
+    }
+    Ok((secret, channels))
 }
 
 /// The webhook function's two secrets.
@@ -115,15 +151,15 @@ impl<U: Secret<UnsubscribeKey>, P: Send + Sync> Secret<UnsubscribeKey> for Secre
     }
 }
 
-impl<U: Send + Sync, P: Secret<ProviderKeys>> Secret<ProviderKeys> for Secrets<U, P> {
-    fn current(&self) -> impl Future<Output = PortResult<Arc<ProviderKeys>>> + Send {
+impl<U: Send + Sync, P: Secret<Providers>> Secret<Providers> for Secrets<U, P> {
+    fn current(&self) -> impl Future<Output = PortResult<Arc<Providers>>> + Send {
         self.providers.current()
     }
 }
 
 /// What the webhook function needs: SNS signature checks (with their certificate
 /// fetcher), consents, the receipts queue, the replay guard and the secrets (both
-/// [`Secret<UnsubscribeKey>`] and [`Secret<ProviderKeys>`], such as [`Secrets`]).
+/// [`Secret<UnsubscribeKey>`] and [`Secret<Providers>`], such as [`Secrets`]).
 pub struct Deps<F, R, Q, G, S> {
     pub sns: SnsVerifier<F>,
     pub recipients: R,
@@ -259,7 +295,7 @@ where
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
+    S: Secret<UnsubscribeKey> + Secret<Providers>,
 {
     let response = match WebRequest::from_function_url(event.payload) {
         Ok(request) => handle(deps, &request, Utc::now()).await,
@@ -275,14 +311,14 @@ where
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<UnsubscribeKey> + Secret<ProviderKeys>,
+    S: Secret<UnsubscribeKey> + Secret<Providers>,
 {
     let path = request.path.trim_end_matches('/');
     let (route, result) = if request.body.len() > MAX_BODY {
         ("request", Err(Refusal::Malformed(format!("the body is larger than {MAX_BODY} bytes"))))
     } else {
         match (request.method.as_str(), path) {
-            ("POST", "/sns") => ("sns", sns(deps, request).await),
+            ("POST", "/sns") => ("sns", sns(deps, request, now).await),
             ("POST", p) if p.starts_with("/providers/") => {
                 ("provider", provider(deps, &p["/providers/".len()..], request, now).await)
             }
@@ -323,21 +359,34 @@ fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
 
 // ---------------------------------------------------------------- SNS
 
-async fn sns<F, R, Q, G, S>(deps: &Deps<F, R, Q, G, S>, request: &WebRequest) -> Result<WebResponse, Refusal>
+fn sns_refusal(e: SnsMessageError) -> Refusal {
+    match e {
+        SnsMessageError::Unsigned => Refusal::Unsigned(e.to_string()),
+        SnsMessageError::UntrustedCertUrl | SnsMessageError::Stale => Refusal::Forbidden(e.to_string()),
+        _ => Refusal::Malformed(e.to_string()),
+    }
+}
+
+async fn sns<F, R, Q, G, S>(
+    deps: &Deps<F, R, Q, G, S>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> Result<WebResponse, Refusal>
 where
     F: CertFetcher,
     Q: ReceiptInbox,
+    G: ReplayGuard,
 {
     let message: SnsMessage = serde_json::from_slice(&request.body)
         .map_err(|_| Refusal::Malformed("the body is not an SNS message".into()))?;
-    // Before any fetch: only the topics Herald was configured for.
+    // Before any fetch: only the topics Herald was configured for, only recent messages
+    // (the Timestamp is signed: a forged one fails the signature below).
     if !deps.settings.sns_topics.contains(&message.topic_arn) {
         return Err(Refusal::Forbidden("messages from this topic are not accepted".into()));
     }
+    let published = message.check_fresh(now).map_err(sns_refusal)?;
     deps.sns.verify(&message).await.map_err(|e| match e {
-        VerifyError::Message(SnsMessageError::Unsigned) => Refusal::Unsigned(e.to_string()),
-        VerifyError::Message(SnsMessageError::UntrustedCertUrl) => Refusal::Forbidden(e.to_string()),
-        VerifyError::Message(_) => Refusal::Malformed(e.to_string()),
+        VerifyError::Message(e) => sns_refusal(e),
         VerifyError::BadSignature | VerifyError::BadCertificate => Refusal::Forbidden(e.to_string()),
         VerifyError::Fetch(err) if err.is_retryable() => Refusal::unavailable(err),
         VerifyError::Fetch(_) => Refusal::Forbidden("the signing certificate could not be fetched".into()),
@@ -357,10 +406,23 @@ where
             Ok(WebResponse::text(200, "noted"))
         }
         _ => {
-            // The body is exactly what an SQS subscription would have delivered.
-            let body =
-                std::str::from_utf8(&request.body).map_err(|_| Refusal::Malformed("the body is not UTF-8".into()))?;
-            deps.receipts.put(body).await.map_err(Refusal::unavailable)?;
+            // Only what SNS signed goes on, re-serialized: exactly what an SQS subscription
+            // would have delivered. A field added to the body (signed by no one) stops here.
+            let body = message.relayed().map_err(sns_refusal)?;
+            let (replay_key, until) = message.replay_key(published).map_err(sns_refusal)?;
+            if !deps.replay.first_use(&replay_key, until).await.map_err(Refusal::unavailable)? {
+                // SNS retries a delivery whose answer it did not get: already handed on, so
+                // a 200 (anything else and SNS tries again), and nothing is applied twice.
+                tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification already taken");
+                return Ok(WebResponse::text(200, "already accepted"));
+            }
+            if let Err(e) = deps.receipts.put(&body).await {
+                // Not handed on: SNS's retry of this very message must get through.
+                if let Err(forget) = deps.replay.forget(&replay_key).await {
+                    tracing::warn!(error = %forget, "could not forget an SNS message id after a failed hand-over");
+                }
+                return Err(Refusal::unavailable(e));
+            }
             tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification accepted");
             Ok(WebResponse::text(200, "accepted"))
         }
@@ -378,14 +440,16 @@ async fn provider<F, R, Q, G, S>(
 where
     Q: ReceiptInbox,
     G: ReplayGuard,
-    S: Secret<ProviderKeys>,
+    S: Secret<Providers>,
 {
-    let providers = deps.secrets.current().await.map_err(Refusal::unavailable)?;
-    let key =
+    let providers: Arc<Providers> = deps.secrets.current().await.map_err(Refusal::unavailable)?;
+    let provider =
         providers.get(name).ok_or_else(|| Refusal::Unsigned("no secret is configured for this provider".into()))?;
     let signature = request.header(webhook::SIGNATURE_HEADER);
-    let signed_at =
-        key.verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now).map_err(|e| match e {
+    let signed = provider
+        .key
+        .verify(request.header(webhook::TIMESTAMP_HEADER), signature, &request.body, now)
+        .map_err(|e| match e {
             webhook::ProviderAuthError::Missing(_) => Refusal::Unsigned(e.to_string()),
             webhook::ProviderAuthError::Malformed(_) => Refusal::Malformed(e.to_string()),
             webhook::ProviderAuthError::Stale | webhook::ProviderAuthError::Mismatch => {
@@ -393,15 +457,17 @@ where
             }
         })?;
     let report = ProviderReport::parse(&request.body).map_err(|e| Refusal::Malformed(e.detail))?;
-    // Signed and fresh: now make sure it is the first time. Remembered a minute
-    // past the freshness window, after which the timestamp check refuses it anyway.
-    let replay_key = format!("{name}#{}", signature.unwrap_or_default().trim());
-    let until = signed_at + MAX_SKEW + TimeDelta::minutes(1);
+    // Authenticated; now authorized: only on the channels this provider carries.
+    provider.authorize(&report).map_err(|e| Refusal::Forbidden(e.to_string()))?;
+    // Signed and fresh: now make sure it is the first time, by the signature's value
+    // (not its spelling: upper-case hex is the same signature).
+    let (replay_key, until) = signed.replay_key(name);
     if !deps.replay.first_use(&replay_key, until).await.map_err(Refusal::unavailable)? {
         return Err(Refusal::Forbidden("this signed request was already received".into()));
     }
     let count = report.events.len();
-    let body = serde_json::to_string(&ProviderReceipt::new(name, report))
+    let body = ProviderReceipt::new(name, report)
+        .to_body()
         .map_err(|_| Refusal::Malformed("the report could not be encoded".into()))?;
     if let Err(e) = deps.receipts.put(&body).await {
         // Not handed on: let the provider's retry of this very request through.
@@ -569,15 +635,31 @@ mod tests {
 
     #[test]
     fn provider_secrets_parse_and_their_errors_never_quote_a_secret() {
-        let providers = parse_providers(r#"{"acme": "a secret of sixteen+ bytes", "b-2_c": "another long secret"}"#);
+        let providers = parse_providers(
+            r#"{"acme": {"secret": "a secret of sixteen+ bytes", "channels": ["sms", "email", "sms"]},
+                "b-2_c": {"secret": "another long secret", "channels": ["push"]},
+                "old": "a secret from before channels"}"#,
+        );
         let providers = providers.unwrap();
-        assert_eq!(providers.len(), 2);
+        assert_eq!(providers.len(), 3);
         assert!(!format!("{providers:?}").contains("sixteen"), "keys never print");
+        let channels = |name: &str| providers[name].channels.iter().copied().collect::<Vec<_>>();
+        assert_eq!(channels("acme"), [Channel::Email, Channel::Sms]);
+        assert_eq!(channels("b-2_c"), [Channel::Push]);
+        assert!(channels("old").is_empty(), "the old form reads, with no channel: refused until given");
         assert!(parse_providers("{}").unwrap().is_empty());
         for (raw, says) in [
             (r#"{"acme": "hunter2"}"#, "provider acme"),
+            (r#"{"acme": {"secret": "hunter2", "channels": ["sms"]}}"#, "provider acme"),
             (r#"{"a/b": "hunter2 hunter2 hunter2"}"#, "\"a/b\""),
-            (r#"{"acme": ["hunter2 hunter2 hunter2"]}"#, "JSON object"),
+            (r#"{"acme": ["hunter2 hunter2 hunter2"]}"#, "provider acme"),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2"}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": []}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": "sms"}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "hunter2 hunter2 hunter2", "channels": ["mms"]}}"#, "\"channels\""),
+            (r#"{"acme": {"secret": "x", "channels": ["hunter2 hunter2 hunter2"]}}"#, "\"channels\""),
+            (r#"{"acme": {"channels": ["sms"], "hunter2 hunter2 hunter2": 1, "secret": "s"}}"#, "provider acme"),
+            (r#"{"acme": {"secret": ["hunter2 hunter2 hunter2"], "channels": ["sms"]}}"#, "\"secret\""),
             (r#"{"acme": "hunter2 hunter2 hunter2""#, "JSON object"),
             ("acme=hunter2 hunter2 hunter2", "JSON object"),
             (r#""hunter2 hunter2 hunter2""#, "JSON object"),

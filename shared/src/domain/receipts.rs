@@ -4,11 +4,16 @@
 //!
 //! A receipts-queue body is one of:
 //! - an SNS `Notification` envelope (SNS to SQS with raw delivery off, or relayed
-//!   by the webhook function after its signature was checked) whose `Message` is
-//!   an SES event (event publishing, `eventType`; or identity feedback,
-//!   `notificationType`) or an SNS mobile push application event (`EventType`);
+//!   by the webhook function after its signature was checked, re-serialized from
+//!   the signed fields) whose `Message` is an SES event (event publishing,
+//!   `eventType`; or identity feedback, `notificationType`) or an SNS mobile push
+//!   application event (`EventType`);
 //! - a custom provider's report, relayed by the webhook function after its HMAC
-//!   was checked: `{"type": "provider_report", "provider": .., "events": [..]}`.
+//!   was checked: `{"provider_report": {"provider": .., "events": [..]}}`, that one
+//!   key and no other.
+//!
+//! A body with any of SNS's `Type`, `TopicArn` or `Message` is read as SNS and only
+//! as SNS: whatever else it carries (fields SNS does not sign) is never a provider report.
 
 use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
@@ -54,10 +59,14 @@ pub struct SnsEnvelope {
 
 #[derive(Deserialize)]
 struct Peek {
-    #[serde(rename = "type", default)]
-    herald: Option<String>,
     #[serde(rename = "Type", default)]
     sns: Option<String>,
+    #[serde(rename = "TopicArn", default)]
+    topic_arn: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "Message", default)]
+    message: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "provider_report", default)]
+    provider_report: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -73,17 +82,19 @@ struct PeekMessage {
 impl Receipt {
     pub fn parse(body: &str) -> Result<Self, Unreadable> {
         let peek: Peek = serde_json::from_str(body).map_err(|e| unreadable(format!("not a JSON object: {e}")))?;
-        match (peek.herald.as_deref(), peek.sns.as_deref()) {
-            (Some(ProviderReceipt::TYPE), _) => serde_json::from_str(body)
-                .map(Receipt::Provider)
-                .map_err(|e| unreadable(format!("not a provider report: {e}"))),
-            (_, Some("Notification")) => {
+        let sns_shaped = peek.sns.is_some() || peek.topic_arn.is_some() || peek.message.is_some();
+        match (sns_shaped, peek.sns.as_deref()) {
+            (true, Some("Notification")) => {
                 let envelope: SnsEnvelope =
                     serde_json::from_str(body).map_err(|e| unreadable(format!("not an SNS notification: {e}")))?;
                 Self::parse_message(&envelope.message)
             }
-            (_, Some(other)) => Err(unreadable(format!("SNS message of type {other} is not a notification"))),
-            (_, None) => Err(unreadable("neither an SNS notification nor a provider report")),
+            (true, Some(other)) => Err(unreadable(format!("SNS message of type {other} is not a notification"))),
+            (true, None) => Err(unreadable("an SNS message without its Type")),
+            (false, _) if peek.provider_report.is_some() => serde_json::from_str::<QueuedReport<ProviderReceipt>>(body)
+                .map(|q| Receipt::Provider(q.provider_report))
+                .map_err(|e| unreadable(format!("not a provider report: {e}"))),
+            (false, _) => Err(unreadable("neither an SNS notification nor a provider report")),
         }
     }
 
@@ -134,6 +145,10 @@ pub struct ReceiptAction {
     pub provider_id: Option<String>,
     pub change: LedgerChange,
     pub suppress: Vec<Suppress>,
+    /// The change applies only to a message sent on one of these channels (a custom
+    /// provider's event: on its own channel), checked by the ledger in the same write.
+    /// Provider events make no [`LedgerChange::Note`], the one change it does not bind.
+    pub on_channels: Option<Vec<Channel>>,
 }
 
 fn bounded(detail: &str) -> String {
@@ -322,6 +337,7 @@ impl SesEvent {
             provider_id: Some(self.mail.message_id.clone()),
             change,
             suppress,
+            on_channels: None,
         }
     }
 }
@@ -516,21 +532,32 @@ impl ProviderReport {
     }
 }
 
-/// A checked report as the webhook relays it to the receipts queue.
+/// A checked report as the webhook relays it to the receipts queue, inside
+/// `{"provider_report": ..}` ([`ProviderReceipt::to_body`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderReceipt {
-    #[serde(rename = "type")]
-    pub kind: String,
     /// The provider's name, as configured for its secret.
     pub provider: String,
     pub events: Vec<ProviderEvent>,
 }
 
-impl ProviderReceipt {
-    pub const TYPE: &'static str = "provider_report";
+/// The envelope of a provider's report on the receipts queue: one key, which an SNS
+/// message (always with `Type`, `TopicArn` and `Message`) cannot be read as.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueuedReport<R> {
+    provider_report: R,
+}
 
+impl ProviderReceipt {
     pub fn new(provider: &str, report: ProviderReport) -> Self {
-        Self { kind: Self::TYPE.to_owned(), provider: provider.to_owned(), events: report.events }
+        Self { provider: provider.to_owned(), events: report.events }
+    }
+
+    /// The receipts-queue body.
+    pub fn to_body(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&QueuedReport { provider_report: self })
     }
 }
 
@@ -575,6 +602,9 @@ impl ProviderEvent {
             provider_id: self.provider_id.clone(),
             change,
             suppress,
+            // A provider speaks for the channel it names, which the webhook checked is one
+            // of its own: never for a message sent on another.
+            on_channels: Some(vec![self.channel]),
         }
     }
 }
@@ -657,6 +687,7 @@ mod tests {
         for (kind, extra, expected) in cases {
             let a = ses(kind, extra);
             assert_eq!(a.change, expected, "{kind}");
+            assert_eq!(a.on_channels, Option::None, "SES speaks for its own messages");
             assert_eq!(a.message_id.as_ref().map(MessageId::as_str), Some(ID), "{kind}");
             assert_eq!(a.provider_id.as_deref(), Some("ses-1"));
         }
@@ -779,7 +810,9 @@ mod tests {
             )
             .unwrap(),
         );
-        assert!(matches!(Receipt::parse(&serde_json::to_string(&report).unwrap()), Ok(Receipt::Provider(_))));
+        let body = report.to_body().unwrap();
+        assert_eq!(Receipt::parse(&body), Ok(Receipt::Provider(report.clone())));
+        let fields: serde_json::Value = serde_json::from_str(&body).unwrap();
         for bad in [
             "not json".to_owned(),
             "[]".to_owned(),
@@ -788,8 +821,46 @@ mod tests {
             serde_json::json!({"Type": "Notification", "Message": "not json"}).to_string(),
             sns(serde_json::json!({"eventType": "Delivery"})),
             r#"{"type": "provider_report", "provider": "acme"}"#.to_owned(),
+            // The envelope with anything beside it, or its report with a field too many.
+            serde_json::json!({"provider_report": fields["provider_report"], "type": "provider_report"}).to_string(),
+            serde_json::json!({"provider_report": {"provider": "acme", "events": [], "kind": "x"}}).to_string(),
+            // The report shape before the envelope: no longer read (and never beside SNS fields).
+            serde_json::json!({"type": "provider_report", "provider": "acme", "events": fields["provider_report"]["events"]})
+                .to_string(),
         ] {
             assert_eq!(Receipt::parse(&bad).map_err(|e| e.code), Err("invalid_event"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_sns_shaped_body_is_never_read_as_a_provider_report() {
+        let report = serde_json::json!({"provider": "acme",
+            "events": [{"message_id": ID, "channel": "email", "status": "bounced", "address": "a@example.org"}]});
+        let push = serde_json::json!({"EventType": "EndpointDeleted"}).to_string();
+        for (extra, sns) in [
+            // Unsigned fields added to a genuine notification: it stays that notification.
+            (serde_json::json!({"Type": "Notification", "Message": push}), true),
+            (serde_json::json!({"Type": "Notification", "TopicArn": "t", "Message": push}), true),
+            // SNS-shaped but not a notification, or without its Type: refused, not a report.
+            (serde_json::json!({"Type": "SubscriptionConfirmation", "Message": push}), false),
+            (serde_json::json!({"TopicArn": "t"}), false),
+            (serde_json::json!({"Message": push}), false),
+        ] {
+            for forged in [
+                serde_json::json!({"provider_report": report}),
+                serde_json::json!({"type": "provider_report", "provider": "acme", "events": report["events"]}),
+            ] {
+                let mut body = extra.clone();
+                if let (Some(b), Some(f)) = (body.as_object_mut(), forged.as_object()) {
+                    b.extend(f.clone());
+                }
+                let parsed = Receipt::parse(&body.to_string());
+                if sns {
+                    assert!(matches!(parsed, Ok(Receipt::Push(_))), "{body}: {parsed:?}");
+                } else {
+                    assert!(parsed.is_err(), "{body}: {parsed:?}");
+                }
+            }
         }
     }
 
@@ -825,6 +896,17 @@ mod tests {
         let actions: Vec<ReceiptAction> = report.events.iter().map(ProviderEvent::action).collect();
         assert!(matches!(actions[0].change, LedgerChange::Advance { status: Status::Delivered, .. }));
         assert_eq!(actions[0].channel, Channel::Sms);
+        let on: Vec<_> = actions.iter().map(|a| a.on_channels.clone()).collect();
+        assert_eq!(
+            on,
+            [
+                Some(vec![Channel::Sms]),
+                Some(vec![Channel::Email]),
+                Some(vec![Channel::Sms]),
+                Some(vec![Channel::Email])
+            ],
+            "each event applies to a message sent on its own channel only"
+        );
         assert_eq!(
             actions[1].suppress,
             vec![Suppress {

@@ -182,6 +182,17 @@ impl DynamoLedger {
             update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
             req = req.expression_attribute_values(":pid", s(p));
         }
+        // Only on a message sent on one of these channels, checked in this write (a custom provider's report).
+        if let Some(channels) = &t.on_channels {
+            if channels.is_empty() {
+                return Ok((Applied::Stale, None));
+            }
+            let names: Vec<String> = (0..channels.len()).map(|i| format!(":on{i}")).collect();
+            condition.push_str(&format!(" AND channel IN ({})", names.join(", ")));
+            for (name, c) in names.into_iter().zip(channels) {
+                req = req.expression_attribute_values(name, s(c.as_str()));
+            }
+        }
         match req.update_expression(update).condition_expression(condition).send().await {
             Ok(out) => {
                 let facts = out.attributes.as_ref().map(|item| MessageFacts {
