@@ -184,6 +184,21 @@ async fn a_replay_guard_put_applied_then_answered_500_is_a_first_use() {
     assert!(!guard.first_use(&key, until).await.unwrap(), "a real replay is still refused");
 }
 
+#[tokio::test]
+async fn a_request_whose_attempt_died_before_handing_it_on_is_taken_again() {
+    let t = TestStack::without_functions().await;
+    let client = aws_sdk_dynamodb::Client::new(&t.sdk);
+    // A hold of 0: the attempt that took the key is long dead.
+    let guard = DynamoReplayGuard::new(client, t.table("LedgerTable")).holding_for(TimeDelta::zero());
+    let until = Utc::now() + TimeDelta::minutes(5);
+    let key = format!("{}-died", t.tag);
+    assert!(guard.first_use(&key, until).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(guard.first_use(&key, until).await.unwrap(), "never confirmed: the sender's retry gets through");
+    guard.confirm(&key).await.unwrap();
+    assert!(!guard.first_use(&key, until).await.unwrap(), "handed on: a replay");
+}
+
 fn slot(t: &TestStack, name: &str, max: u32, rolling_secs: Option<i64>) -> CapSlot {
     let now = Utc::now();
     CapSlot {

@@ -557,9 +557,16 @@ pub trait PushEndpoints: Send + Sync {
 
 /// Remembers webhook signatures for their freshness window, so a captured request
 /// cannot be played again.
+///
+/// A first use is pending until [`ReplayGuard::confirm`]ed (the request was handed on):
+/// an attempt that died in between leaves a pending key that runs out after a short
+/// hold, so the sender's retry gets through instead of being taken for a replay.
 pub trait ReplayGuard: Send + Sync {
-    /// `true` the first time `key` is seen before `until`; `false` for a replay.
+    /// `true` the first time `key` is seen before `until` (or its earlier use was never
+    /// confirmed and its hold ran out); `false` for a replay.
     fn first_use(&self, key: &str, until: DateTime<Utc>) -> impl Future<Output = PortResult<bool>> + Send;
+    /// The request of `key` was handed on: from now on a second use is a replay.
+    fn confirm(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
     /// Forgets `key`, so a request that could not be handed on may be retried.
     fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
 }

@@ -423,6 +423,7 @@ where
                 }
                 return Err(Refusal::unavailable(e));
             }
+            confirm(deps, &replay_key).await;
             tracing::info!(topic = %message.topic_arn, sns_message_id = %message.message_id, "SNS notification accepted");
             Ok(WebResponse::text(200, "accepted"))
         }
@@ -476,8 +477,18 @@ where
         }
         return Err(Refusal::unavailable(e));
     }
+    confirm(deps, &replay_key).await;
     tracing::info!(provider = name, events = count, "provider report accepted");
     Ok(WebResponse { status: 200, content_type: "application/json", body: format!("{{\"accepted\":{count}}}") })
+}
+
+/// The request was handed on: a second use of its key is a replay from now on. Should
+/// this write fail, the key stays pending and a replay after its hold (two minutes) is
+/// handed on again, which receipts apply idempotently: a warning, not a failure.
+async fn confirm<F, R, Q, G: ReplayGuard, S>(deps: &Deps<F, R, Q, G, S>, replay_key: &str) {
+    if let Err(e) = deps.replay.confirm(replay_key).await {
+        tracing::warn!(error = %e, "could not confirm a handed-on request to the replay guard");
+    }
 }
 
 // ---------------------------------------------------------------- one-click unsubscribe
