@@ -7,6 +7,7 @@ mod contract_schema;
 mod dispatching;
 mod idempotency;
 mod pipeline;
+mod properties;
 mod receipts;
 mod recipients;
 mod scheduling;

@@ -435,6 +435,18 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
     Ok(())
 }
 
+/// Whether a value names resource `id` (`!Ref id`, or `!GetAtt id.Arn` as a function name may).
+fn names(value: Option<&Value>, id: &str) -> bool {
+    match value.and_then(intrinsic) {
+        Some((name, Value::String(arg))) if name == "Ref" => arg == id,
+        Some((name, Value::String(arg))) if name == "GetAtt" => arg.split_once('.') == Some((id, "Arn")),
+        Some((name, Value::Sequence(parts))) if name == "GetAtt" => {
+            parts.iter().map(Value::as_str).collect::<Vec<_>>() == [Some(id), Some("Arn")]
+        }
+        _ => false,
+    }
+}
+
 fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -> anyhow::Result<Vec<FunctionSpec>> {
     let globals = template.get("Globals").and_then(|g| g.get("Function"));
     let global = |key: &str| globals.and_then(|g| g.get(key));
@@ -455,16 +467,23 @@ fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -
             props.get("Events").and_then(Value::as_mapping).map(|m| m.values().collect()).unwrap_or_default();
         let of_type = |t: &str| events.iter().copied().find(|e| e.get("Type").and_then(Value::as_str) == Some(t));
         let number = |v: Option<&Value>| v.and_then(|v| stack.resolve(v).ok()).and_then(|v| v.parse::<i64>().ok());
-        let trigger = if let Some(event) = of_type("SQS") {
-            let queue_ref = event.get("Properties").and_then(|p| p.get("Queue")).context("SQS event Queue")?;
-            let queue_arn = stack.resolve(queue_ref)?;
+        // An SQS event source: an AWS::Lambda::EventSourceMapping naming the function (what
+        // template.yaml declares), or a SAM event of Type SQS.
+        let mapping = all
+            .iter()
+            .find(|(_, t, p)| t == "AWS::Lambda::EventSourceMapping" && names(p.get("FunctionName"), id))
+            .map(|(_, _, p)| (p.get("EventSourceArn"), p.get("BatchSize")));
+        let sqs_event =
+            || of_type("SQS").and_then(|e| e.get("Properties")).map(|p| (p.get("Queue"), p.get("BatchSize")));
+        let trigger = if let Some((queue_ref, batch_size)) = mapping.or_else(sqs_event) {
+            let queue_arn = stack.resolve(queue_ref.with_context(|| format!("{id}: event source queue"))?)?;
             let queue = stack
                 .queues
                 .iter()
                 .find(|(_, q)| q.arn == queue_arn)
                 .map(|(k, _)| k.clone())
                 .with_context(|| format!("{id}: event queue {queue_arn} is not in the template"))?;
-            let batch_size = number(event.get("Properties").and_then(|p| p.get("BatchSize"))).unwrap_or(10) as i32;
+            let batch_size = number(batch_size).unwrap_or(10) as i32;
             Trigger::Queue { queue, batch_size }
         } else if let Some(event) = of_type("Schedule").or_else(|| of_type("ScheduleV2")) {
             let expr = event
@@ -483,4 +502,79 @@ fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -
         out.push(FunctionSpec { logical_id: id.clone(), name, env, trigger, timeout_secs });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack_with_queue() -> Stack {
+        let queue = Queue { url: "http://q/Jobs".into(), arn: format!("arn:aws:sqs:us-east-1:{ACCOUNT_ID}:Jobs") };
+        Stack { region: "us-east-1".into(), queues: BTreeMap::from([("Jobs".to_owned(), queue)]), ..Stack::default() }
+    }
+
+    fn triggers(template: &str) -> anyhow::Result<Vec<(String, Trigger)>> {
+        let template: Value = serde_norway::from_str(template)?;
+        let specs = functions(&stack_with_queue(), &template, &resources(&template)?)?;
+        Ok(specs.into_iter().map(|f| (f.logical_id, f.trigger)).collect())
+    }
+
+    #[test]
+    fn an_event_source_mapping_or_a_sam_sqs_event_makes_a_queue_trigger() -> anyhow::Result<()> {
+        let queue = |batch_size| Trigger::Queue { queue: "Jobs".into(), batch_size };
+        let cases = [
+            (
+                "mapping by Ref",
+                "Resources:
+  Worker: {Type: AWS::Serverless::Function, Properties: {CodeUri: target/lambda/worker/}}
+  WorkerJobs:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties: {FunctionName: !Ref Worker, EventSourceArn: !GetAtt Jobs.Arn, BatchSize: 3}",
+                queue(3),
+            ),
+            (
+                "mapping by GetAtt Arn, default batch size",
+                "Resources:
+  Worker: {Type: AWS::Serverless::Function, Properties: {CodeUri: target/lambda/worker/}}
+  WorkerJobs:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties: {FunctionName: !GetAtt [Worker, Arn], EventSourceArn: !GetAtt Jobs.Arn}",
+                queue(10),
+            ),
+            (
+                "SAM event",
+                "Resources:
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: target/lambda/worker/
+      Events: {Jobs: {Type: SQS, Properties: {Queue: !GetAtt Jobs.Arn, BatchSize: 5}}}",
+                queue(5),
+            ),
+            (
+                "a mapping of another function is not this one's",
+                "Resources:
+  Worker: {Type: AWS::Serverless::Function, Properties: {CodeUri: target/lambda/worker/, FunctionUrlConfig: {AuthType: NONE}}}
+  OtherJobs:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties: {FunctionName: !Ref Other, EventSourceArn: !GetAtt Jobs.Arn}",
+                Trigger::Url,
+            ),
+        ];
+        for (name, template, expected) in cases {
+            assert_eq!(triggers(template)?, vec![("Worker".to_owned(), expected)], "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_mapping_on_a_queue_the_template_lacks_is_an_error() {
+        let template = "Resources:
+  Worker: {Type: AWS::Serverless::Function, Properties: {CodeUri: target/lambda/worker/}}
+  WorkerJobs:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties: {FunctionName: !Ref Worker, EventSourceArn: arn:aws:sqs:us-east-1:123456789012:Elsewhere}";
+        let error = triggers(template).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("is not in the template"), "{error}");
+    }
 }

@@ -74,6 +74,31 @@ mod tests {
     }
 
     #[test]
+    fn a_template_whose_literal_links_have_another_scheme_is_reported() {
+        let doc: TemplateDoc = toml::from_str(
+            r##"
+name = "promo"
+channels = ["email"]
+default_locale = "en"
+variables = ["url"]
+[locales.en.email]
+subject = "Hello"
+html = '<a href="{{ url }}">ok</a> <a href="#top">ok</a> <a href="javascript:void(0)">bad</a> <a href="data:text/html,x">bad</a>'
+text = "Hello"
+"##,
+        )
+        .unwrap();
+        let problems = check_all(&[CompiledTemplate::compile(doc).unwrap()], &Limits::default());
+        assert_eq!(
+            problems,
+            [
+                "promo: en/email/html.html: link 3 has scheme javascript, not https, http or mailto",
+                "promo: en/email/html.html: link 4 has scheme data, not https, http or mailto",
+            ],
+        );
+    }
+
+    #[test]
     fn a_template_over_its_limits_is_reported() {
         let templates = load_dir(&repo_root().join("templates")).unwrap();
         let strict = Limits { max_sms_segments: 0, ..Limits::default() };

@@ -135,7 +135,18 @@ export interface HeraldProps {
   readonly logRetention?: logs.RetentionDays;
   /** @default 5 for each dispatch function */
   readonly concurrency?: HeraldConcurrencyProps;
-  /** Notified when a dead-letter queue holds messages. @default no action (the alarms still exist) */
+  /**
+   * Concurrent executions reserved for, and at most used by, the public webhook function (1 to
+   * 1000; template.yaml: `WebhookReservedConcurrency`): a flood of requests to its URL is
+   * throttled (HTTP 429, which SNS and providers retry) instead of taking the account's
+   * concurrency from ingest and dispatch. Lambda lets an account reserve all but 100 of its concurrency.
+   * @default 10
+   */
+  readonly webhookReservedConcurrency?: number;
+  /**
+   * Notified by Herald's alarms (a dead-letter queue holds messages, a function fails, an SNS
+   * platform application fails, email reputation). @default no action (the alarms still exist)
+   */
   readonly alarmTopic?: sns.ITopic;
   /** Active X-Ray tracing on every function. @default false (as template.yaml) */
   readonly tracing?: boolean;
@@ -206,7 +217,10 @@ export class Herald extends Construct {
   public readonly functions: Readonly<Record<string, lambda.IFunction>>;
   /** Every dead-letter queue (each has an alarm). */
   public readonly deadLetterQueues: readonly sqs.IQueue[];
-  /** One alarm per dead-letter queue, then the email bounce and complaint rate alarms. */
+  /**
+   * One alarm per dead-letter queue, two per function (errors, throttles), then the push
+   * application alarm and the email bounce and complaint rate alarms.
+   */
   public readonly alarms: readonly cloudwatch.IAlarm[];
   /** The CloudWatch namespace of Herald's own metrics, `Herald/<stack name>` (for alarms of your own). */
   public readonly metricsNamespace: string;
@@ -359,7 +373,6 @@ export class Herald extends Construct {
 
     // ----------------------------------------------------------- Functions
     const arn = (service: string, resource: string) => `arn:${Aws.PARTITION}:${service}:${Aws.REGION}:${Aws.ACCOUNT_ID}:${resource}`;
-    const endpointArns = arn('sns', 'endpoint/*');
     const allow = (sid: string, actions: string[], resources: string[]) => new iam.PolicyStatement({ sid, actions, resources });
     // GetSecretValue only (not grantRead, which adds DescribeSecret), as template.yaml.
     const readSecrets = (sid: string, ...secrets: secretsmanager.ISecret[]) => allow(sid, ['secretsmanager:GetSecretValue'], secrets.map((x) => x.secretArn));
@@ -377,6 +390,11 @@ export class Herald extends Construct {
     const dispatchBatchSize = props.dispatchBatchSize ?? 10;
     const platformApps = [push.apnsPlatformApplicationArn, push.apnsSandboxPlatformApplicationArn, push.fcmPlatformApplicationArn]
       .filter((a): a is string => !!a);
+    // The endpoints of those applications: arn:...:app/<platform>/<name> has its endpoints at
+    // arn:...:endpoint/<platform>/<name>/<id> (as template.yaml computes them).
+    const endpointArns = platformApps.map((app) => (Token.isUnresolved(app)
+      ? Fn.join(':endpoint/', Fn.split(':app/', `${app}/*`))
+      : `${app.replace(':app/', ':endpoint/')}/*`));
 
     const specs: FunctionSpec[] = [
       {
@@ -396,9 +414,11 @@ export class Herald extends Construct {
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
           allow('Recipients', ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query', 'BatchWriteItem'].map((a) => `dynamodb:${a}`), [recipients.tableArn]),
           allow('EligibilityQueue', ['sqs:SendMessage'], [eligibilityQueue.queueArn]),
-          // Only the platform applications that were given; none, no statement.
-          ...(platformApps.length > 0 ? [allow('CreatePlatformEndpoint', ['sns:CreatePlatformEndpoint'], platformApps)] : []),
-          allow('PlatformEndpoints', ['sns:DeleteEndpoint', 'sns:SetEndpointAttributes', 'sns:GetEndpointAttributes'], [endpointArns]),
+          // Only the platform applications that were given, and their endpoints; none, no statement.
+          ...(platformApps.length > 0 ? [
+            allow('CreatePlatformEndpoint', ['sns:CreatePlatformEndpoint'], platformApps),
+            allow('PlatformEndpoints', ['sns:DeleteEndpoint', 'sns:SetEndpointAttributes', 'sns:GetEndpointAttributes'], endpointArns),
+          ] : []),
         ],
       },
       {
@@ -466,7 +486,8 @@ export class Herald extends Construct {
           giveBackCaps,
           // A dead token is removed: one read to find it, its endpoint's index item deleted.
           allow('Recipients', ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'], [recipients.tableArn]),
-          allow('PublishToPlatformEndpoints', ['sns:Publish'], [endpointArns]),
+          // Only the endpoints of the stack's platform applications (as ingest's PlatformEndpoints).
+          ...(platformApps.length > 0 ? [allow('PublishToPlatformEndpoints', ['sns:Publish'], endpointArns)] : []),
           fallback,
           retryLater(pushQueue),
         ],
@@ -564,6 +585,8 @@ export class Herald extends Construct {
         artifact: 'webhooks',
         description: "SNS HTTPS subscriptions, custom providers' signed reports and one-click unsubscribe (Function URL).",
         url: true,
+        // A ceiling as well as a reservation: a flood is throttled here, not in ingest or dispatch.
+        reservedConcurrency: props.webhookReservedConcurrency ?? 10,
         environment: {
           HERALD_RECIPIENTS_TABLE: recipients.tableName,
           HERALD_RECEIPTS_QUEUE_URL: receiptsQueue.queueUrl,
@@ -573,11 +596,24 @@ export class Herald extends Construct {
           HERALD_SNS_TOPIC_ARNS: Fn.join(',', [sesEventsTopic.topicArn, pushEventsTopic.topicArn, (props.webhookSnsTopicArns ?? []).join(',')]),
         },
         statements: [
-          // Replay guard: one conditional put per signed provider request (TTL'd items in the
-          // ledger table), deleted again if the report could not be queued.
-          allow('ReplayGuard', ['dynamodb:PutItem', 'dynamodb:DeleteItem'], [ledger.tableArn]),
-          // One-click unsubscribe: the consent audit item and the profile's consent.
-          allow('Consent', ['dynamodb:PutItem', 'dynamodb:UpdateItem'], [recipients.tableArn]),
+          // Replay guard: one conditional put per signed request (TTL'd items in the ledger
+          // table), deleted again if the report could not be queued. Only replay# items: the
+          // public function can never write a message's ledger entry.
+          new iam.PolicyStatement({
+            sid: 'ReplayGuard',
+            actions: ['dynamodb:PutItem', 'dynamodb:DeleteItem'],
+            resources: [ledger.tableArn],
+            conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['replay#*'] } },
+          }),
+          // One-click unsubscribe: the consent audit item and the profile's consent, both under
+          // the recipient id, which never holds a "#"; the table's other items (endpoint#<arn>,
+          // the push endpoints' index) do.
+          new iam.PolicyStatement({
+            sid: 'Consent',
+            actions: ['dynamodb:PutItem', 'dynamodb:UpdateItem'],
+            resources: [recipients.tableArn],
+            conditions: { 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['*#*'] } },
+          }),
           allow('ReceiptsQueue', ['sqs:SendMessage'], [receiptsQueue.queueArn]),
           readSecrets('Secrets', unsubscribeKey, webhookProviderSecrets),
         ],
@@ -667,6 +703,27 @@ export class Herald extends Construct {
       functions['dispatch-email'].addEnvironment('HERALD_UNSUBSCRIBE_URL', webhookUrl);
     }
     // ------------------------------------------------------------ Alarms
+    // An SNS platform application (not a device token) refused a push: an expired APNs
+    // certificate, a revoked FCM key, a disabled application. dispatch-push holds those messages
+    // (retries, then dead-letters them) and leaves the devices alone; someone must renew the
+    // credential. Metric PushApplicationErrors, from dispatch-push (EMF).
+    const pushApplicationAlarm = new cloudwatch.Alarm(this, 'PushApplicationErrorsAlarm', {
+      alarmDescription: `Herald (${Aws.STACK_NAME}): an SNS platform application refused pushes (expired or revoked credential?)`,
+      metric: new cloudwatch.Metric({
+        namespace: metricsNamespace,
+        metricName: 'PushApplicationErrors',
+        statistic: cloudwatch.Stats.SUM,
+        period: Duration.minutes(5),
+      }),
+      evaluationPeriods: 1,
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (props.alarmTopic) {
+      pushApplicationAlarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+    }
+    alarms.push(pushApplicationAlarm);
     // Email reputation, from the receipts function's own metrics (EMF "Transitions" by Channel
     // and Status, no API call): SES reviews an account past 5 % hard bounces or 0.1 %
     // complaints, so these fire before that, and only on a meaningful volume.
@@ -721,7 +778,7 @@ export class Herald extends Construct {
     const dashboardBody = {
       widgets: [
         { type: 'text', x: 0, y: 0, width: 24, height: 2, properties: { markdown:
-          `## Herald (${Aws.STACK_NAME})\nReceipts by channel and status (metric \`Transitions\`); per template and per campaign under the \`Template\` and \`Campaign\` dimensions. Alarms: hard bounces > 2 %/h, complaints > 0.08 %/day, anything in a dead-letter queue.` } },
+          `## Herald (${Aws.STACK_NAME})\nReceipts by channel and status (metric \`Transitions\`); per template and per campaign under the \`Template\` and \`Campaign\` dimensions. Alarms: hard bounces > 2 %/h, complaints > 0.08 %/day, anything in a dead-letter queue, a push platform application refusing pushes (\`PushApplicationErrors\`).` } },
         { type: 'metric', x: 0, y: 2, width: 12, height: 6, properties: {
           title: 'Email: what SES reported', region, stat: 'Sum', period: 300, view: 'timeSeries',
           metrics: [
@@ -772,10 +829,14 @@ export class Herald extends Construct {
     new cloudwatch.CfnDashboard(this, 'Dashboard', { dashboardBody: Stack.of(this).toJsonString(dashboardBody) });
 
     // Wildcards that are the narrowest ARN IAM can express: SNS platform endpoints are created
-    // at run time (one per device token), each with a random id.
-    const endpointFinding = 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sns:<AWS::Region>:<AWS::AccountId>:endpoint/*]';
-    acknowledge(functions['ingest'], endpointFinding, 'ingest deletes and updates the SNS platform endpoints it created for device tokens; their ARNs are generated at run time.');
-    acknowledge(functions['dispatch-push'], endpointFinding, 'dispatch-push publishes to the SNS platform endpoints of registered devices; their ARNs are generated at run time.');
+    // at run time (one per device token), each with a random id, under their application's
+    // name. (An application ARN given as a token is not acknowledged here: cdk-nag renders it
+    // in a form this construct cannot foresee.)
+    for (const endpoints of endpointArns.filter((e) => !Token.isUnresolved(e))) {
+      const finding = `AwsSolutions-IAM5[Resource::${endpoints}]`;
+      acknowledge(functions['ingest'], finding, 'ingest deletes and updates the SNS platform endpoints it created for device tokens, under the stack\'s platform applications; their ids are generated at run time.');
+      acknowledge(functions['dispatch-push'], finding, 'dispatch-push publishes to the SNS platform endpoints of registered devices, under the stack\'s platform applications; their ids are generated at run time.');
+    }
 
     this.ingestQueue = ingestQueue;
     if (webhookUrl === undefined) {
@@ -841,6 +902,7 @@ function validate(props: HeraldProps) {
     }
   };
   range(props.dispatchBatchSize, 'dispatchBatchSize', 1, 10);
+  range(props.webhookReservedConcurrency, 'webhookReservedConcurrency', 1, 1000);
   range(props.maxReceiveCount, 'maxReceiveCount', 2, 100);
   range(props.smsMaxSegments, 'smsMaxSegments', 1, 10);
   range(props.retryBase?.toSeconds(), 'retryBase (seconds)', 0, 900);

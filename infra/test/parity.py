@@ -31,18 +31,20 @@ How the two are compared
 - Each matched pair is compared property by property (lists as sets), except what is
   meant to differ (IGNORED). IAM is compared per function as a set of
   (effect, action, resource) after expanding statements, whatever policy resource holds them.
-  Event-source permissions are the one normalized case: SAM grants them with the managed
-  AWSLambdaSQSQueueExecutionRole (ReceiveMessage, DeleteMessage, GetQueueAttributes on *),
-  the construct grants the same three on the function's own queue; the managed policy counts
-  as those three on the queue. (CDK's SqsEventSource would also grant ChangeMessageVisibility
-  and GetQueueUrl, which is why the construct does not use it.)
+  Each function whose event source reads a queue must be granted ReceiveMessage,
+  DeleteMessage and GetQueueAttributes on that queue (both sides grant them with a statement of
+  their own: CDK's SqsEventSource would also grant ChangeMessageVisibility and GetQueueUrl, SAM's
+  `Events: Type: SQS` the managed AWSLambdaSQSQueueExecutionRole, on every queue).
 - X-Ray: SAM grants trace writing with a managed policy (AWSXrayWriteOnlyAccess), the construct
   with an inline xray:PutTraceSegments and xray:PutTelemetryRecords on "*". Per function, on each
   side: a role may write traces with one of those managed policies or both actions on "*". A
   function whose TracingConfig Mode is Active and whose role cannot write traces is a problem, and
   so is any of those grants to a function whose Mode is not Active (least privilege). The X-Ray
   grants are then left out of the IAM comparison; TracingConfig is compared with the function.
-- Least privilege, on both templates: no Allow of a data action on Resource "*".
+- Least privilege, on both templates (template.yaml after the SAM transform, so what SAM adds
+  counts): no Allow of a data action on Resource "*", in a statement or through one of the AWS
+  managed policies that grant data actions on "*" (WILDCARD_MANAGED, such as the
+  AWSLambdaSQSQueueExecutionRole the SAM transform attaches for an SQS event).
 """
 
 from __future__ import annotations
@@ -102,10 +104,20 @@ DEFAULTS = {
 # Types that exist on one side only by construction.
 SIDE_ONLY_TYPES = {"AWS::CDK::Metadata", "AWS::IAM::Policy"}
 
-# Actions an SQS event source needs on its queue: what the managed AWSLambdaSQSQueueExecutionRole
-# grants (on *, with the logs actions).
+# Actions an SQS event source needs on its queue.
 SQS_EVENT_SOURCE_REQUIRED = {"sqs:receivemessage", "sqs:deletemessage", "sqs:getqueueattributes"}
-SQS_EVENT_SOURCE_MANAGED = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+# AWS managed policies that grant data actions on Resource "*" (besides the logs actions), as the
+# SAM transform attaches them to a generated role for a pull event (SQS, Kinesis, DynamoDB
+# streams). No function's role may hold one: its own statement names the queue or stream.
+WILDCARD_MANAGED = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole":
+        ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaKinesisExecutionRole":
+        ["kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords", "kinesis:GetShardIterator",
+         "kinesis:ListShards", "kinesis:ListStreams", "kinesis:SubscribeToShard"],
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole":
+        ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+}
 # The managed policies SAM attaches for Tracing (the name depends on the partition), and the
 # actions Lambda's active tracing needs (what they grant).
 XRAY_MANAGED = {"arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess", "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess"}
@@ -556,12 +568,10 @@ def iam_model(resources: dict, roles: dict, side: str) -> tuple[dict[str, dict],
     return {roles[fn]: m for fn, m in model.items()}, problems
 
 
-def normalize_event_source_grants(resources: dict, roles: dict, model: dict, side: str) -> list[str]:
-    """SAM's managed AWSLambdaSQSQueueExecutionRole becomes what it gives the event source,
-    ReceiveMessage, DeleteMessage and GetQueueAttributes, on the function's own queues (it
-    grants them on every queue; the CDK construct grants them on the queue). Anything else on
-    a queue (ChangeMessageVisibility for retries, GetQueueUrl) is compared as it is. Checks
-    that each function can consume its queues."""
+def check_event_source_grants(resources: dict, roles: dict, model: dict, side: str) -> list[str]:
+    """Each function can consume the queues its event source mappings read: ReceiveMessage,
+    DeleteMessage and GetQueueAttributes on the queue (or on "*", which the least-privilege
+    checks refuse)."""
     problems = []
     for r in resources.values():
         if r["Type"] != "AWS::Lambda::EventSourceMapping":
@@ -575,14 +585,24 @@ def normalize_event_source_grants(resources: dict, roles: dict, model: dict, sid
         entry = model.get(fn_role)
         if entry is None:
             continue
-        if SQS_EVENT_SOURCE_MANAGED in entry["managed"]:
-            entry["atoms"] |= {("Allow", action, "Resource", queue_arn, "") for action in SQS_EVENT_SOURCE_REQUIRED}
         granted = {a[1] for a in entry["atoms"] if a[0] == "Allow" and a[2] == "Resource" and a[3] in (queue_arn, "*")}
+        granted |= {a.lower() for arn in entry["managed"] for a in WILDCARD_MANAGED.get(arn, [])}
         missing = SQS_EVENT_SOURCE_REQUIRED - granted
         if missing:
             problems.append(f"{side}: «{fn_role}» cannot consume {queue_arn}: no {', '.join(sorted(missing))}")
-    for entry in model.values():
-        entry["managed"].discard(SQS_EVENT_SOURCE_MANAGED)
+    return problems
+
+
+def check_wildcard_managed(model: dict, side: str) -> list[str]:
+    """No function's role holds an AWS managed policy that grants data actions on "*"."""
+    problems = []
+    for fn, entry in sorted(model.items()):
+        for arn in sorted(entry["managed"] & set(WILDCARD_MANAGED)):
+            name = arn.rsplit("/", 1)[-1]
+            fix = ("; a SAM `Events: Type: SQS` attaches it: declare an AWS::Lambda::EventSourceMapping instead and "
+                   "grant these on the function's queue" if arn.endswith("SQSQueueExecutionRole") else "")
+            problems.append(f"{side}: «{fn}»: managed policy {name} allows {', '.join(WILDCARD_MANAGED[arn])} "
+                            f"on Resource \"*\" (least privilege: name the resource){fix}")
     return problems
 
 
@@ -710,7 +730,8 @@ def side_model(template: dict, artifacts: dict[str, str], parameters: dict, side
     roles, problems = assign_roles(resources, artifacts, side)
     model, iam_problems = iam_model(resources, roles, side)
     problems += iam_problems
-    problems += normalize_event_source_grants(resources, roles, model, side)
+    problems += check_event_source_grants(resources, roles, model, side)
+    problems += check_wildcard_managed(model, side)
     problems += check_tracing(resources, roles, model, side)
     by_role = {roles[i]: (i, r) for i, r in resources.items()}
     outputs = {name: canonical(rename(o, roles)) for name, o in resolver.outputs().items()}

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Self-test of the parity test: the two real templates agree, and a change made to a copy of
-only one of them (a queue setting, a dead-letter pairing, an IAM action, an environment
-variable, an event source setting, X-Ray tracing or its permission) makes it fail, naming what
-differs. With --cdk-traced (the example synthesized with `-c tracing=true`), the same for the
+only one of them (a queue setting, a dead-letter pairing, an IAM action or condition, an
+environment variable, an event source setting, X-Ray tracing or its permission) makes it fail,
+naming what differs, and so does an SQS grant on "*" (a statement, or the managed policy of a SAM
+SQS event). With --cdk-traced (the example synthesized with `-c tracing=true`), the same for the
 traced pair, template.yaml resolved with Tracing=Active.
 
     test_parity.py --sam ../template.yaml --cdk cdk.out/HeraldExample.template.json \
@@ -43,15 +44,36 @@ def differences(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("  - ")]
 
 
-def sam_queue_of(sam: dict, artifact: str) -> str:
-    """Logical id of the queue the function running target/lambda/<artifact> reads, in template.yaml."""
-    for resource in sam["Resources"].values():
+def sam_function(sam: dict, artifact: str) -> str:
+    """Logical id of the function running target/lambda/<artifact>, in template.yaml."""
+    for logical_id, resource in sam["Resources"].items():
         p = resource.get("Properties", {})
         if resource["Type"] == "AWS::Serverless::Function" and str(p.get("CodeUri", "")).rstrip("/").endswith(f"/{artifact}"):
-            for event in p.get("Events", {}).values():
-                if event["Type"] == "SQS":
-                    return event["Properties"]["Queue"]["Fn::GetAtt"][0]
-    raise AssertionError(f"template.yaml: no function {artifact} with an SQS event")
+            return logical_id
+    raise AssertionError(f"template.yaml: no function {artifact}")
+
+
+def sam_event_source_of(sam: dict, artifact: str) -> str:
+    """Logical id of the event source mapping of the function running target/lambda/<artifact>."""
+    fn = sam_function(sam, artifact)
+    for logical_id, resource in sam["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping" and resource["Properties"]["FunctionName"] == {"Ref": fn}:
+            return logical_id
+    raise AssertionError(f"template.yaml: no event source mapping of {fn}")
+
+
+def sam_queue_of(sam: dict, artifact: str) -> str:
+    """Logical id of the queue the function running target/lambda/<artifact> reads, in template.yaml."""
+    return sam["Resources"][sam_event_source_of(sam, artifact)]["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+
+
+def sam_statement(sam: dict, artifact: str, sid: str) -> dict:
+    """The statement with this Sid in the Policies of the function running target/lambda/<artifact>."""
+    for policy in sam["Resources"][sam_function(sam, artifact)]["Properties"]["Policies"]:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if isinstance(statement, dict) and statement.get("Sid") == sid:
+                return statement
+    raise AssertionError(f"template.yaml: no statement {sid} in the policies of function {artifact}")
 
 
 def cdk_resource(cdk: dict, path_suffix: str) -> dict:
@@ -98,6 +120,20 @@ def dlq_retention_in_cdk(cdk_sam: dict, cdk: dict) -> None:
     dlq["MessageRetentionPeriod"] = 86400
 
 
+def sam_sqs_event_in_sam(sam: dict, cdk: dict) -> None:
+    # The ingest function's event source written as a SAM event again (and its own grant kept):
+    # the SAM transform then attaches the managed AWSLambdaSQSQueueExecutionRole.
+    esm = sam_event_source_of(sam, "ingest")
+    p = sam["Resources"].pop(esm)["Properties"]
+    p.pop("FunctionName")
+    p["Queue"] = p.pop("EventSourceArn")
+    sam["Resources"][sam_function(sam, "ingest")]["Properties"]["Events"] = {"Ingest": {"Type": "SQS", "Properties": p}}
+
+
+def sqs_on_star_in_sam(sam: dict, cdk: dict) -> None:
+    sam_statement(sam, "receipts", "EventSource")["Resource"] = "*"
+
+
 def iam_action_in_cdk(sam: dict, cdk: dict) -> None:
     for statement in cdk_function_policy(cdk, "ReceiptsFunction")["Statement"]:
         if statement.get("Sid") == "Ledger":
@@ -117,6 +153,14 @@ def event_source_grant_in_cdk(sam: dict, cdk: dict) -> None:
 def wildcard_in_cdk(sam: dict, cdk: dict) -> None:
     cdk_function_policy(cdk, "DispatchPushFunction")["Statement"].append(
         {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"})
+
+
+def leading_keys_in_cdk(sam: dict, cdk: dict) -> None:
+    for statement in cdk_function_policy(cdk, "WebhooksFunction")["Statement"]:
+        if statement.get("Sid") == "ReplayGuard":
+            statement.pop("Condition")
+            return
+    raise AssertionError("no ReplayGuard statement in the webhook function's policy")
 
 
 def env_var_in_cdk(sam: dict, cdk: dict) -> None:
@@ -167,8 +211,16 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
     ("the event source's ReceiveMessage dropped in the CDK template only", event_source_grant_in_cdk,
      ["CDK: «function ingest» cannot consume «queue read by function ingest».Arn: no sqs:receivemessage",
       "function ingest: IAM Allow sqs:receivemessage on «queue read by function ingest».Arn: in template.yaml, not in the CDK construct"]),
+    ("an SQS event source as a SAM event (managed AWSLambdaSQSQueueExecutionRole) in template.yaml", sam_sqs_event_in_sam,
+     ["SAM: «function ingest»: managed policy AWSLambdaSQSQueueExecutionRole allows sqs:ReceiveMessage, "
+      "sqs:DeleteMessage, sqs:GetQueueAttributes on Resource \"*\""]),
+    ("the event source's grant on Resource * in template.yaml", sqs_on_star_in_sam,
+     ["SAM: «function receipts»: Allow sqs:ReceiveMessage on Resource \"*\""]),
     ("a data action on Resource * in the CDK template", wildcard_in_cdk,
      ["CDK: «function dispatch-push»: Allow dynamodb:GetItem on Resource \"*\""]),
+    ("the webhook's LeadingKeys condition dropped in the CDK template only", leading_keys_in_cdk,
+     ["function webhooks: IAM Allow dynamodb:putitem on «table in env HERALD_LEDGER_TABLE».Arn when "
+      "{\"ForAllValues:StringLike\": {\"dynamodb:LeadingKeys\": [\"replay#*\"]}}: in template.yaml, not in the CDK construct"]),
     ("an environment variable dropped in the CDK template only", env_var_in_cdk,
      ["function dispatch-email", "Environment.Variables.HERALD_FROM_ADDRESS: SAM notifications@example.com, CDK has none"]),
     ("an event source batch size changed in the CDK template only", batch_size_in_cdk,

