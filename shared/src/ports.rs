@@ -32,7 +32,33 @@ pub enum PortError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// The provider refused because of Herald's own standing with it, not because of the
+/// request or its recipient: a disabled SNS platform application, an expired or revoked
+/// platform credential, a missing permission. Retrying cannot help until someone fixes
+/// the setup, but nothing about the message or the person is wrong either: the message
+/// is held (retried, then dead-lettered) and an operator is told. Carried as
+/// [`PortError::Unknown`], so it is retryable and existing matches on `PortError` hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("application-level failure ({code}): {message}")]
+pub struct ApplicationError {
+    pub code: String,
+    pub message: String,
+}
+
 impl PortError {
+    /// An [`ApplicationError`].
+    pub fn application(code: impl Into<String>, message: impl Into<String>) -> Self {
+        PortError::Unknown(anyhow::Error::new(ApplicationError { code: code.into(), message: message.into() }))
+    }
+
+    /// The provider's code when this is an [`ApplicationError`].
+    pub fn application_code(&self) -> Option<&str> {
+        match self {
+            PortError::Unknown(e) => e.downcast_ref::<ApplicationError>().map(|a| a.code.as_str()),
+            _ => None,
+        }
+    }
+
     /// Whether the message should go back to its queue rather than be recorded as failed.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, PortError::Permanent { .. })
@@ -485,7 +511,10 @@ pub trait EmailSender: Send + Sync {
 
 pub trait PushSender: Send + Sync {
     /// Publishes a `MessageStructure=json` payload to one platform endpoint.
-    /// A disabled endpoint is `Permanent { code: "EndpointDisabled" }`.
+    /// `Permanent` only when the endpoint itself is dead (its token will never work
+    /// again): `EndpointDisabled`, `NotFound`, or `InvalidParameter` naming the endpoint.
+    /// A refusal that is the platform application's (disabled, bad credential) is an
+    /// [`ApplicationError`]: every device of that application would get it.
     fn publish(&self, endpoint_arn: &str, payload: &str) -> impl Future<Output = PortResult<String>> + Send;
 }
 
