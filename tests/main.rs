@@ -9,5 +9,6 @@ mod pipeline;
 mod receipts;
 mod recipients;
 mod scheduling;
+mod sends;
 mod support;
 mod webhooks;

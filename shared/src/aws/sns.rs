@@ -1,10 +1,13 @@
 //! SNS adapter: mobile push to platform endpoints, SMS to phone numbers, and
-//! platform endpoints for registered tokens.
+//! platform endpoints for registered tokens. `Publish` is sent once per call (the
+//! SDK's retries are off: a retry could be a second push or SMS); the endpoint
+//! operations keep the SDK's retries.
 
 use crate::aws::classify;
 use crate::domain::{PhoneNumber, Platform, PushToken};
 use crate::ports::{PortError, PortResult, PushEndpoints, PushSender, SmsSender, SmsType};
 use aws_sdk_sns::Client;
+use aws_sdk_sns::config::retry::RetryConfig;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 #[derive(Debug, Clone)]
@@ -13,9 +16,19 @@ pub struct SnsPush {
 }
 
 impl SnsPush {
+    /// `client` as built from the shared configuration; the adapter keeps a copy of it that
+    /// sends each request once (see [`once`]).
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client: once(&client) }
     }
+}
+
+/// A copy of `client` with the SDK's retries off, made once when the adapter is built: a
+/// retried `Publish` after a lost answer, a timeout or a 500 for a publish that happened
+/// would be a second push or SMS. Herald's own retry path (the record back to its queue
+/// with back-off, claimed again in the ledger) decides instead.
+fn once(client: &Client) -> Client {
+    Client::from_conf(client.config().to_builder().retry_config(RetryConfig::disabled()).build())
 }
 
 impl PushSender for SnsPush {
@@ -63,8 +76,9 @@ pub struct SnsSms {
 }
 
 impl SnsSms {
+    /// As [`SnsPush::new`]: the SDK's retries are off for the copy kept.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client: once(&client) }
     }
 }
 
