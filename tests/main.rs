@@ -6,6 +6,7 @@ mod adapters;
 mod contract_schema;
 mod dispatching;
 mod pipeline;
+mod privacy;
 mod receipts;
 mod recipients;
 mod scheduling;

@@ -9,7 +9,8 @@ use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::recipient::{Device, Recipient};
 use crate::domain::template::{CompiledTemplate, EmailContent};
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId,
+    TemplateName, redact_contacts,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -152,7 +153,8 @@ impl RejectionRecord {
     pub const RETENTION_DAYS: i64 = 30;
 
     /// A record Herald itself wrote but cannot read (a bug, or a body from
-    /// an older version): recorded so it can be found, then dropped.
+    /// an older version): recorded so it can be found, then dropped. A parser's
+    /// `detail` quotes the body: whatever looks like a contact point is redacted.
     pub fn unreadable(
         source_id: &str,
         code: &str,
@@ -163,7 +165,7 @@ impl RejectionRecord {
         Self {
             source_id: source_id.to_owned(),
             code: code.to_owned(),
-            detail: detail.into(),
+            detail: redact_contacts(&detail.into()),
             idempotency_key: None,
             body_bytes,
             at,
@@ -192,8 +194,11 @@ impl Transition {
         self.reason = Some(reason);
         self
     }
+    /// The history's text for this step. A provider's or a parser's words may quote an
+    /// address, a number or a token: whatever looks like one is redacted here, the one
+    /// door every history detail goes through.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(redact_contacts(&detail.into()));
         self
     }
     pub fn channel(mut self, channel: Channel) -> Self {
