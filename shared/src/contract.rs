@@ -194,12 +194,7 @@ impl IngestMessage {
         if !body.trim_start().starts_with('{') {
             return Err(Rejection::new("malformed_json", "the body must be a JSON object"));
         }
-        let peek: Peek = serde_json::from_str(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                invalid_field::<Peek, _>(&e, &mut serde_json::Deserializer::from_str(body))
-            }
-            _ => Rejection::new("malformed_json", json_error_detail(&e, None)),
-        })?;
+        let peek: Peek = serde_json::from_str(body).map_err(|e| refusal::<Peek>(&e, body))?;
         let kind = peek.kind.as_deref().unwrap_or("notify");
         // `type` is part of every message; strip it so each body type can deny unknown fields.
         fn typed<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Rejection> {
@@ -217,11 +212,9 @@ impl IngestMessage {
         }
         Ok(match kind {
             // One pass straight into the request, `type` or not.
-            "notify" => {
-                Self::Notify(Box::new(NotifyRequest::parse_checked(serde_json::from_str(body).map_err(|e| {
-                    invalid_field::<NotifyRequest, _>(&e, &mut serde_json::Deserializer::from_str(body))
-                }))?))
-            }
+            "notify" => Self::Notify(Box::new(NotifyRequest::parse_checked(
+                serde_json::from_str(body).map_err(|e| refusal::<NotifyRequest>(&e, body)),
+            )?)),
             "upsert_recipient" => Self::UpsertRecipient(typed(body)?),
             "set_consent" => Self::SetConsent(typed(body)?),
             "register_push_token" => Self::RegisterPushToken(typed(body)?),
@@ -297,6 +290,16 @@ fn field_path(path: &serde_path_to_error::Path, unknown_field: bool) -> Option<(
         }
     }
     (!text.is_empty()).then_some((text, last))
+}
+
+/// The rejection for `err`, met parsing `body` as a `T`: a body that is not JSON (an
+/// unpaired surrogate escape such as `\uD800` is not, for serde_json) is `malformed_json`;
+/// JSON that does not fit the contract is `invalid_field`.
+fn refusal<'de, T: Deserialize<'de>>(err: &serde_json::Error, body: &'de str) -> Rejection {
+    match err.classify() {
+        serde_json::error::Category::Data => invalid_field::<T, _>(err, &mut serde_json::Deserializer::from_str(body)),
+        _ => Rejection::new("malformed_json", json_error_detail(err, None)),
+    }
 }
 
 /// An `invalid_field` rejection for `err`, naming the field: `T` is read again from `de`
