@@ -10,6 +10,12 @@ threads that can interleave. So DynamoDB requests are served one at a time here
 (a lock around them only: SQS long polls and the rest stay concurrent), and a
 conditional write behaves as it does on AWS.
 
+SNS disables a platform application whose credential stops working (an expired
+APNs certificate, a revoked FCM key) and then refuses every Publish to its
+endpoints with `PlatformApplicationDisabled`; moto keeps publishing. Here an
+application whose `Enabled` attribute is set to `false` refuses as SNS does, so
+tests can put push in that state with SetPlatformApplicationAttributes.
+
 Usage: python3 scripts/moto_server.py [PORT]   (0 or absent: a free port)
 """
 
@@ -34,7 +40,25 @@ def serialize_dynamodb(app):
     return wrapped
 
 
+def honour_disabled_platform_applications():
+    from moto.sns import models
+    from moto.sns.exceptions import SNSException
+
+    class PlatformApplicationDisabled(SNSException):
+        code = "PlatformApplicationDisabled"
+
+    publish = models.PlatformEndpoint.publish
+
+    def checked(self, message):
+        if str(self.application.attributes.get("Enabled", "true")).lower() == "false":
+            raise PlatformApplicationDisabled("Platform application is disabled.")
+        return publish(self, message)
+
+    models.PlatformEndpoint.publish = checked
+
+
 def main() -> None:
+    honour_disabled_platform_applications()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))

@@ -208,3 +208,82 @@ async fn marketing_email_is_signed_with_the_stack_key_and_waits_when_it_cannot_b
     assert_eq!(status, 200, "{page}");
     assert_eq!(crate::webhooks::news_consent(&t, &who).await, Some((false, webhooks::UNSUBSCRIBE_SOURCE.to_owned())));
 }
+
+/// The recipient as the recipients table holds it.
+async fn recipient(t: &TestStack, who: &str) -> herald::domain::recipient::Recipient {
+    let recipients =
+        herald::aws::dynamodb::DynamoRecipients::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("RecipientsTable"));
+    let id = herald::domain::RecipientId::new(who).unwrap();
+    herald::ports::RecipientStore::get(&recipients, &id).await.unwrap().expect("the recipient exists")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_platform_application_holds_the_push_and_leaves_every_device() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let who = format!("pia-{tag}");
+    let address = format!("pia.{tag}@example.org");
+    let tokens = [format!("apns-{tag}-phone"), format!("apns-{tag}-tablet")];
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let commands = [
+        json!({"type": "upsert_recipient", "recipient": who, "email": address}).to_string(),
+        json!({"type": "register_push_token", "recipient": who, "platform": "apns", "token": tokens[0]}).to_string(),
+    ];
+    ingest::handler(&ingest, sqs_event(&commands)).await.unwrap();
+    let second_device =
+        json!({"type": "register_push_token", "recipient": who, "platform": "apns", "token": tokens[1]}).to_string();
+    ingest::handler(&ingest, sqs_event(&[second_device])).await.unwrap();
+    let key = format!("{tag}-held");
+    through_eligibility(
+        &t,
+        &[json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+                 "channels": ["push", "email"], "data": {"order_id": "5"}})],
+    )
+    .await;
+
+    // The APNs application is disabled (its certificate expired): SNS refuses every publish to it.
+    let sns = aws_sdk_sns::Client::new(&t.sdk);
+    let apns = t.lookup("ingest")("HERALD_APNS_APP_ARN").expect("the stack has an APNs application");
+    let enable = |on: &'static str| {
+        sns.set_platform_application_attributes().platform_application_arn(&apns).attributes("Enabled", on).send()
+    };
+    enable("false").await.unwrap();
+
+    let env = t.env("dispatch-push", &[("HERALD_RETRY_BASE_SECS", "1")]);
+    let config = dispatch_push::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
+    let (deps, push) = dispatch_push::aws::deps(&t.sdk, &config);
+    let first = receive(&t, "PushQueue").await.expect("the job is on the push queue");
+    let response = dispatch_push::handler(&deps, &push, received_event(&first)).await.unwrap();
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(failed, [first["messageId"].as_str().unwrap()], "held: back to the queue, not failed, not dropped");
+
+    // Nothing is the recipient's fault: both devices and their endpoints stay, no channel failed.
+    assert_eq!(recipient(&t, &who).await.devices.len(), 2, "no device was removed");
+    let data = provider_data().await;
+    for token in &tokens {
+        let arn = endpoint_for(&data, token).expect("the endpoint is still there");
+        let attributes = sns.get_endpoint_attributes().endpoint_arn(arn).send().await.unwrap().attributes.unwrap();
+        assert_eq!(attributes.get("Enabled").map(String::as_str), Some("true"), "the endpoint is left enabled");
+        assert!(pushes_to(&data, token).is_empty());
+    }
+    assert!(emails_to(&data, &address).is_empty(), "no fallback to email");
+    let e = t.entry(&key).await.unwrap();
+    assert!(e.history.iter().all(|h| h.status != "failed"), "no failure recorded: {:?}", e.history);
+
+    // The application is fixed; the held job comes back after its back-off and goes to both devices.
+    enable("true").await.unwrap();
+    let second = receive(&t, "PushQueue").await.expect("the held job comes back");
+    assert_eq!(
+        (&second["messageId"], &second["attributes"]["ApproximateReceiveCount"]),
+        (&first["messageId"], &json!("2"))
+    );
+    let response = dispatch_push::handler(&deps, &push, received_event(&second)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let data = provider_data().await;
+    for token in &tokens {
+        assert_eq!(pushes_to(&data, token).len(), 1, "sent once to each device");
+    }
+    let e = t.entry(&key).await.unwrap();
+    assert_eq!((e.status.as_str(), e.channel.as_deref()), ("sent", Some("push")));
+    assert!(emails_to(&data, &address).is_empty());
+}

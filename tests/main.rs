@@ -3,13 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adapters;
+mod bodies;
 mod contract_schema;
 mod dispatching;
 mod idempotency;
 mod pipeline;
+mod privacy;
 mod properties;
 mod receipts;
 mod recipients;
 mod scheduling;
+mod sends;
 mod support;
 mod webhooks;

@@ -8,7 +8,7 @@
 use crate::domain::recipient::QuietHours;
 use crate::domain::{
     CampaignId, Channel, DeviceId, EmailAddress, IdempotencyKey, PhoneNumber, Platform, PushToken, RecipientId,
-    TemplateName, Topic,
+    TemplateName, Topic, redact_contacts,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -182,7 +182,8 @@ struct Peek<'a> {
 }
 
 impl IngestMessage {
-    /// Parses and validates one SQS body against contract v1.
+    /// Parses and validates one SQS body against contract v1. A refusal names the field
+    /// and what it expects, never the value it got (see [`json_error_detail`]).
     pub fn parse(body: &str) -> Result<Self, Rejection> {
         if body.len() > MAX_REQUEST_BYTES {
             return Err(Rejection::new(
@@ -193,35 +194,37 @@ impl IngestMessage {
         if !body.trim_start().starts_with('{') {
             return Err(Rejection::new("malformed_json", "the body must be a JSON object"));
         }
-        let peek: Peek = serde_json::from_str(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Rejection::new("invalid_field", e.to_string()),
-            _ => Rejection::new("malformed_json", e.to_string()),
-        })?;
+        let peek: Peek = serde_json::from_str(body).map_err(|e| refusal::<Peek>(&e, body))?;
         let kind = peek.kind.as_deref().unwrap_or("notify");
         // `type` is part of every message; strip it so each body type can deny unknown fields.
         fn typed<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Rejection> {
-            let mut value: Map<String, Value> =
-                serde_json::from_str(body).map_err(|e| Rejection::new("malformed_json", e.to_string()))?;
-            value.remove("type");
-            serde_json::from_value(Value::Object(value)).map_err(|e| Rejection::new("invalid_field", e.to_string()))
+            let without_type = || {
+                serde_json::from_str::<Map<String, Value>>(body).map(|mut value| {
+                    value.remove("type");
+                    Value::Object(value)
+                })
+            };
+            let value = without_type().map_err(|e| Rejection::new("malformed_json", json_error_detail(&e, None)))?;
+            serde_json::from_value(value).map_err(|e| match without_type() {
+                Ok(value) => invalid_field::<T, _>(&e, value),
+                Err(_) => Rejection::new("invalid_field", json_error_detail(&e, None)),
+            })
         }
         Ok(match kind {
             // One pass straight into the request, `type` or not.
             "notify" => Self::Notify(Box::new(NotifyRequest::parse_checked(
-                serde_json::from_str(body).map_err(|e| Rejection::new("invalid_field", e.to_string())),
+                serde_json::from_str(body).map_err(|e| refusal::<NotifyRequest>(&e, body)),
             )?)),
             "upsert_recipient" => Self::UpsertRecipient(typed(body)?),
             "set_consent" => Self::SetConsent(typed(body)?),
             "register_push_token" => Self::RegisterPushToken(typed(body)?),
             "remove_push_token" => Self::RemovePushToken(typed(body)?),
             "erase_recipient" => Self::EraseRecipient(typed(body)?),
-            other => {
+            _ => {
                 return Err(Rejection::new(
                     "unknown_type",
-                    format!(
-                        "type {other:?} is not one of notify, upsert_recipient, set_consent, \
-                         register_push_token, remove_push_token, erase_recipient"
-                    ),
+                    "type is not one of notify, upsert_recipient, set_consent, register_push_token, \
+                     remove_push_token, erase_recipient",
                 ));
             }
         })
@@ -237,6 +240,108 @@ impl IngestMessage {
             Self::EraseRecipient(_) => "erase_recipient",
         }
     }
+}
+
+/// What a JSON error says, as a rejection detail: the field it is about (`path`, when
+/// known), what was expected, and where, but never the offending value. serde quotes the
+/// value (`invalid type: integer `15555550100`, expected a string`, `unknown variant
+/// `ana@example.org``), and a value may be an address, a phone number or a token; the
+/// detail is logged and kept in the ledger. Whatever else looks like a contact point is
+/// redacted too ([`redact_contacts`]).
+pub fn json_error_detail(err: &serde_json::Error, path: Option<&serde_path_to_error::Path>) -> String {
+    let text = err.to_string();
+    let position = (err.line() > 0).then(|| format!(" at line {} column {}", err.line(), err.column()));
+    let message = position.as_deref().and_then(|p| text.strip_suffix(p)).unwrap_or(&text);
+    let message = without_values(message);
+    let mut detail = String::with_capacity(message.len() + 32);
+    if let Some((path, field)) = path.and_then(|p| field_path(p, message.starts_with("unknown field"))) {
+        // A message that starts with the field's name ("timezone is not ...") needs no prefix.
+        if !message.starts_with(&format!("{field} ")) {
+            detail.push_str(&path);
+            detail.push_str(": ");
+        }
+    }
+    detail.push_str(&message);
+    detail.push_str(position.as_deref().unwrap_or_default());
+    redact_contacts(&detail)
+}
+
+/// `quiet_hours.start`, `channels[1]`, and the last field's name; `None` for the body
+/// itself. An unknown field's path ends with that field (the producer's own key): its
+/// object is named instead.
+fn field_path(path: &serde_path_to_error::Path, unknown_field: bool) -> Option<(String, String)> {
+    use serde_path_to_error::Segment;
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    if unknown_field {
+        segments.pop();
+    }
+    let (mut text, mut last) = (String::new(), String::new());
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => text.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+                last.clone_from(key);
+            }
+            Segment::Unknown => text.push_str(if text.is_empty() { "?" } else { ".?" }),
+        }
+    }
+    (!text.is_empty()).then_some((text, last))
+}
+
+/// The rejection for `err`, met parsing `body` as a `T`: a body that is not JSON (an
+/// unpaired surrogate escape such as `\uD800` is not, for serde_json) is `malformed_json`;
+/// JSON that does not fit the contract is `invalid_field`.
+fn refusal<'de, T: Deserialize<'de>>(err: &serde_json::Error, body: &'de str) -> Rejection {
+    match err.classify() {
+        serde_json::error::Category::Data => invalid_field::<T, _>(err, &mut serde_json::Deserializer::from_str(body)),
+        _ => Rejection::new("malformed_json", json_error_detail(err, None)),
+    }
+}
+
+/// An `invalid_field` rejection for `err`, naming the field: `T` is read again from `de`
+/// tracking the path, which costs only on this, the rejection path.
+fn invalid_field<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(err: &serde_json::Error, de: D) -> Rejection {
+    let path = serde_path_to_error::deserialize::<_, T>(de).err();
+    Rejection::new("invalid_field", json_error_detail(err, path.as_ref().map(|p| p.path())))
+}
+
+/// serde's messages with the value taken out; the names and expectations, which are the
+/// contract's own, stay.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // `<kind> <quoted value>, expected <what>`; the kind alone stays (`integer`, `string`).
+            let (unexpected, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+            let kind = unexpected.split(['`', '"', '\'']).next().unwrap_or_default().trim_end();
+            return match expected {
+                "" => format!("{prefix}{kind}"),
+                expected => format!("{prefix}{kind}, expected {expected}"),
+            };
+        }
+    }
+    for (prefix, keep_plain_name) in [("unknown variant `", false), ("unknown field `", true)] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // `<value>`, expected ...   or   `<value>`, there are no ...
+            let cut = rest.rfind("`, expected ").or_else(|| rest.rfind("`, there are no "));
+            let (value, tail) = match cut {
+                Some(at) => (rest.get(..at).unwrap_or_default(), rest.get(at + 1..).unwrap_or_default()),
+                None => (rest.trim_end_matches('`'), ""),
+            };
+            let what = prefix.trim_end_matches([' ', '`']);
+            // A misspelt field's name is what the producer needs to see, when it is a name.
+            let plain =
+                (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            return match keep_plain_name && plain {
+                true => format!("{what} `{value}`{tail}"),
+                false => format!("{what}{tail}"),
+            };
+        }
+    }
+    message.to_owned()
 }
 
 impl NotifyRequest {
@@ -314,7 +419,7 @@ impl TryFrom<String> for TimeZone {
     fn try_from(raw: String) -> Result<Self, String> {
         raw.parse::<chrono_tz::Tz>()
             .map(TimeZone)
-            .map_err(|_| format!("timezone {raw:?} is not an IANA time zone name such as \"Europe/Paris\""))
+            .map_err(|_| "timezone is not an IANA time zone name such as \"Europe/Paris\"".to_owned())
     }
 }
 
@@ -345,7 +450,7 @@ impl TryFrom<String> for Locale {
         if lang_ok && rest_ok {
             Ok(Self(raw))
         } else {
-            Err(format!("locale {raw:?} is not a language tag such as \"fr\" or \"fr-FR\""))
+            Err("locale is not a language tag such as \"fr\" or \"fr-FR\"".to_owned())
         }
     }
 }
@@ -364,7 +469,8 @@ pub mod instant {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn parse(raw: &str) -> Result<DateTime<Utc>, String> {
-        let bad = || format!("{raw:?} is not an RFC 3339 date-time such as \"2026-11-25T18:00:00Z\"");
+        // The value is not quoted: rejection details and logs never carry one.
+        let bad = || "not an RFC 3339 date-time such as \"2026-11-25T18:00:00Z\"".to_owned();
         let b = raw.as_bytes();
         let digits = |from: usize, to: usize| b.get(from..to).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
         let is = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
@@ -432,6 +538,89 @@ pub mod instant {
                 "2026-02-30T18:00:00Z",
             ] {
                 assert!(super::parse(bad).is_err(), "{bad}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_name_the_field_and_never_the_value() {
+        let notify = r#""idempotency_key": "k-1", "template": "order_shipped", "kind": "transactional""#;
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                r#"{"type": "upsert_recipient", "recipient": "user-1", "phone": 15555550100}"#.into(),
+                "invalid_field",
+                "phone: invalid type: integer, expected a string",
+            ),
+            (
+                format!(r#"{{{notify}, "recipient": 15555550100}}"#),
+                "invalid_field",
+                "recipient: invalid type: integer, expected a string at line 1 column 105",
+            ),
+            (
+                r#"{"type": "set_consent", "recipient": "u", "channel": "ana@example.org", "granted": true, "source": "s"}"#
+                    .into(),
+                "invalid_field",
+                "channel: unknown variant, expected one of `push`, `email`, `sms`",
+            ),
+            (
+                format!(r#"{{{notify}, "recipient": "u", "ana@example.org": 1}}"#),
+                "invalid_field",
+                "unknown field, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, `topic`, \
+                 `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign` at line 1 column 116",
+            ),
+            (
+                format!(r#"{{{notify}, "recipient": "u", "mail": 1}}"#),
+                "invalid_field",
+                "unknown field `mail`, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, \
+                 `topic`, `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign` at line 1 column 105",
+            ),
+            (
+                format!(r#"{{{notify}, "recipient": "u", "send_at": "+15555550100"}}"#),
+                "invalid_field",
+                "send_at: not an RFC 3339 date-time such as \"2026-11-25T18:00:00Z\" at line 1 column 125",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "timezone": "ana@example.org"}"#.into(),
+                "invalid_field",
+                "timezone is not an IANA time zone name such as \"Europe/Paris\"",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "locale": "+15555550100"}"#.into(),
+                "invalid_field",
+                "locale is not a language tag such as \"fr\" or \"fr-FR\"",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "quiet_hours": {"start": "+15555550100", "end": "08:00"}}"#
+                    .into(),
+                "invalid_field",
+                "quiet_hours.start: not a time of day as HH:MM",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "email": "ana@example"}"#.into(),
+                "invalid_field",
+                "email is not a valid address",
+            ),
+            (
+                r#"{"type": "register_push_token", "recipient": "u", "platform": "fcm", "token": ["a1b2c3"]}"#.into(),
+                "invalid_field",
+                "token: invalid type: sequence, expected a string",
+            ),
+            (r#"{"type": "ana@example.org"}"#.into(), "unknown_type", "type is not one of notify, upsert_recipient, \
+              set_consent, register_push_token, remove_push_token, erase_recipient"),
+            (r#"{"type": 15555550100}"#.into(), "invalid_field", "type: invalid type: integer, expected a string at line 1 column 20"),
+            (format!(r#"{{{notify}, "recipient": "u""#), "malformed_json", "EOF while parsing an object at line 1 column 97"),
+            (format!(r#"{{{notify}}}"#), "invalid_field", "missing field `recipient` at line 1 column 80"),
+        ];
+        for (body, code, detail) in &cases {
+            let rejection = IngestMessage::parse(body).expect_err(body);
+            assert_eq!((rejection.code, rejection.detail.as_str()), (*code, *detail), "{body}");
+            for value in ["15555550100", "ana@example", "a1b2c3"] {
+                assert!(!rejection.detail.contains(value), "{body}: {}", rejection.detail);
             }
         }
     }

@@ -165,9 +165,10 @@ where
     let job: DispatchJob = match serde_json::from_str(&record.body) {
         Ok(job) => job,
         Err(e) => {
-            tracing::error!(record = %record.id, error = %e, "dispatch job does not parse");
-            let rejection =
-                RejectionRecord::unreadable(&record.id, "invalid_job", e.to_string(), record.body.len(), now);
+            // serde's own text quotes values (an address, a number): never logged or stored.
+            let detail = crate::contract::json_error_detail(&e, None);
+            tracing::error!(record = %record.id, error = %detail, "dispatch job does not parse");
+            let rejection = RejectionRecord::unreadable(&record.id, "invalid_job", detail, record.body.len(), now);
             return match deps.ledger.reject(rejection).await {
                 Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
                 _ => Step::Done,

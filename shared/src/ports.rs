@@ -9,7 +9,8 @@ use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::recipient::{Device, Recipient};
 use crate::domain::template::{CompiledTemplate, EmailContent};
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId,
+    TemplateName, redact_contacts,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -32,7 +33,33 @@ pub enum PortError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// The provider refused because of Herald's own standing with it, not because of the
+/// request or its recipient: a disabled SNS platform application, an expired or revoked
+/// platform credential, a missing permission. Retrying cannot help until someone fixes
+/// the setup, but nothing about the message or the person is wrong either: the message
+/// is held (retried, then dead-lettered) and an operator is told. Carried as
+/// [`PortError::Unknown`], so it is retryable and existing matches on `PortError` hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("application-level failure ({code}): {message}")]
+pub struct ApplicationError {
+    pub code: String,
+    pub message: String,
+}
+
 impl PortError {
+    /// An [`ApplicationError`].
+    pub fn application(code: impl Into<String>, message: impl Into<String>) -> Self {
+        PortError::Unknown(anyhow::Error::new(ApplicationError { code: code.into(), message: message.into() }))
+    }
+
+    /// The provider's code when this is an [`ApplicationError`].
+    pub fn application_code(&self) -> Option<&str> {
+        match self {
+            PortError::Unknown(e) => e.downcast_ref::<ApplicationError>().map(|a| a.code.as_str()),
+            _ => None,
+        }
+    }
+
     /// Whether the message should go back to its queue rather than be recorded as failed.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, PortError::Permanent { .. })
@@ -132,7 +159,8 @@ impl RejectionRecord {
     pub const RETENTION_DAYS: i64 = 30;
 
     /// A record Herald itself wrote but cannot read (a bug, or a body from
-    /// an older version): recorded so it can be found, then dropped.
+    /// an older version): recorded so it can be found, then dropped. A parser's
+    /// `detail` quotes the body: whatever looks like a contact point is redacted.
     pub fn unreadable(
         source_id: &str,
         code: &str,
@@ -143,7 +171,7 @@ impl RejectionRecord {
         Self {
             source_id: source_id.to_owned(),
             code: code.to_owned(),
-            detail: detail.into(),
+            detail: redact_contacts(&detail.into()),
             idempotency_key: None,
             body_bytes,
             at,
@@ -185,8 +213,11 @@ impl Transition {
         self.reason = Some(reason);
         self
     }
+    /// The history's text for this step. A provider's or a parser's words may quote an
+    /// address, a number or a token: whatever looks like one is redacted here, the one
+    /// door every history detail goes through.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(redact_contacts(&detail.into()));
         self
     }
     pub fn channel(mut self, channel: Channel) -> Self {
@@ -533,7 +564,10 @@ pub trait EmailSender: Send + Sync {
 
 pub trait PushSender: Send + Sync {
     /// Publishes a `MessageStructure=json` payload to one platform endpoint.
-    /// A disabled endpoint is `Permanent { code: "EndpointDisabled" }`.
+    /// `Permanent` only when the endpoint itself is dead (its token will never work
+    /// again): `EndpointDisabled`, `NotFound`, or `InvalidParameter` naming the endpoint.
+    /// A refusal that is the platform application's (disabled, bad credential) is an
+    /// [`ApplicationError`]: every device of that application would get it.
     fn publish(&self, endpoint_arn: &str, payload: &str) -> impl Future<Output = PortResult<String>> + Send;
 }
 

@@ -1,6 +1,9 @@
 //! Push dispatch: renders the push part of the template and publishes it to each
 //! of the recipient's devices through SNS. A disabled endpoint's token is removed
-//! from the recipient; when every device is gone the message falls back.
+//! from the recipient; when every device is gone the message falls back. A refusal
+//! of the platform application itself (disabled after its credential expired) leaves
+//! every device alone and holds the message: retried with back-off, then
+//! dead-lettered, and counted in `PushApplicationErrors` for the alarm.
 
 use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
 use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
@@ -48,13 +51,15 @@ pub struct Push<P, R> {
     pub recipients: R,
 }
 
-/// SNS error codes that mean the token will never work again.
+/// SNS refusals that mean the token will never work again. The adapter reports a refusal
+/// that is the platform application's (disabled, expired credential) as an application
+/// error instead, never as one of these.
 fn is_dead_token(err: &PortError) -> bool {
-    matches!(
-        err.permanent_code(),
-        Some("EndpointDisabled" | "NotFound" | "InvalidParameter" | "PlatformApplicationDisabled")
-    )
+    matches!(err.permanent_code(), Some("EndpointDisabled" | "NotFound" | "InvalidParameter"))
 }
+
+/// The metric an alarm watches: SNS refuses push for a reason of the platform application.
+pub const APPLICATION_ERRORS_METRIC: &str = "PushApplicationErrors";
 
 impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
     async fn deliver(&self, job: &DispatchJob, template: &CompiledTemplate) -> Delivery {
@@ -82,6 +87,14 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
             let payload = sns_message(device.platform, &content, &job.message_id);
             match self.sender.publish(&device.endpoint_arn, &payload).await {
                 Ok(id) => sent.push(id),
+                // Every device of that application would be refused alike: none is at fault.
+                // The message is held (retried, then dead-lettered) and an operator is alerted.
+                Err(e) if e.application_code().is_some() => {
+                    tracing::error!(message_id = %job.message_id, platform = device.platform.as_str(), error = %e,
+                        "the push platform application refused: message held, devices kept");
+                    herald::metrics::count(APPLICATION_ERRORS_METRIC, &[]);
+                    retry = Some(e.to_string());
+                }
                 Err(e) if is_dead_token(&e) => {
                     dead += 1;
                     tracing::info!(message_id = %job.message_id, token = %device.token.handle(), "dead push token removed");

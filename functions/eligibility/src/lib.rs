@@ -8,7 +8,7 @@ use herald::contract::{Kind, Mode};
 use herald::domain::campaign::Assignment;
 use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
 use herald::domain::eligibility::{Decision, Facts, evaluate, recipient_wait};
-use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob};
+use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob, check_sqs_body};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Recipient;
 use herald::domain::{Channel, MessageId};
@@ -145,9 +145,10 @@ async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -
         Ok(job) => job,
         Err(e) => {
             // Only Herald writes this queue: a bad body is a bug, recorded and dropped.
-            tracing::error!(record = %record.id, error = %e, "eligibility job does not parse");
-            let rejection =
-                RejectionRecord::unreadable(&record.id, "invalid_job", e.to_string(), record.body.len(), now);
+            // serde's own text quotes values (an address, a number): never logged or stored.
+            let detail = herald::contract::json_error_detail(&e, None);
+            tracing::error!(record = %record.id, error = %detail, "eligibility job does not parse");
+            let rejection = RejectionRecord::unreadable(&record.id, "invalid_job", detail, record.body.len(), now);
             return match deps.ledger.reject(rejection).await {
                 Err(e) if e.is_retryable() => Routed::retry(e),
                 _ => Routed::done(),
@@ -357,6 +358,18 @@ async fn route<P: Ports>(
                     variant: variant.as_ref().map(|v| v.name.clone()),
                 };
                 let body = serde_json::to_string(&dispatch).map_err(|e| PortError::Unknown(e.into()))?;
+                // A job SQS will not carry (a person with hundreds of devices): this channel
+                // cannot be used; its slots go back (every copy of this job finds the same)
+                // and the next candidate is tried.
+                if let Err(why) = check_sqs_body(&body) {
+                    give_back_all(&deps.caps, &taken, &job.message_id).await;
+                    tracing::warn!(message_id = %job.message_id, channel = %channel, reason = %why, "channel skipped: its job would not fit a queue message");
+                    capped.push(format!("{channel}: {}", why.code()));
+                    if reason == Reason::CapReached && capped.len() == 1 {
+                        reason = Reason::PayloadTooLarge;
+                    }
+                    continue;
+                }
                 tracing::info!(message_id = %job.message_id, channel = %channel, kind = request.kind.as_str(), "routed");
                 metrics::count(
                     "Notifications",

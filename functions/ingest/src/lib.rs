@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
 use herald::domain::MessageId;
-use herald::domain::jobs::EligibilityJob;
+use herald::domain::jobs::{EligibilityJob, check_sqs_body};
 use herald::domain::ledger::Status;
 use herald::domain::recipient::Device;
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
@@ -54,7 +54,8 @@ const CONCURRENCY: usize = 10;
 enum Step {
     Done,
     Retry(String),
-    Forward(Box<EligibilityJob>),
+    /// The eligibility job's body, checked to be one SQS will carry.
+    Forward(String),
 }
 
 pub async fn handler<L, R, O, E>(
@@ -77,13 +78,10 @@ where
         let outcome = match step {
             Step::Done => Outcome::Done,
             Step::Retry(reason) => Outcome::Retry(reason),
-            Step::Forward(job) => match serde_json::to_string(&job) {
-                Ok(body) => {
-                    handoffs.push(Handoff { record: position, to: Destination::Eligibility, body, delay_secs: 0 });
-                    Outcome::Done
-                }
-                Err(e) => Outcome::Retry(format!("could not encode the eligibility job: {e}")),
-            },
+            Step::Forward(body) => {
+                handoffs.push(Handoff { record: position, to: Destination::Eligibility, body, delay_secs: 0 });
+                Outcome::Done
+            }
         };
         outcomes.push((id, outcome));
     }
@@ -146,12 +144,24 @@ where
     L: Ledger,
 {
     let id = MessageId::for_key(&request.idempotency_key);
+    // The job is written before the request is admitted: a request SQS could not carry on
+    // to eligibility (a `\uFFFE` escape decodes to a character SQS refuses) is rejected
+    // with its reason now, rather than admitted and then failing its whole forwarding batch.
+    let job = EligibilityJob::new(id.clone(), request, now);
+    let body = match serde_json::to_string(&job) {
+        Ok(body) => body,
+        Err(e) => return Step::Retry(format!("could not encode the eligibility job: {e}")),
+    };
+    if let Err(why) = check_sqs_body(&body) {
+        return reject(deps, record, Rejection::new(why.code(), why.to_string()), now).await;
+    }
+    let request = &job.request;
     let admission = deps
         .ledger
         .admit(Admit {
             id: &id,
             source_id: &record.id,
-            request: &request,
+            request,
             now,
             dedupe_until: now + deps.dedupe_window,
             expires_at: now + deps.retention.max(deps.dedupe_window),
@@ -160,14 +170,18 @@ where
     match admission {
         Ok(Admission::New) => {
             tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");
-            Step::Forward(Box::new(EligibilityJob::new(id, request, now)))
+            Step::Forward(body)
         }
         // This very SQS message admitted it before but was not acknowledged: its
         // forward may have failed, so forward again (eligibility and dispatch dedupe).
         Ok(Admission::Duplicate { status: Status::Accepted, same_source: true, accepted_at }) => {
             tracing::info!(message_id = %id, record = %record.id, "redelivered before it was forwarded: forwarding again");
             // The same job as the first forward made, so both copies count caps alike.
-            Step::Forward(Box::new(EligibilityJob::new(id, request, accepted_at.unwrap_or(now))))
+            let again = EligibilityJob { counted_at: Some(accepted_at.unwrap_or(now)), ..job };
+            match serde_json::to_string(&again) {
+                Ok(body) => Step::Forward(body),
+                Err(e) => Step::Retry(format!("could not encode the eligibility job: {e}")),
+            }
         }
         Ok(Admission::Duplicate { status, .. }) => {
             tracing::info!(message_id = %id, record = %record.id, status = %status, outcome = "duplicate", "duplicate idempotency key: dropped");

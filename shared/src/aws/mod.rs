@@ -58,27 +58,32 @@ const THROTTLING_CODES: &[&str] = &[
 const TRANSIENT_CODES: &[&str] =
     &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "KMSDisabledException"];
 
-/// Sorts an SDK error into throttled, transient or permanent (with its code).
+/// Sorts an SDK error into throttled, transient or permanent (with its code). The
+/// provider's text is redacted here, at the source: it may name an address (SES's
+/// sandbox `MessageRejected` lists the identities that failed), a phone number (SNS's
+/// `InvalidParameter: PhoneNumber`) or a token, and a `PortError` ends up in logs and
+/// in the ledger's history.
 pub(crate) fn classify<E>(operation: &str, err: SdkError<E, HttpResponse>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let redact = crate::domain::redact_contacts;
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            PortError::Transient(format!("{operation}: {}", DisplayErrorContext(&err)))
+            PortError::Transient(redact(&format!("{operation}: {}", DisplayErrorContext(&err))))
         }
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown").to_owned();
-            let message = service.err().message().unwrap_or_default().to_owned();
+            let message = service.err().message().unwrap_or_default();
             let status = service.raw().status().as_u16();
             if THROTTLING_CODES.contains(&code.as_str()) || status == 429 {
                 PortError::Throttled(format!("{operation}: {code}"))
             } else if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 {
                 PortError::Transient(format!("{operation}: {code} ({status})"))
             } else {
-                PortError::Permanent { code, message: format!("{operation}: {message}") }
+                PortError::Permanent { code: redact(&code), message: redact(&format!("{operation}: {message}")) }
             }
         }
-        _ => PortError::Unknown(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(&err))),
+        _ => PortError::Unknown(anyhow::anyhow!(redact(&format!("{operation}: {}", DisplayErrorContext(&err))))),
     }
 }

@@ -1,8 +1,10 @@
-//! SES v2 adapter: `SendEmail` with a configuration set and message tags.
+//! SES v2 adapter: `SendEmail` with a configuration set and message tags, sent once per
+//! call (the SDK's retries are off: a retry could be a second email).
 
 use crate::aws::classify;
 use crate::ports::{EmailMessage, EmailSender, PortError, PortResult};
 use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
 
 #[derive(Debug, Clone)]
@@ -12,8 +14,13 @@ pub struct SesEmail {
 }
 
 impl SesEmail {
+    /// `client` as built from the shared configuration. The adapter keeps a copy of it with
+    /// the SDK's retries off, made once here: a retry after a lost answer, a timeout or a
+    /// 500 for a send that happened would be a second email. Herald's own retry path (the
+    /// record back to its queue with back-off, claimed again in the ledger) decides instead.
     pub fn new(client: Client, configuration_set: Option<String>) -> Self {
-        Self { client, configuration_set }
+        let once = client.config().to_builder().retry_config(RetryConfig::disabled()).build();
+        Self { client: Client::from_conf(once), configuration_set }
     }
 }
 

@@ -1,10 +1,13 @@
 //! SNS adapter: mobile push to platform endpoints, SMS to phone numbers, and
-//! platform endpoints for registered tokens.
+//! platform endpoints for registered tokens. `Publish` is sent once per call (the
+//! SDK's retries are off: a retry could be a second push or SMS); the endpoint
+//! operations keep the SDK's retries.
 
 use crate::aws::classify;
 use crate::domain::{PhoneNumber, Platform, PushToken};
 use crate::ports::{PortError, PortResult, PushEndpoints, PushSender, SmsSender, SmsType};
 use aws_sdk_sns::Client;
+use aws_sdk_sns::config::retry::RetryConfig;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 #[derive(Debug, Clone)]
@@ -13,9 +16,19 @@ pub struct SnsPush {
 }
 
 impl SnsPush {
+    /// `client` as built from the shared configuration; the adapter keeps a copy of it that
+    /// sends each request once (see [`once`]).
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client: once(&client) }
     }
+}
+
+/// A copy of `client` with the SDK's retries off, made once when the adapter is built: a
+/// retried `Publish` after a lost answer, a timeout or a 500 for a publish that happened
+/// would be a second push or SMS. Herald's own retry path (the record back to its queue
+/// with back-off, claimed again in the ledger) decides instead.
+fn once(client: &Client) -> Client {
+    Client::from_conf(client.config().to_builder().retry_config(RetryConfig::disabled()).build())
 }
 
 impl PushSender for SnsPush {
@@ -28,9 +41,33 @@ impl PushSender for SnsPush {
             .message(payload)
             .send()
             .await
-            .map_err(|e| classify("Publish", e))?;
+            .map_err(|e| endpoint_refusal(classify("Publish", e)))?;
         Ok(out.message_id.unwrap_or_default())
     }
+}
+
+/// Sorts what SNS refuses for good on a publish to a platform endpoint. Only a refusal
+/// of the endpoint itself condemns its token: `EndpointDisabled` (the platform said the
+/// token is dead), `NotFound` for the endpoint, and `InvalidParameter` about `TargetArn`
+/// ("No endpoint found for the target arn specified", SNS's answer for a deleted
+/// endpoint). Anything else would refuse every device of the platform application alike
+/// (`PlatformApplicationDisabled` after its certificate or key expired, a missing
+/// permission, an `InvalidParameter` about the message): an [`ApplicationError`], so the
+/// message is held and no device is touched.
+///
+/// [`ApplicationError`]: crate::ports::ApplicationError
+fn endpoint_refusal(err: PortError) -> PortError {
+    let PortError::Permanent { code, message } = err else { return err };
+    let names_application = ["application", "Application", "credential", "Credential", "certificate", "Certificate"]
+        .iter()
+        .any(|w| message.contains(w));
+    let token_level = !names_application
+        && match code.as_str() {
+            "EndpointDisabled" | "NotFound" => true,
+            "InvalidParameter" => message.contains("parameter: TargetArn") || message.contains("No endpoint found"),
+            _ => false,
+        };
+    if token_level { PortError::Permanent { code, message } } else { PortError::application(code, message) }
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +76,9 @@ pub struct SnsSms {
 }
 
 impl SnsSms {
+    /// As [`SnsPush::new`]: the SDK's retries are off for the copy kept.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client: once(&client) }
     }
 }
 
@@ -176,6 +214,42 @@ fn existing_endpoint(err: &PortError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_endpoint_itself_condemns_its_token() {
+        let refusal = |code: &str, message: &str| PortError::Permanent { code: code.into(), message: message.into() };
+        let token_level = [
+            ("EndpointDisabled", "Publish: Endpoint is disabled"),
+            ("NotFound", "Publish: Endpoint does not exist"),
+            (
+                "InvalidParameter",
+                "Publish: Invalid parameter: TargetArn Reason: No endpoint found for the target arn specified",
+            ),
+        ];
+        for (code, message) in token_level {
+            let err = endpoint_refusal(refusal(code, message));
+            assert_eq!((err.permanent_code(), err.application_code()), (Some(code), None), "{message}");
+        }
+        let application_level = [
+            ("PlatformApplicationDisabled", "Publish: Platform application is disabled."),
+            ("InvalidParameter", "Publish: Invalid parameter: Message Reason: Invalid notification for protocol APNS"),
+            ("InvalidParameter", "Publish: Invalid parameter: Message too long"),
+            (
+                "InvalidParameter",
+                "Publish: Invalid parameter: TargetArn Reason: platform application credentials are invalid",
+            ),
+            ("NotFound", "Publish: PlatformApplication does not exist"),
+            ("AuthorizationError", "Publish: User is not authorized to perform: SNS:Publish"),
+            ("KMSDisabled", "Publish: the key is disabled"),
+        ];
+        for (code, message) in application_level {
+            let err = endpoint_refusal(refusal(code, message));
+            assert_eq!((err.permanent_code(), err.application_code()), (None, Some(code)), "{message}");
+            assert!(err.is_retryable(), "{message}: held, not failed");
+        }
+        let throttled = endpoint_refusal(PortError::Throttled("Publish: Throttling".into()));
+        assert!(matches!(throttled, PortError::Throttled(_)), "not a refusal: unchanged");
+    }
 
     #[test]
     fn the_existing_endpoint_is_read_from_the_refusal() {

@@ -1,7 +1,8 @@
-//! SQS adapter: batched sends (`SendMessageBatch`, 10 a request).
+//! SQS adapter: batched sends (`SendMessageBatch`, 10 messages and 256 KiB a request).
 
 use crate::aws::classify;
 use crate::domain::Channel;
+use crate::domain::jobs::{MAX_SQS_BODY_BYTES, check_sqs_body};
 use crate::ports::{Destination, Outbox, Outgoing, PortError, PortResult};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -60,36 +61,115 @@ impl Outbox for SqsOutbox {
             .map_err(|e| classify("ChangeMessageVisibility", e))
     }
 
+    /// Sends in batches of at most ten messages and [`MAX_SQS_BODY_BYTES`] in all. One
+    /// message SQS will not carry never fails its neighbours: a body that fails
+    /// [`check_sqs_body`] is not sent (its id is returned), and a batch SQS refuses as a
+    /// whole for good (an entry too large for the queue, say) is sent again one message
+    /// at a time, so only the refused ones fail.
     async fn send(&self, to: Destination, messages: Vec<Outgoing>) -> PortResult<Vec<String>> {
         let url =
             self.urls.url(to).ok_or_else(|| PortError::Unknown(anyhow::anyhow!("no queue configured for {to:?}")))?;
         let mut failed = Vec::new();
-        for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .filter_map(|m| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(&m.id)
-                        .message_body(&m.body)
-                        .set_delay_seconds((m.delay_secs > 0).then(|| m.delay_secs.min(MAX_DELAY_SECS) as i32))
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            match self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
-                Ok(out) => failed.extend(out.failed.into_iter().map(|f| f.id)),
-                // A whole-request failure fails every entry of the chunk; the caller retries their inputs.
-                Err(e) => {
-                    let err = classify("SendMessageBatch", e);
-                    if !err.is_retryable() {
-                        return Err(err);
+        let mut sendable = Vec::with_capacity(messages.len());
+        for m in messages {
+            match check_sqs_body(&m.body) {
+                Ok(()) => sendable.push(m),
+                Err(why) => {
+                    tracing::error!(id = %m.id, destination = ?to, reason = %why, "a message SQS would not carry: not sent");
+                    failed.push(m.id);
+                }
+            }
+        }
+        for batch in batches(&sendable) {
+            match self.send_batch(url, batch).await {
+                Ok(refused) => failed.extend(refused),
+                Err(err) if err.is_retryable() || batch.len() == 1 => {
+                    // A whole-request failure fails every entry of the batch; the caller retries their inputs.
+                    tracing::warn!(error = %err, destination = ?to, "batch send failed; its inputs will be retried");
+                    failed.extend(batch.iter().map(|m| m.id.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, destination = ?to, "batch refused: sending its messages one by one");
+                    for m in batch {
+                        match self.send_batch(url, std::slice::from_ref(m)).await {
+                            Ok(refused) => failed.extend(refused),
+                            Err(err) => {
+                                tracing::warn!(id = %m.id, error = %err, destination = ?to, "message refused");
+                                failed.push(m.id.clone());
+                            }
+                        }
                     }
-                    tracing::warn!(error = %err, "batch send failed; its inputs will be retried");
-                    failed.extend(chunk.iter().map(|m| m.id.clone()));
                 }
             }
         }
         Ok(failed)
+    }
+}
+
+impl SqsOutbox {
+    /// One `SendMessageBatch`; returns the ids of the entries SQS did not take.
+    async fn send_batch(&self, url: &str, batch: &[Outgoing]) -> PortResult<Vec<String>> {
+        let entries = batch
+            .iter()
+            .filter_map(|m| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(&m.id)
+                    .message_body(&m.body)
+                    .set_delay_seconds((m.delay_secs > 0).then(|| m.delay_secs.min(MAX_DELAY_SECS) as i32))
+                    .build()
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify("SendMessageBatch", e))?;
+        Ok(out.failed.into_iter().map(|f| f.id).collect())
+    }
+}
+
+/// Consecutive runs of at most ten messages and [`MAX_SQS_BODY_BYTES`] of bodies: what one
+/// `SendMessageBatch` may carry (each body alone fits, [`check_sqs_body`] saw to it).
+fn batches(messages: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        if i > start && (i - start == 10 || bytes + m.body.len() > MAX_SQS_BODY_BYTES) {
+            out.extend(messages.get(start..i));
+            (start, bytes) = (i, 0);
+        }
+        bytes += m.body.len();
+    }
+    if start < messages.len() {
+        out.extend(messages.get(start..));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_ten_messages_and_the_request_size_at_most() {
+        let of = |sizes: &[usize]| -> Vec<Outgoing> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(n, &len)| Outgoing { id: n.to_string(), body: "x".repeat(len), delay_secs: 0 })
+                .collect()
+        };
+        let lengths = |messages: &[Outgoing]| batches(messages).iter().map(|b| b.len()).collect::<Vec<_>>();
+        let kib = 1024;
+        assert_eq!(lengths(&of(&[])), Vec::<usize>::new());
+        assert_eq!(lengths(&of(&[1; 25])), [10, 10, 5]);
+        assert_eq!(lengths(&of(&[120 * kib; 10])), [2, 2, 2, 2, 2]);
+        assert_eq!(lengths(&of(&[256 * kib, 1, 255 * kib, kib, 1])), [1, 2, 2]);
+        assert_eq!(lengths(&of(&[128 * kib, 128 * kib, 1])), [2, 1]);
     }
 }
 

@@ -77,14 +77,146 @@ pub enum InvalidContact {
     Token,
 }
 
-/// A text for logs with anything that looks like an email address or a phone
-/// number replaced: parser errors quote the input, which may hold either.
+/// A text for logs and the ledger with anything that looks like an email address, a
+/// phone number or a push token replaced by `<email>`, `<phone>` or `<token>`: provider
+/// errors and parser errors quote their input, which may hold any of them, inside any
+/// punctuation (`<ana@example.org>`, `"+15555550100"`, `mailto:ana@example.org,`).
+///
+/// - an address: a local part and a dotted domain around an `@`;
+/// - a number: `+` and 7 to 15 digits (spaces, dots, dashes and parentheses allowed
+///   between them), or 10 to 15 bare digits standing alone (not an AWS account id between
+///   the colons of an ARN);
+/// - a token: a run of 40 or more base64, hex or FCM characters with letters and digits,
+///   unless it is an ARN or an id whose dash-separated parts are all short (a UUID, an SES
+///   message id). Herald's own 32-character message ids stay.
 pub fn redact_contacts(text: &str) -> String {
-    let looks_like_contact = |word: &str| {
-        let digits = word.chars().filter(char::is_ascii_digit).count();
-        word.contains('@') || (digits >= 7 && word.chars().all(|c| c.is_ascii_digit() || "+-() \"'`.,:;".contains(c)))
-    };
-    text.split(' ').map(|w| if looks_like_contact(w) { "<redacted>" } else { w }).collect::<Vec<_>>().join(" ")
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut spans: Vec<(usize, usize, &str)> = Vec::new();
+    email_spans(&chars, &mut spans);
+    phone_spans(&chars, &mut spans);
+    token_spans(&chars, &mut spans);
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_unstable_by_key(|&(start, end, _)| (start, std::cmp::Reverse(end)));
+    let byte = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end, label) in spans {
+        if start < at {
+            continue; // inside a span already replaced
+        }
+        out.push_str(text.get(byte(at)..byte(start)).unwrap_or_default());
+        out.push_str(label);
+        at = end;
+    }
+    out.push_str(text.get(byte(at)..).unwrap_or_default());
+    out
+}
+
+/// Spans are `(first char, one past the last char, label)`, in char positions.
+type Spans<'a> = Vec<(usize, usize, &'a str)>;
+
+fn email_spans(chars: &[(usize, char)], spans: &mut Spans<'_>) {
+    let local = |c: char| c.is_alphanumeric() || ".!#$%&*+=?^_{|}~-".contains(c);
+    let domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    for (i, &(_, c)) in chars.iter().enumerate() {
+        if c != '@' {
+            continue;
+        }
+        let mut start = i;
+        while start > 0 && chars.get(start - 1).is_some_and(|&(_, c)| local(c)) {
+            start -= 1;
+        }
+        let mut end = i + 1;
+        while chars.get(end).is_some_and(|&(_, c)| domain(c)) {
+            end += 1;
+        }
+        while end > i + 1 && chars.get(end - 1).is_some_and(|&(_, c)| c == '.' || c == '-') {
+            end -= 1;
+        }
+        let host: String = chars.get(i + 1..end).unwrap_or_default().iter().map(|&(_, c)| c).collect();
+        let dotted = host.split('.').filter(|label| !label.is_empty()).count() >= 2 && !host.starts_with('.');
+        if start < i && dotted {
+            spans.push((start, end, "<email>"));
+        }
+    }
+}
+
+fn phone_spans(chars: &[(usize, char)], spans: &mut Spans<'_>) {
+    let at = |i: usize| chars.get(i).map(|&(_, c)| c);
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut i = 0;
+    while i < chars.len() {
+        let c = at(i).unwrap_or(' ');
+        let before = if i == 0 { None } else { at(i - 1) };
+        if c == '+' && at(i + 1).is_some_and(|d| d.is_ascii_digit()) && !word(before) {
+            // `+`, then digits with single separators between them.
+            let (mut end, mut digits, mut j) = (i + 1, 0, i + 1);
+            while let Some(d) = at(j) {
+                if d.is_ascii_digit() {
+                    digits += 1;
+                    j += 1;
+                    end = j;
+                } else if " -.()".contains(d) && at(j + 1).is_some_and(|n| n.is_ascii_digit() || n == '(') {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            if (7..=15).contains(&digits) && !word(at(end)) {
+                spans.push((i, end, "<phone>"));
+            }
+            i = end.max(i + 1);
+        } else if c.is_ascii_digit() && !word(before) {
+            let mut end = i;
+            while at(end).is_some_and(|d| d.is_ascii_digit()) {
+                end += 1;
+            }
+            // An AWS account id sits between the colons of an ARN.
+            let account = before == Some(':') && at(end) == Some(':');
+            if (10..=15).contains(&(end - i)) && !word(at(end)) && !account {
+                spans.push((i, end, "<phone>"));
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn token_spans(chars: &[(usize, char)], spans: &mut Spans<'_>) {
+    let token = |c: char| c.is_ascii_alphanumeric() || "_-:+/".contains(c);
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars.get(i).is_some_and(|&(_, c)| token(c)) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while chars.get(i).is_some_and(|&(_, c)| token(c)) {
+            i += 1;
+        }
+        let mut end = i;
+        while end > start && chars.get(end - 1).is_some_and(|&(_, c)| c == ':') {
+            end -= 1;
+        }
+        // Base64 padding ends a token; an `=` inside a run is a `name=value` separator.
+        while end == i
+            && chars.get(i).is_some_and(|&(_, c)| c == '=')
+            && !chars.get(i + 1).is_some_and(|&(_, c)| token(c))
+        {
+            i += 1;
+            end = i;
+        }
+        let run: String = chars.get(start..end).unwrap_or_default().iter().map(|&(_, c)| c).collect();
+        let arn = run.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("arn:")) || run.contains("://");
+        let id_like = run.split('-').all(|part| part.len() <= 16);
+        let mixed = run.bytes().any(|b| b.is_ascii_digit()) && run.bytes().any(|b| b.is_ascii_alphabetic());
+        if run.len() >= 40 && mixed && !arn && !id_like {
+            spans.push((start, end, "<token>"));
+        }
+    }
 }
 
 /// SHA-256 of a normalized contact point: what suppression keeps after erasure.
@@ -222,20 +354,63 @@ mod tests {
     }
 
     #[test]
-    fn contacts_are_redacted_from_log_text() {
-        assert_eq!(
-            redact_contacts("unknown variant `ana@example.org`, expected one of push"),
-            "unknown variant <redacted> expected one of push"
-        );
-        assert_eq!(
-            redact_contacts("invalid type: string \"+15555550100\", expected"),
-            "invalid type: string <redacted> expected"
-        );
-        assert_eq!(
-            redact_contacts("missing field `mail` at line 1 column 2"),
-            "missing field `mail` at line 1 column 2"
-        );
-        assert_eq!(redact_contacts("SES id 0100019c7a3e4f21"), "SES id 0100019c7a3e4f21");
+    fn contacts_are_redacted_from_any_text() {
+        let apns = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+        let fcm = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx3k_Zq0Ovd8EfbT7rmE2iLqLq0c9x1fJ";
+        let cases: &[(&str, &str)] = &[
+            // addresses, inside any punctuation
+            (
+                "unknown variant `ana@example.org`, expected one of push",
+                "unknown variant `<email>`, expected one of push",
+            ),
+            (
+                "The following identities failed the check in region US-EAST-1: ana@example.org, bob.s+x@mail.example.co.uk",
+                "The following identities failed the check in region US-EAST-1: <email>, <email>",
+            ),
+            ("To: <ana@example.org>; cc:(bo@ex-ample.org)", "To: <<email>>; cc:(<email>)"),
+            ("link mailto:ana@example.org?subject=hi.", "link mailto:<email>?subject=hi."),
+            ("\"ana@example.org\",'josé@exemple.fr'", "\"<email>\",'<email>'"),
+            (
+                "550 5.1.1 <ana@example.org>: Recipient address rejected",
+                "550 5.1.1 <<email>>: Recipient address rejected",
+            ),
+            // numbers, E.164 or bare
+            ("invalid type: string \"+15555550100\", expected", "invalid type: string \"<phone>\", expected"),
+            (
+                "Invalid parameter: PhoneNumber Reason: +15555550100 is not valid",
+                "Invalid parameter: PhoneNumber Reason: <phone> is not valid",
+            ),
+            ("call (+33 6 12 34 56 78), or +1-555-555-0100:", "call (<phone>), or <phone>:"),
+            ("integer `15555550100`, expected a string", "integer `<phone>`, expected a string"),
+            // tokens
+            (&format!("token {apns} refused"), "token <token> refused"),
+            (&format!("Token={fcm};"), "Token=<token>;"),
+            // what stays
+            ("missing field `mail` at line 1 column 2", "missing field `mail` at line 1 column 2"),
+            ("SES id 0100019c7a3e4f21", "SES id 0100019c7a3e4f21"),
+            (
+                "ses 010001912a1b2c3d-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d-000000 ok",
+                "ses 010001912a1b2c3d-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d-000000 ok",
+            ),
+            ("message 5e6880e5d6824c0f8a5f70e072e81fa8 sent", "message 5e6880e5d6824c0f8a5f70e072e81fa8 sent"),
+            (
+                "Endpoint arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/5e3b already exists",
+                "Endpoint arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/5e3b already exists",
+            ),
+            (
+                "recipient user:42@tenant+x=1 at 2026-11-25T18:00:00Z",
+                "recipient user:42@tenant+x=1 at 2026-11-25T18:00:00Z",
+            ),
+            ("body is 70000 bytes; 3 of +12 ok; e@x", "body is 70000 bytes; 3 of +12 ok; e@x"),
+            (
+                "ProvisionedThroughputExceededExceptionFromTheService",
+                "ProvisionedThroughputExceededExceptionFromTheService",
+            ),
+            ("", ""),
+        ];
+        for (text, redacted) in cases {
+            assert_eq!(redact_contacts(text), *redacted, "{text}");
+        }
     }
 
     #[test]

@@ -7,6 +7,48 @@ use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The largest body Herald puts on a queue: SQS's long-standing limit for a message and
+/// for a whole `SendMessageBatch` request. (Queues created since August 2025 may take
+/// 1 MiB; 256 KiB holds on every queue, and a job that needs more is a problem anyway.)
+pub const MAX_SQS_BODY_BYTES: usize = 256 * 1024;
+
+/// Why SQS would not carry a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnsendableBody {
+    #[error("the message would be {bytes} bytes, over the {MAX_SQS_BODY_BYTES} a queue takes")]
+    Oversized { bytes: usize },
+    /// Outside `#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`: SQS
+    /// refuses the message (or, on newer endpoints, replaces the character), and JSON
+    /// carries such characters as escapes (`\uFFFE`) that a parser turns back into them.
+    #[error("the message holds U+{code:04X}, a character SQS does not carry")]
+    InvalidCharacter { code: u32, at: usize },
+}
+
+impl UnsendableBody {
+    /// The rejection code for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UnsendableBody::Oversized { .. } => "oversized",
+            UnsendableBody::InvalidCharacter { .. } => "invalid_characters",
+        }
+    }
+}
+
+/// Whether SQS will carry `body` as a message: at most [`MAX_SQS_BODY_BYTES`], and only the
+/// characters SQS allows. Check a job's serialized body before it is queued (eligibility's
+/// dispatch job embeds the recipient's devices, and can outgrow a message).
+pub fn check_sqs_body(body: &str) -> Result<(), UnsendableBody> {
+    if body.len() > MAX_SQS_BODY_BYTES {
+        return Err(UnsendableBody::Oversized { bytes: body.len() });
+    }
+    let allowed =
+        |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    match body.char_indices().find(|&(_, c)| !allowed(c)) {
+        Some((at, c)) => Err(UnsendableBody::InvalidCharacter { code: u32::from(c), at }),
+        None => Ok(()),
+    }
+}
+
 /// Ingest → eligibility, and dispatch → eligibility for a fallback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EligibilityJob {
@@ -90,5 +132,63 @@ impl DispatchJob {
         let mut tried = self.tried.clone();
         tried.push(self.channel());
         EligibilityJob { tried, ..EligibilityJob::new(self.message_id.clone(), self.request.clone(), at) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::IngestMessage;
+
+    #[test]
+    fn bodies_sqs_carries() {
+        let at_limit = "a".repeat(MAX_SQS_BODY_BYTES);
+        let over = "a".repeat(MAX_SQS_BODY_BYTES + 1);
+        let cases: &[(&str, Result<(), UnsendableBody>)] = &[
+            ("{\"a\":\"tab\t, lf\n, cr\r\"}", Ok(())),
+            ("\u{20}\u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF}\u{FDD0}", Ok(())),
+            (&at_limit, Ok(())),
+            (&over, Err(UnsendableBody::Oversized { bytes: MAX_SQS_BODY_BYTES + 1 })),
+            ("ab\u{FFFE}", Err(UnsendableBody::InvalidCharacter { code: 0xFFFE, at: 2 })),
+            ("\u{FFFF}", Err(UnsendableBody::InvalidCharacter { code: 0xFFFF, at: 0 })),
+            ("a\u{0}", Err(UnsendableBody::InvalidCharacter { code: 0, at: 1 })),
+            ("\u{1F}", Err(UnsendableBody::InvalidCharacter { code: 0x1F, at: 0 })),
+            ("\u{B}", Err(UnsendableBody::InvalidCharacter { code: 0xB, at: 0 })),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(check_sqs_body(body), *expected, "{:?}", body.get(..20));
+        }
+        assert_eq!(UnsendableBody::Oversized { bytes: 1 }.code(), "oversized");
+        assert_eq!(UnsendableBody::InvalidCharacter { code: 0, at: 0 }.code(), "invalid_characters");
+    }
+
+    #[test]
+    fn escapes_decode_into_what_the_job_then_carries() {
+        let request = |note: &str| {
+            format!(
+                r#"{{"idempotency_key": "k", "recipient": "r", "template": "t", "kind": "transactional",
+                    "data": {{"note": "{note}"}}}}"#
+            )
+        };
+        let job_body = |note: &str| match IngestMessage::parse(&request(note)) {
+            Ok(IngestMessage::Notify(r)) => {
+                let id = crate::domain::MessageId::for_key(&r.idempotency_key);
+                Ok(serde_json::to_string(&EligibilityJob::new(id, *r, chrono::DateTime::UNIX_EPOCH)).unwrap())
+            }
+            Ok(_) => unreachable!(),
+            Err(rejection) => Err(rejection.code),
+        };
+        // Control characters are escaped again when the job is written: SQS carries them.
+        assert_eq!(job_body(r"a\u0001b\u000bc").map(|b| check_sqs_body(&b)), Ok(Ok(())));
+        // U+FFFE and U+FFFF are written as they are: SQS would not carry the job.
+        for note in [r"a\uFFFEb", r"\uffff"] {
+            let body = job_body(note).unwrap();
+            assert!(matches!(check_sqs_body(&body), Err(UnsendableBody::InvalidCharacter { .. })), "{note}");
+        }
+        // Unpaired surrogates never become a string: serde_json refuses them.
+        for note in [r"a\uD800b", r"\uDC00", r"\uD800\u0041"] {
+            assert_eq!(job_body(note), Err("malformed_json"), "{note}");
+        }
+        assert_eq!(job_body(r"\uD83D\uDE00").map(|b| check_sqs_body(&b)), Ok(Ok(())), "a pair is one character");
     }
 }

@@ -15,5 +15,5 @@ pub mod template;
 pub mod unsubscribe;
 pub mod webhook;
 
-pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken};
+pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken, redact_contacts};
 pub use ids::{CampaignId, DeviceId, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};

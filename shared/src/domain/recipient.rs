@@ -32,10 +32,9 @@ mod hhmm {
         let b = raw.as_bytes();
         let shape = b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
         if !shape {
-            return Err(serde::de::Error::custom(format!("{raw:?} is not a time of day as HH:MM")));
+            return Err(serde::de::Error::custom("not a time of day as HH:MM"));
         }
-        NaiveTime::parse_from_str(&raw, "%H:%M")
-            .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a time of day as HH:MM")))
+        NaiveTime::parse_from_str(&raw, "%H:%M").map_err(|_| serde::de::Error::custom("not a time of day as HH:MM"))
     }
 }
 
