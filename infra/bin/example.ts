@@ -50,7 +50,7 @@ output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configura
 output('LedgerTableName', herald.ledgerTable.tableName, 'DynamoDB message ledger table.');
 output('TemplatesTableName', herald.templatesTable.tableName, 'Where `herald templates push --table` uploads templates and campaigns.');
 output('WebhookUrl', herald.webhookUrl, "Herald's HTTPS endpoint: <url>sns for SNS HTTPS subscriptions, <url>providers/<name> for custom providers, <url>unsubscribe for one-click unsubscribe links.");
-output('WebhookProviderSecretsArn', herald.webhookProviderSecrets.secretArn, 'Secrets Manager secret of the custom webhook providers, {"<name>": "<shared secret>"}: aws secretsmanager put-secret-value --secret-id <arn> --secret-string \'{"acme": "..."}\'');
+output('WebhookProviderSecretsArn', herald.webhookProviderSecrets.secretArn, 'Secrets Manager secret of the custom webhook providers, {"<name>": {"secret": "<shared secret>", "channels": ["sms"]}}: aws secretsmanager put-secret-value --secret-id <arn> --secret-string \'{"acme": {"secret": "...", "channels": ["sms"]}}\'');
 
 // cdk-nag's AwsSolutions rules: any finding that is not acknowledged (with its reason, in
 // lib/herald.ts) fails the synth.

@@ -364,7 +364,7 @@ export class Herald extends Construct {
     // Created empty; the team puts its providers in with `aws secretsmanager put-secret-value`, a
     // value CloudFormation leaves alone as long as the value here does not change.
     const webhookProviderSecrets = new secretsmanager.Secret(this, 'WebhookProviderSecrets', {
-      description: 'Herald custom webhook providers, {"<name>": "<shared secret>"}. Set it with aws secretsmanager put-secret-value.',
+      description: 'Herald custom webhook providers, {"<name>": {"secret": "<shared secret>", "channels": ["sms"]}}. Set it with aws secretsmanager put-secret-value.',
       secretStringValue: SecretValue.unsafePlainText('{}'),
       removalPolicy: RemovalPolicy.DESTROY,
     });
