@@ -5,7 +5,7 @@ CARGO ?= cargo
 # A Python with moto and cfn-lint at the pinned versions (installs them into .venv if needed).
 PYTHON = $(shell scripts/python.sh)
 
-.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate
+.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate chaos chaos-short
 
 ## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a report
 demo:
@@ -16,7 +16,7 @@ local:
 	HERALD_PYTHON=$(PYTHON) HERALD_LOCAL_PORT=$(or $(PORT),0) $(CARGO) run --quiet -p herald-cli --bin herald -- local
 
 ## test: everything CI runs
-test: fmt lint unit check-templates cfn-lint smoke-local infra-test
+test: fmt lint unit check-templates cfn-lint smoke-local infra-test chaos-short
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -37,6 +37,18 @@ cfn-lint:
 smoke-local:
 	$(CARGO) build --quiet -p herald-cli --bin herald
 	HERALD_PYTHON=$(PYTHON) $(PYTHON) scripts/local_smoke.py target/debug/herald
+
+## chaos: the local stack behind a fault-injecting proxy (throttling, 5xx, a several-second outage of each
+## service, DynamoDB writes and SQS sends applied then answered 500), 120 notifications on email, SMS, push and
+## `mode: all` plus 30 poison messages, each sent twice, shuffled; prints one line with the faults and the outcome
+## (lost, sent twice, poison rejected, dead-lettered, wrong status) and fails unless it is perfect. Not part of
+## `make test`; CHAOS_ARGS="--seed 11" for another seed (`--help` lists the knobs). Debug build, as the tests.
+chaos:
+	HERALD_PYTHON=$(PYTHON) $(CARGO) run --quiet -p herald-chaos -- $(CHAOS_ARGS)
+
+## chaos-short: the same with 30 notifications, 3 s outages and fewer faults (about 2 minutes); part of `make test`
+chaos-short:
+	HERALD_PYTHON=$(PYTHON) $(CARGO) run --quiet -p herald-chaos -- --short $(CHAOS_ARGS)
 
 ## build: the Lambda artifacts, target/lambda/<function>/bootstrap, one per crate under functions/
 ## (cargo-lambda and zig from requirements-build.txt, into .venv/build). SAM and the CDK construct deploy these.
