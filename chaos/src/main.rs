@@ -181,6 +181,16 @@ fn say(started: Instant, what: &str) {
 async fn run(s: &Settings) -> anyhow::Result<bool> {
     let started = Instant::now();
     let root = herald_cli::local::repo_root();
+    // Checkouts sharing one CARGO_TARGET_DIR share the compiled workspace crates (cargo
+    // names them the same): then this binary runs another checkout's Herald.
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf);
+    anyhow::ensure!(
+        here.as_deref() == Some(root.as_path()),
+        "herald-cli was compiled from {} but this is {}: another checkout shares the target directory; \
+         touch the sources (cli, shared, functions) and build again",
+        root.display(),
+        here.map(|h| h.display().to_string()).unwrap_or_default()
+    );
     let work = Workload::new(s.seed, s.notifications, s.poison);
 
     say(started, "starting moto and creating the stack from template.yaml");
