@@ -311,26 +311,28 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-/// Copies parked behind a claim that still holds, from dispatch's log lines
-/// ("claimed by another attempt: later", with the message id, channel and until).
+/// Copies parked behind a claim that still holds, from dispatch's log lines: the
+/// messages whose last dispatch line is "claimed by another attempt" (with its
+/// channel and until), and that until still ahead.
 fn parked_from_log(log: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(log) else { return Vec::new() };
     let now = Utc::now();
-    let mut latest: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
-    for line in text.lines().filter(|l| l.contains("claimed by another attempt")) {
+    let mut last: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
+    for line in text.lines().filter(|l| l.contains("herald::dispatch")) {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
         let f = &v["fields"];
-        let (Some(id), Some(until)) = (f["message_id"].as_str(), f["until"].as_str()) else { continue };
-        let Ok(until) = chrono::NaiveDateTime::parse_from_str(until.trim_end_matches(" UTC"), "%Y-%m-%d %H:%M:%S")
-        else {
-            continue;
-        };
+        let Some(id) = f["message_id"].as_str() else { continue };
         let channel = f["channel"].as_str().unwrap_or("-").to_owned();
-        latest.insert((id.to_owned(), channel), until.and_utc());
+        let held = f["message"].as_str().is_some_and(|m| m.starts_with("claimed by another attempt"));
+        let until = f["until"]
+            .as_str()
+            .and_then(|u| chrono::NaiveDateTime::parse_from_str(u.trim_end_matches(" UTC"), "%Y-%m-%d %H:%M:%S").ok())
+            .map(|u| u.and_utc());
+        last.insert((id.to_owned(), channel), if held { until } else { None });
     }
-    let mut out: Vec<String> = latest
+    let mut out: Vec<String> = last
         .into_iter()
-        .filter(|(_, until)| *until > now)
+        .filter_map(|(key, until)| Some((key, until.filter(|u| *u > now)?)))
         .map(|((id, channel), until)| {
             format!("message {id} ({channel}) parked behind a claim held for {} s more", (until - now).num_seconds())
         })
@@ -622,6 +624,28 @@ mod tests {
         assert_eq!(r.emails.get("x@example.org").map(Vec::len), Some(2));
         assert_eq!(r.sms.get("+15550000001"), Some(&1));
         assert_eq!(r.pushes.get("t1"), Some(&1));
+    }
+
+    #[test]
+    fn parked_copies_are_those_whose_last_dispatch_line_is_a_held_claim() {
+        let later = (Utc::now() + chrono::TimeDelta::minutes(10)).format("%Y-%m-%d %H:%M:%S UTC");
+        let line = |id: &str, message: &str| {
+            format!(
+                r#"{{"fields":{{"message":"{message}","message_id":"{id}","channel":"email","until":"{later}"}},"target":"herald::dispatch"}}"#
+            )
+        };
+        let log = [
+            line("aa", "claimed by another attempt: later"),
+            line("bb", "claimed by another attempt: later"),
+            line("bb", "already sent: dropped"),
+        ]
+        .join("\n");
+        let path = std::env::temp_dir().join(format!("chaos-parked-{}.log", std::process::id()));
+        std::fs::write(&path, log).unwrap();
+        let parked = parked_from_log(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert!(parked[0].starts_with("message aa (email) parked"), "{parked:?}");
     }
 
     #[test]
