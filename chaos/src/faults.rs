@@ -245,7 +245,7 @@ impl Faults {
     }
 
     /// Counts a request refused as SQS itself would refuse it.
-    pub fn record_sqs_refusal(&self, operation: &str, body: &[u8]) {
+    pub fn record_sqs_refusal(&self, operation: &str, body: &[u8], prefix: &str) {
         if let Ok(mut c) = self.counts.lock() {
             c.sqs_refused += 1;
         }
@@ -254,7 +254,7 @@ impl Faults {
             service: "sqs".into(),
             operation: operation.to_owned(),
             kind: "refused-as-sqs",
-            tables: Vec::new(),
+            tables: tables(body, prefix),
             ids: ids(body),
         };
         if let Ok(mut j) = self.journal.lock() {

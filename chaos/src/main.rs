@@ -120,8 +120,7 @@ impl Settings {
         }));
         let root = herald_cli::local::repo_root();
         let log = args.log.clone().unwrap_or_else(|| {
-            let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            dir.join("chaos").join(format!("chaos-{}{}.log", args.seed, if short { "-short" } else { "" }))
+            root.join("target/chaos").join(format!("chaos-{}{}.log", args.seed, if short { "-short" } else { "" }))
         });
         Self {
             seed: args.seed,

@@ -98,7 +98,7 @@ async fn connection(
     if service == "sqs"
         && let Some(refusal) = sqs_refusal(&operation, &request.body)
     {
-        faults.record_sqs_refusal(&operation, &request.body);
+        faults.record_sqs_refusal(&operation, &request.body, prefix);
         return answer(&mut client, &refusal.render(&service, &request_id)).await;
     }
     let decision = faults.decide(&service, &operation, &request.body);
