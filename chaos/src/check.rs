@@ -6,6 +6,7 @@
 //! ledger key, never by an address, number or token.
 
 use crate::faults::{FaultEvent, ids};
+use crate::observed::{ProviderSend, Target};
 use crate::workload::{Sent, Shape, Workload};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -39,9 +40,10 @@ pub struct Outcome {
     pub personal_logs: usize,
     /// Messages still visible, in flight or delayed on a function queue at the end.
     pub in_flight: usize,
-    /// The slowest notification, publish to its first `sent`, and how many took over 2 minutes.
+    /// The slowest notification (from its first publish until the provider took it on
+    /// every channel it goes on), and how many took over [`LATE_SECS`].
     pub slowest_secs: i64,
-    pub over_two_minutes: usize,
+    pub late: usize,
     /// What went wrong, one line each, for stderr.
     pub details: Vec<String>,
 }
@@ -56,6 +58,7 @@ impl Outcome {
             && self.personal_ledger == 0
             && self.personal_logs == 0
             && self.in_flight == 0
+            && self.late == 0
     }
 }
 
@@ -92,9 +95,13 @@ impl Received {
     }
 }
 
+/// A notification the provider took later than this after it was published is late.
+pub const LATE_SECS: i64 = 120;
+
 pub struct Inputs<'a> {
     pub workload: &'a Workload,
     pub published: &'a [Published],
+    pub sends: &'a [ProviderSend],
     pub stack: &'a Stack,
     pub sdk: &'a aws_config::SdkConfig,
     pub moto_data: &'a Value,
@@ -112,6 +119,7 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
     let ledger_table = i.stack.tables.get("LedgerTable").cloned().unwrap_or_default();
     let ledger = DynamoLedger::new(ddb.clone(), &ledger_table);
     let received = Received::from_moto(i.moto_data);
+    let first_sends = first_sends(i.sends, i.moto_data);
     let by_id = journal_by_id(i.journal);
 
     // Notifications: each contact point got exactly one message; the ledger is right.
@@ -158,18 +166,22 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        if let (Some(e), Some(published)) = (&entry, first_publish.get(&index))
-            && let Some(sent) = first_sent(e)
+        let mut late = None;
+        if let (Some(published), Some(taken)) =
+            (first_publish.get(&index), taken_on_every_channel(&got, &first_sends, person))
         {
-            let secs = (sent - *published).num_seconds();
+            let secs = (taken - *published).num_seconds();
             out.slowest_secs = out.slowest_secs.max(secs);
-            if secs > 120 {
-                out.over_two_minutes += 1;
-                wrong.push(format!("first sent {secs} s after it was published"));
+            if secs > LATE_SECS {
+                late = Some(secs);
             }
         }
-        if lost.is_empty() && twice.is_empty() && wrong.is_empty() {
+        if lost.is_empty() && twice.is_empty() && wrong.is_empty() && late.is_none() {
             continue;
+        }
+        if let Some(secs) = late {
+            out.late += 1;
+            wrong.push(format!("the provider took it {secs} s after it was published"));
         }
         if !lost.is_empty() {
             out.lost += 1;
@@ -177,8 +189,8 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
         if !twice.is_empty() {
             out.sent_twice += 1;
         }
-        // Late only: counted in over_two_minutes, not as a wrong status.
-        if wrong.iter().any(|w| !w.starts_with("first sent")) {
+        // Late only: counted as late, not as a wrong status.
+        if wrong.iter().any(|w| !w.starts_with("the provider took it")) {
             out.wrong_status += 1;
         }
         let mut line = format!("{} {} (message {id}, {})", verdict(&lost, &twice, &wrong), note.key, note.shape.name());
@@ -269,6 +281,11 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
             out.details.push(format!("not idle: {logical} holds {}", what.join(", ")));
         }
     }
+    if out.in_flight > 0 {
+        for parked in parked_from_log(i.log) {
+            out.details.push(format!("not idle: {parked}"));
+        }
+    }
 
     // Personal data: none in the ledger, none in a log line.
     let personal = &i.workload.personal;
@@ -294,12 +311,42 @@ pub async fn check(i: &Inputs<'_>) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
+/// Copies parked behind a claim that still holds, from dispatch's log lines: the
+/// messages whose last dispatch line is "claimed by another attempt" (with its
+/// channel and until), and that until still ahead.
+fn parked_from_log(log: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(log) else { return Vec::new() };
+    let now = Utc::now();
+    let mut last: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
+    for line in text.lines().filter(|l| l.contains("herald::dispatch")) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let f = &v["fields"];
+        let Some(id) = f["message_id"].as_str() else { continue };
+        let channel = f["channel"].as_str().unwrap_or("-").to_owned();
+        let held = f["message"].as_str().is_some_and(|m| m.starts_with("claimed by another attempt"));
+        let until = f["until"]
+            .as_str()
+            .and_then(|u| chrono::NaiveDateTime::parse_from_str(u.trim_end_matches(" UTC"), "%Y-%m-%d %H:%M:%S").ok())
+            .map(|u| u.and_utc());
+        last.insert((id.to_owned(), channel), if held { until } else { None });
+    }
+    let mut out: Vec<String> = last
+        .into_iter()
+        .filter_map(|(key, until)| Some((key, until.filter(|u| *u > now)?)))
+        .map(|((id, channel), until)| {
+            format!("message {id} ({channel}) parked behind a claim held for {} s more", (until - now).num_seconds())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn verdict(lost: &[&str], twice: &[String], wrong: &[String]) -> &'static str {
     if !lost.is_empty() {
         "LOST"
     } else if !twice.is_empty() {
         "SENT TWICE"
-    } else if wrong.iter().all(|w| w.starts_with("first sent")) {
+    } else if wrong.iter().all(|w| w.starts_with("the provider took it")) {
         "LATE"
     } else {
         "WRONG STATUS"
@@ -310,13 +357,47 @@ fn status_of(e: &LedgerEntry) -> String {
     format!("{}{}", e.status.as_str(), e.reason.as_ref().map(|r| format!(" / {r}")).unwrap_or_default())
 }
 
-/// The first time the history says `sent`.
-fn first_sent(e: &LedgerEntry) -> Option<DateTime<Utc>> {
-    e.history
-        .iter()
-        .filter(|h| h.status == "sent")
-        .filter_map(|h| DateTime::parse_from_rfc3339(&h.at).ok().map(|t| t.with_timezone(&Utc)))
-        .min()
+/// When a provider first took a message for each contact point (push by token).
+fn first_sends(sends: &[ProviderSend], data: &Value) -> HashMap<String, DateTime<Utc>> {
+    let tokens: HashMap<&str, &str> = data["sns"]["PlatformEndpoint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ep| Some((ep["arn"].as_str()?, ep["token"].as_str()?)))
+        .collect();
+    let mut first: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for s in sends {
+        let contact = match &s.target {
+            Target::Email(a) => a.clone(),
+            Target::Phone(n) => n.clone(),
+            Target::Endpoint(arn) => match tokens.get(arn.as_str()) {
+                Some(t) => (*t).to_owned(),
+                None => continue,
+            },
+        };
+        let t = first.entry(contact).or_insert(s.at);
+        *t = (*t).min(s.at);
+    }
+    first
+}
+
+/// When the provider had taken the notification on every channel it goes on.
+fn taken_on_every_channel(
+    got: &[(&str, usize)],
+    first: &HashMap<String, DateTime<Utc>>,
+    person: &crate::workload::Person,
+) -> Option<DateTime<Utc>> {
+    let mut latest: Option<DateTime<Utc>> = None;
+    for (channel, _) in got {
+        let contact = match *channel {
+            "email" => person.email.clone(),
+            "sms" => person.phone.clone(),
+            _ => person.token.as_ref().map(|(_, t)| t.clone()),
+        }?;
+        let at = *first.get(&contact)?;
+        latest = Some(latest.map_or(at, |l| l.max(at)));
+    }
+    latest
 }
 
 /// The ledger item in a line: status, reason, channel, claim, the history's steps.
@@ -543,6 +624,28 @@ mod tests {
         assert_eq!(r.emails.get("x@example.org").map(Vec::len), Some(2));
         assert_eq!(r.sms.get("+15550000001"), Some(&1));
         assert_eq!(r.pushes.get("t1"), Some(&1));
+    }
+
+    #[test]
+    fn parked_copies_are_those_whose_last_dispatch_line_is_a_held_claim() {
+        let later = (Utc::now() + chrono::TimeDelta::minutes(10)).format("%Y-%m-%d %H:%M:%S UTC");
+        let line = |id: &str, message: &str| {
+            format!(
+                r#"{{"fields":{{"message":"{message}","message_id":"{id}","channel":"email","until":"{later}"}},"target":"herald::dispatch"}}"#
+            )
+        };
+        let log = [
+            line("aa", "claimed by another attempt: later"),
+            line("bb", "claimed by another attempt: later"),
+            line("bb", "already sent: dropped"),
+        ]
+        .join("\n");
+        let path = std::env::temp_dir().join(format!("chaos-parked-{}.log", std::process::id()));
+        std::fs::write(&path, log).unwrap();
+        let parked = parked_from_log(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert!(parked[0].starts_with("message aa (email) parked"), "{parked:?}");
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Faults {
     }
 
     /// Counts a request refused as SQS itself would refuse it.
-    pub fn record_sqs_refusal(&self, operation: &str, body: &[u8]) {
+    pub fn record_sqs_refusal(&self, operation: &str, body: &[u8], prefix: &str) {
         if let Ok(mut c) = self.counts.lock() {
             c.sqs_refused += 1;
         }
@@ -254,7 +254,7 @@ impl Faults {
             service: "sqs".into(),
             operation: operation.to_owned(),
             kind: "refused-as-sqs",
-            tables: Vec::new(),
+            tables: tables(body, prefix),
             ids: ids(body),
         };
         if let Ok(mut j) = self.journal.lock() {
@@ -279,12 +279,16 @@ fn content_key(service: &str, operation: &str, body: &[u8]) -> u64 {
 }
 
 /// The DynamoDB tables a request body names (`TableName`, or the keys of `RequestItems`,
-/// or each `TransactItems` entry's), without the stack prefix.
+/// or each `TransactItems` entry's), or the SQS queue, without the stack prefix.
 fn tables(body: &[u8], prefix: &str) -> Vec<String> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return Vec::new() };
     let mut out: Vec<String> = Vec::new();
     if let Some(t) = v.get("TableName").and_then(|t| t.as_str()) {
         out.push(t.to_owned());
+    }
+    // SQS: the queue, by name.
+    if let Some(q) = v.get("QueueUrl").and_then(|q| q.as_str()).and_then(|q| q.rsplit('/').next()) {
+        out.push(q.to_owned());
     }
     if let Some(items) = v.get("RequestItems").and_then(|r| r.as_object()) {
         out.extend(items.keys().cloned());
@@ -532,6 +536,8 @@ mod tests {
             "x":"{\"recipient\":\"chaos-7-n3\"}"}"#;
         assert_eq!(ids(body), vec!["0123456789abcdef0123456789abcdef".to_owned(), "chaos-7-n3".to_owned()]);
         assert_eq!(tables(body, "herald-fault-"), vec!["LedgerTable".to_owned()]);
+        let send = br#"{"QueueUrl":"http://127.0.0.1:1/123456789012/herald-fault-EligibilityQueue","Entries":[]}"#;
+        assert_eq!(tables(send, "herald-fault-"), vec!["EligibilityQueue".to_owned()]);
     }
 
     #[test]

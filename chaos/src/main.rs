@@ -17,6 +17,7 @@
 
 mod check;
 mod faults;
+mod observed;
 mod proxy;
 mod rng;
 mod workload;
@@ -26,7 +27,6 @@ use chrono::Utc;
 use clap::Parser;
 use faults::{FaultConfig, Faults};
 use herald_cli::runner::{FunctionSdks, Options, Runner};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +66,10 @@ struct Args {
     /// How long the pipeline may take to go idle once everything is published.
     #[arg(long)]
     deadline_secs: Option<u64>,
+    /// Wait out the claims copies are parked behind (15 minutes for email) instead of
+    /// letting the parked copies back once everything else is done.
+    #[arg(long)]
+    real_claim_waits: bool,
     /// Inject nothing (the proxy only forwards): a baseline run of the same workload.
     #[arg(long)]
     no_faults: bool,
@@ -77,6 +81,7 @@ struct Args {
 struct Settings {
     seed: u64,
     no_faults: bool,
+    real_claim_waits: bool,
     notifications: usize,
     poison: usize,
     faults: FaultConfig,
@@ -106,15 +111,27 @@ impl Settings {
             applied_then_500: args.applied_then_500.unwrap_or(if short { 0.03 } else { 0.05 }),
             outages,
         };
-        // Full: past the 15 minutes an email claim holds (herald::dispatch::RECEIPT_WAIT),
-        // so a copy parked behind one comes back and is seen to do the right thing.
-        let deadline = Duration::from_secs(args.deadline_secs.unwrap_or(if short { 150 } else { 1200 }));
+        // With real claim waits: past the 15 minutes an email claim holds
+        // (herald::dispatch::RECEIPT_WAIT), so a parked copy comes back by itself.
+        let deadline = Duration::from_secs(args.deadline_secs.unwrap_or(match (args.real_claim_waits, short) {
+            (true, _) => 1200,
+            (false, true) => 150,
+            (false, false) => 300,
+        }));
         let root = herald_cli::local::repo_root();
         let log = args.log.clone().unwrap_or_else(|| {
-            let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            dir.join("chaos").join(format!("chaos-{}{}.log", args.seed, if short { "-short" } else { "" }))
+            root.join("target/chaos").join(format!("chaos-{}{}.log", args.seed, if short { "-short" } else { "" }))
         });
-        Self { seed: args.seed, no_faults: args.no_faults, notifications, poison, faults, deadline, log }
+        Self {
+            seed: args.seed,
+            no_faults: args.no_faults,
+            real_claim_waits: args.real_claim_waits,
+            notifications,
+            poison,
+            faults,
+            deadline,
+            log,
+        }
     }
 }
 
@@ -163,6 +180,16 @@ fn say(started: Instant, what: &str) {
 async fn run(s: &Settings) -> anyhow::Result<bool> {
     let started = Instant::now();
     let root = herald_cli::local::repo_root();
+    // Checkouts sharing one CARGO_TARGET_DIR share the compiled workspace crates (cargo
+    // names them the same): then this binary runs another checkout's Herald.
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf);
+    anyhow::ensure!(
+        here.as_deref() == Some(root.as_path()),
+        "herald-cli was compiled from {} but this is {}: another checkout shares the target directory; \
+         touch the sources (cli, shared, functions) and build again",
+        root.display(),
+        here.map(|h| h.display().to_string()).unwrap_or_default()
+    );
     let work = Workload::new(s.seed, s.notifications, s.poison);
 
     say(started, "starting moto and creating the stack from template.yaml");
@@ -173,7 +200,12 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
 
     let faults = Arc::new(Faults::new(s.faults.clone()));
     faults.set_enabled(!s.no_faults);
-    let proxy = proxy::Proxy::start(&moto.endpoint, faults.clone(), PREFIX).await?;
+    let (observed, emails) = observed::Observed::new();
+    let observed = Arc::new(observed);
+    let proxy = proxy::Proxy::start(&moto.endpoint, faults.clone(), observed.clone(), PREFIX).await?;
+    // SES's part: a delivery event a second after each email it took.
+    let ses_topic = stack.topics.get("SesEventsTopic").context("no SesEventsTopic")?.clone();
+    let ses = tokio::spawn(observed::play_ses(emails, aws_sdk_sns::Client::new(&direct), ses_topic));
     let proxied = herald_cli::local::sdk_for(&proxy.endpoint).await;
     let sdks: BTreeMap<String, FunctionSdks> = stack
         .functions
@@ -213,26 +245,34 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
         published.extend(chunk.iter().zip(ids).map(|((_, what), sqs_id)| check::Published { what: *what, sqs_id, at }));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let idle = wait_idle(&stack, &direct, s.deadline, started).await;
+    let quiet = wait_quiet(&stack, &direct, &observed, s.deadline).await?;
     say(
         started,
         &format!(
             "pipeline {} {:.0} s after the first publish",
-            if idle { "idle" } else { "NOT idle" },
+            if quiet { "quiet" } else { "NOT quiet" },
             main_phase.elapsed().as_secs_f64()
         ),
     );
-
-    say(started, "SES reports a delivery for every email it took");
-    let played = play_ses_deliveries(&stack, &direct, &moto.endpoint, &work).await?;
-    wait_idle(&stack, &direct, settle, started).await;
-    say(started, &format!("{played} delivery events played; checking"));
+    if !s.real_claim_waits {
+        let parked = let_parked_back(&direct, &observed).await;
+        if parked > 0 {
+            say(started, &format!("{parked} copies parked behind a claim let back (their wait taken as passed)"));
+            wait_quiet(&stack, &direct, &observed, Duration::from_secs(90)).await?;
+        }
+    }
+    // The last SES events (a second after their email) and what receipts make of them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = wait_idle(&stack, &direct, Duration::from_secs(30), started).await;
+    say(started, &format!("{}; checking", if idle { "idle" } else { "not idle" }));
 
     let data = herald_cli::moto::data(&moto.endpoint).await?;
     let journal = faults.journal();
+    let provider_sends = observed.sends();
     let mut outcome = check::check(&check::Inputs {
         workload: &work,
         published: &published,
+        sends: &provider_sends,
         stack: &stack,
         sdk: &direct,
         moto_data: &data,
@@ -240,13 +280,17 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
         log: &s.log,
     })
     .await?;
+    ses.abort();
+    if let Err(e) = write_journal(&s.log, &journal) {
+        eprintln!("chaos: could not write the fault journal: {e:#}");
+    }
     outcome.details.splice(0..0, setup_problems.iter().cloned());
     runner.stop().await;
 
     let counts = faults.counts();
     let line = format!(
         "chaos: seed {} · faults: {} · {} notifications (x2) + {} poison (x2) · lost {} · sent twice {} · \
-         poison rejected {}/{} · dead-lettered {} · wrong status {} · personal data {} · slowest {} s{}{} · {} s",
+         poison rejected {}/{} · dead-lettered {} · wrong status {} · personal data {} · late {} (slowest {} s){}{} · {} s",
         s.seed,
         check::faults_summary(&counts, if s.no_faults { &[] } else { &s.faults.outages }),
         work.notes.len(),
@@ -258,6 +302,7 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
         outcome.dead_lettered,
         outcome.wrong_status,
         outcome.personal_ledger + outcome.personal_logs,
+        outcome.late,
         outcome.slowest_secs,
         if outcome.in_flight > 0 { format!(" · not idle: {} in flight", outcome.in_flight) } else { String::new() },
         if setup_problems.is_empty() { String::new() } else { format!(" · setup wrong {}", setup_problems.len()) },
@@ -337,6 +382,88 @@ async fn wait_idle(
     }
 }
 
+/// Waits until no function queue holds a visible or delayed message, and the
+/// messages in flight are only copies parked behind a claim (three quiet looks in a
+/// row). `Stack::wait_idle`, except for the parked copies.
+async fn wait_quiet(
+    stack: &herald_cli::stack::Stack,
+    sdk: &aws_config::SdkConfig,
+    observed: &observed::Observed,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queues: Vec<String> =
+        stack.functions.iter().filter_map(|f| Some(stack.queues.get(f.queue()?)?.url.clone())).collect();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_rounds = 0;
+    while quiet_rounds < 3 {
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        let mut busy = 0usize;
+        for url in &queues {
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await?
+                .attributes
+                .unwrap_or_default();
+            let get = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+            busy += get(A::ApproximateNumberOfMessages)
+                + get(A::ApproximateNumberOfMessagesDelayed)
+                + get(A::ApproximateNumberOfMessagesNotVisible).saturating_sub(observed.active_parks(url));
+        }
+        quiet_rounds = if busy == 0 { quiet_rounds + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(true)
+}
+
+/// Makes every parked copy visible again, as if the claim it waits for had run out on
+/// the queue's clock (the ledger's is not moved): a copy whose send was recorded
+/// meanwhile finds it done; one that finds the claim still held parks again.
+async fn let_parked_back(sdk: &aws_config::SdkConfig, observed: &observed::Observed) -> usize {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut n = 0;
+    for park in observed.take_parks() {
+        let changed = sqs
+            .change_message_visibility()
+            .queue_url(&park.queue_url)
+            .receipt_handle(&park.receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+        n += usize::from(changed.is_ok());
+    }
+    n
+}
+
+/// Every fault injected, one a line (tab-separated: seconds, kind, service, operation,
+/// tables, ids), beside the log: `<log>.faults.tsv`.
+fn write_journal(log: &std::path::Path, journal: &[faults::FaultEvent]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::from("at_s\tkind\tservice\toperation\ttables\tids\n");
+    for e in journal {
+        let _ = writeln!(
+            text,
+            "{:.3}\t{}\t{}\t{}\t{}\t{}",
+            e.at.as_secs_f64(),
+            e.kind,
+            e.service,
+            e.operation,
+            e.tables.join(","),
+            e.ids.join(",")
+        );
+    }
+    std::fs::write(log.with_extension("faults.tsv"), text)?;
+    Ok(())
+}
+
 /// Every recipient as upserted, with its consent and one device.
 async fn verify_setup(
     stack: &herald_cli::stack::Stack,
@@ -372,39 +499,4 @@ async fn verify_setup(
         }
     }
     Ok(problems)
-}
-
-/// Plays SES: a `Delivery` event (the documented format, tests/fixtures/ses/) for every
-/// email moto took, published to the stack's SES events topic, which delivers to the
-/// receipts queue. The email's Herald message id is found from its recipient address,
-/// which names one notification.
-async fn play_ses_deliveries(
-    stack: &herald_cli::stack::Stack,
-    sdk: &aws_config::SdkConfig,
-    moto: &str,
-    w: &Workload,
-) -> anyhow::Result<usize> {
-    let data = herald_cli::moto::data(moto).await?;
-    let topic = stack.topics.get("SesEventsTopic").context("no SesEventsTopic")?;
-    let sns = aws_sdk_sns::Client::new(sdk);
-    let mut played = 0;
-    for m in data["ses"]["Message"].as_array().into_iter().flatten() {
-        let Some(provider_id) = m["id"].as_str() else { continue };
-        let Some(to) = m["destinations"]["ToAddresses"].get(0).and_then(Value::as_str) else { continue };
-        let Some(note) = w.notes.iter().find(|n| w.people.get(n.person).and_then(|p| p.email.as_deref()) == Some(to))
-        else {
-            continue;
-        };
-        let Some(id) = check::message_id(&note.key) else { continue };
-        let envelope: Value = serde_json::from_str(
-            &include_str!("../../tests/fixtures/ses/delivery.json")
-                .replace("__MESSAGE_ID__", id.as_str())
-                .replace("__SES_MESSAGE_ID__", provider_id)
-                .replace("__EMAIL__", to),
-        )?;
-        let message = envelope["Message"].as_str().context("fixture Message")?;
-        sns.publish().topic_arn(topic).message(message).subject("Amazon SES Email Event Notification").send().await?;
-        played += 1;
-    }
-    Ok(played)
 }

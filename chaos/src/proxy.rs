@@ -10,6 +10,7 @@
 //! scope, as `bench/src/counting.rs` does.
 
 use crate::faults::{Decision, Faults, ServiceError, response, sqs_refusal};
+use crate::observed::Observed;
 use anyhow::{Context as _, bail};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +38,14 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// Listens on a free loopback port; forwards to `upstream` (`http://127.0.0.1:<port>`).
-    /// `prefix` (the stack's) is stripped from table names in the fault journal.
-    pub async fn start(upstream: &str, faults: Arc<Faults>, prefix: &str) -> anyhow::Result<Self> {
+    /// `prefix` (the stack's) is stripped from table names in the fault journal; the
+    /// requests that pass are shown to `observed` (provider sends, long visibility parks).
+    pub async fn start(
+        upstream: &str,
+        faults: Arc<Faults>,
+        observed: Arc<Observed>,
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.context("binding the chaos proxy")?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -47,11 +54,11 @@ impl Proxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (faults, upstream, prefix, counter) =
-                    (faults.clone(), upstream.clone(), prefix.clone(), counter.clone());
+                let (faults, observed, upstream, prefix, counter) =
+                    (faults.clone(), observed.clone(), upstream.clone(), prefix.clone(), counter.clone());
                 tokio::spawn(async move {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = connection(stream, &upstream, &faults, &prefix, n).await {
+                    if let Err(e) = connection(stream, &upstream, &faults, &observed, &prefix, n).await {
                         tracing::debug!(error = %format!("{e:#}"), "chaos proxy: connection failed");
                     }
                 });
@@ -81,6 +88,7 @@ async fn connection(
     mut client: TcpStream,
     upstream: &str,
     faults: &Faults,
+    observed: &Observed,
     prefix: &str,
     n: u64,
 ) -> anyhow::Result<()> {
@@ -90,12 +98,21 @@ async fn connection(
     if service == "sqs"
         && let Some(refusal) = sqs_refusal(&operation, &request.body)
     {
-        faults.record_sqs_refusal(&operation, &request.body);
+        faults.record_sqs_refusal(&operation, &request.body, prefix);
         return answer(&mut client, &refusal.render(&service, &request_id)).await;
     }
     let decision = faults.decide(&service, &operation, &request.body);
     let reply = match decision {
-        Decision::Pass => forward(upstream, &request).await,
+        Decision::Pass => {
+            let reply = forward(upstream, &request).await;
+            if let Ok(raw) = &reply
+                && status_of(raw).is_some_and(|s| (200..300).contains(&s))
+            {
+                let body = find(raw, b"\r\n\r\n").map_or(&[][..], |i| &raw[i + 4..]);
+                observed.observe(&service, &operation, &request.body, body);
+            }
+            reply
+        }
         Decision::AppliedThen500 => match forward(upstream, &request).await {
             // Applied: the answer is lost on its way back.
             Ok(raw) if status_of(&raw).is_some_and(|s| (200..300).contains(&s)) => {
@@ -376,7 +393,7 @@ mod tests {
         use aws_sdk_dynamodb::error::ProvideErrorMetadata;
         let (up, hits) = upstream().await;
         let f = faults(1.0, 0.0, 0.0);
-        let proxy = Proxy::start(&up, f.clone(), "").await.unwrap();
+        let proxy = Proxy::start(&up, f.clone(), Arc::new(Observed::new().0), "").await.unwrap();
         let conf = sdk(&proxy.endpoint, 1).await;
 
         let e = aws_sdk_dynamodb::Client::new(&conf).get_item().table_name("t").send().await.unwrap_err();
@@ -406,7 +423,7 @@ mod tests {
         use aws_sdk_sqs::error::ProvideErrorMetadata;
         let (up, hits) = upstream().await;
         let f = faults(0.0, 0.0, 1.0);
-        let proxy = Proxy::start(&up, f.clone(), "").await.unwrap();
+        let proxy = Proxy::start(&up, f.clone(), Arc::new(Observed::new().0), "").await.unwrap();
         let conf = sdk(&proxy.endpoint, 3).await;
         let e = aws_sdk_sqs::Client::new(&conf).send_message().queue_url("http://q/1/q").message_body("b");
         let e = e.send().await.unwrap_err();
@@ -424,7 +441,7 @@ mod tests {
     async fn server_errors_are_500_or_503_and_retried_by_the_sdk() {
         let (up, hits) = upstream().await;
         let f = faults(0.0, 1.0, 0.0);
-        let proxy = Proxy::start(&up, f.clone(), "").await.unwrap();
+        let proxy = Proxy::start(&up, f.clone(), Arc::new(Observed::new().0), "").await.unwrap();
         let conf = sdk(&proxy.endpoint, 3).await;
         let e = aws_sdk_dynamodb::Client::new(&conf).get_item().table_name("t").send().await.unwrap_err();
         let status = e.raw_response().map(|r| r.status().as_u16());
