@@ -76,14 +76,11 @@ pub struct RetryPolicy {
     pub base_secs: u32,
     /// The queue's `maxReceiveCount`: the receive after which SQS moves the record to the dead-letter queue.
     pub max_receives: u32,
-    /// How long a claim holds when receipts record the send ([`RECEIPT_WAIT`] by default;
-    /// a local stack whose receipts come at once may shorten it).
-    pub receipt_wait_secs: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base_secs: 30, max_receives: 5, receipt_wait_secs: RECEIPT_WAIT.num_seconds() as u32 }
+        Self { base_secs: 30, max_receives: 5 }
     }
 }
 
@@ -293,7 +290,7 @@ where
         template_version: template.doc.version,
         at: now,
         until: if deliver.receipts_record_send() {
-            attempt_deadline(ctx, now).max(now + TimeDelta::seconds(deps.retry.receipt_wait_secs.into()))
+            attempt_deadline(ctx, now).max(now + RECEIPT_WAIT)
         } else {
             attempt_deadline(ctx, now)
         },
@@ -364,9 +361,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_fifteen_minutes() {
-        let p = RetryPolicy { base_secs: 30, max_receives: 5, ..RetryPolicy::default() };
+        let p = RetryPolicy { base_secs: 30, max_receives: 5 };
         let waits: Vec<u32> = (1..=7).map(|n| p.backoff_secs(n)).collect();
         assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900]);
-        assert_eq!(RetryPolicy { base_secs: 0, max_receives: 5, ..RetryPolicy::default() }.backoff_secs(3), 0);
+        assert_eq!(RetryPolicy { base_secs: 0, max_receives: 5 }.backoff_secs(3), 0);
     }
 }

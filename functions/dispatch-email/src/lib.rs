@@ -42,9 +42,6 @@ impl Config {
             retry: RetryPolicy {
                 base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
                 max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-                // Not a template parameter: SES reports within seconds, and 15 minutes is what
-                // a deployment wants. Local runs that play SES at once may shorten it.
-                receipt_wait_secs: parsed(get, "HERALD_RECEIPT_WAIT_SECS", RetryPolicy::default().receipt_wait_secs)?,
             },
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             from_address: required(get, "HERALD_FROM_ADDRESS")?,

@@ -39,7 +39,6 @@ impl Config {
             retry: RetryPolicy {
                 base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
                 max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-                ..RetryPolicy::default()
             },
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
