@@ -311,15 +311,15 @@ async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_copies_of_an_eligibility_job_take_one_cap_slot_and_send_once() {
-    let t = TestStack::without_functions().await;
+/// A person opted in to email and a marketing email for them, through ingest: returns
+/// the person, their address, the idempotency key and the eligibility job(s) queued.
+async fn marketing_email(t: &TestStack, name: &str) -> (String, String, String, Vec<String>) {
     let tag = &t.tag;
-    let who = format!("cap-{tag}");
-    let address = format!("cap.{tag}@example.org");
-    let key = format!("{tag}-sale");
+    let who = format!("{name}-{tag}");
+    let address = format!("{name}.{tag}@example.org");
+    let key = format!("{tag}-{name}");
     let jobs = ingested(
-        &t,
+        t,
         &[
             json!({"type": "upsert_recipient", "recipient": who, "email": address}),
             json!({"type": "set_consent", "recipient": who, "channel": "email", "granted": true, "source": "test"}),
@@ -329,6 +329,13 @@ async fn two_copies_of_an_eligibility_job_take_one_cap_slot_and_send_once() {
         ],
     )
     .await;
+    (who, address, key, jobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_an_eligibility_job_take_one_cap_slot_and_send_once() {
+    let t = TestStack::without_functions().await;
+    let (who, address, key, jobs) = marketing_email(&t, "cap").await;
     assert_eq!(jobs.len(), 1);
     let eligibility =
         eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
@@ -374,20 +381,7 @@ async fn two_copies_of_an_eligibility_job_take_one_cap_slot_and_send_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_an_eligibility_job_never_writes_a_refusal_over_a_send() {
     let t = TestStack::without_functions().await;
-    let tag = &t.tag;
-    let who = format!("late-{tag}");
-    let address = format!("late.{tag}@example.org");
-    let key = format!("{tag}-late");
-    let jobs = ingested(
-        &t,
-        &[
-            json!({"type": "upsert_recipient", "recipient": who, "email": address}),
-            json!({"type": "set_consent", "recipient": who, "channel": "email", "granted": true, "source": "test"}),
-            json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
-                   "channels": ["email"], "data": {"headline": "Spring"}}),
-        ],
-    )
-    .await;
+    let (who, address, key, jobs) = marketing_email(&t, "late").await;
     let eligibility =
         eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
     eligibility::handler(&eligibility, sqs_event(&jobs)).await.unwrap();

@@ -475,7 +475,8 @@ fn faults_for(by_id: &HashMap<&str, Vec<&FaultEvent>>, ids: &[&str]) -> String {
     format!("faults on its requests: {}", list.join(", "))
 }
 
-async fn queue_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<Vec<(&'static str, usize)>> {
+/// How many messages a queue holds: visible, in flight and delayed.
+pub(crate) async fn queue_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<Vec<(&'static str, usize)>> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let attrs = sqs
         .get_queue_attributes()

@@ -391,7 +391,6 @@ async fn wait_quiet(
     observed: &observed::Observed,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let queues: Vec<String> =
         stack.functions.iter().filter_map(|f| Some(stack.queues.get(f.queue()?)?.url.clone())).collect();
@@ -403,20 +402,9 @@ async fn wait_quiet(
         }
         let mut busy = 0usize;
         for url in &queues {
-            let attrs = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-                .send()
-                .await?
-                .attributes
-                .unwrap_or_default();
-            let get = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-            busy += get(A::ApproximateNumberOfMessages)
-                + get(A::ApproximateNumberOfMessagesDelayed)
-                + get(A::ApproximateNumberOfMessagesNotVisible).saturating_sub(observed.active_parks(url));
+            let counts = check::queue_counts(&sqs, url).await?;
+            let get = |name: &str| counts.iter().find(|(k, _)| *k == name).map_or(0, |(_, n)| *n);
+            busy += get("visible") + get("delayed") + get("in flight").saturating_sub(observed.active_parks(url));
         }
         quiet_rounds = if busy == 0 { quiet_rounds + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -222,6 +222,31 @@ async fn retry_later<L: Ledger, T, O: Outbox, C>(
     }
 }
 
+/// Lets this attempt's claim go after a failed provider call, trying again while the
+/// invocation has time: a release that fails leaves the claim held until it runs out
+/// (15 minutes for an email), which delays the message by that much, so a short outage
+/// of the ledger is waited out here rather than turned into that delay.
+async fn release<L: Ledger>(ledger: &L, claim: &Claim<'_>, note: Option<Transition>, ctx: &Context) -> PortResult<()> {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match ledger.release_send(claim, note.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && time_left(ctx) > wait * 2 + std::time::Duration::from_secs(2) => {
+                tracing::warn!(message_id = %claim.id, error = %e, "could not let the claim go: trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What is left of the invocation's time (none when the context has no deadline).
+fn time_left(ctx: &Context) -> std::time::Duration {
+    let deadline = i64::try_from(ctx.deadline).unwrap_or(0);
+    std::time::Duration::from_millis(u64::try_from(deadline - Utc::now().timestamp_millis()).unwrap_or(0))
+}
+
 /// The message will not be sent on this channel: its cap slots go back.
 async fn give_back<C: CapCounter>(caps: &C, job: &DispatchJob) {
     for slot in &job.slots {
@@ -337,7 +362,7 @@ where
         }
         Delivery::Retry(why) => {
             metrics::count("Retried", &labels);
-            deps.ledger.release_send(&claim, None).await?;
+            release(&deps.ledger, &claim, None, ctx).await?;
             Ok(back_off(deps, job, record, why, now).await)
         }
         Delivery::Failed { reason, detail } if job.may_fall_back => {
@@ -346,7 +371,7 @@ where
             // Release first, so the next channel's claim finds the message free; the
             // next channel takes its own cap slots.
             let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
-            deps.ledger.release_send(&claim, Some(note)).await?;
+            release(&deps.ledger, &claim, Some(note), ctx).await?;
             give_back(&deps.caps, job).await;
             let body = serde_json::to_string(&job.fallback(now)).map_err(|e| PortError::Unknown(e.into()))?;
             Ok(Step::FallBack(body))

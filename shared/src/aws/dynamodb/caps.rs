@@ -158,12 +158,6 @@ impl CapCounter for DynamoCaps {
             .expression_attribute_values(":h", AttributeValue::Ss(vec![holder]))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(()),
-                _ => Err(classify("UpdateItem", e)),
-            },
-        }
+        conditional("UpdateItem", result).map(drop)
     }
 }

@@ -93,13 +93,10 @@ impl DynamoRecipients {
             None => req.condition_expression("attribute_not_exists(pk) OR recipient = :r"),
         };
         let result = req.send().await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(false),
-                _ => Err(classify("DeleteItem", e)),
-            },
-        }
+        Ok(match conditional("DeleteItem", result)? {
+            Some(_) => true,
+            None => false,
+        })
     }
 }
 

@@ -309,7 +309,8 @@ impl Ledger for DynamoLedger {
     }
 
     async fn note_duplicate(&self, id: &MessageId, source_id: &str, at: DateTime<Utc>) -> PortResult<()> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
@@ -323,12 +324,8 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":src", s(source_id))
             .expression_attribute_values(":at", ts(at))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(()),
-                _ => Err(classify("UpdateItem", e)),
-            })
+            .await;
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn reject(&self, r: RejectionRecord) -> PortResult<()> {
@@ -397,12 +394,8 @@ impl Ledger for DynamoLedger {
             true => removes.to_owned(),
             false => format!("SET {} {removes}", sets.join(", ")),
         };
-        req.update_expression(update).condition_expression(condition).send().await.map(|_| ()).or_else(|e| {
-            match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(()),
-                _ => Err(classify("UpdateItem", e)),
-            }
-        })
+        let result = req.update_expression(update).condition_expression(condition).send().await;
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn record_sent(
@@ -533,19 +526,16 @@ impl Ledger for DynamoLedger {
             update.push_str(", provider_id = if_not_exists(provider_id, :pid)");
             req = req.expression_attribute_values(":pid", s(p));
         }
-        req.table_name(&self.table)
+        let result = req
+            .table_name(&self.table)
             .set_key(Some(key(id.as_str())))
             .update_expression(update)
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&t))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(()),
-                _ => Err(classify("UpdateItem", e)),
-            })
+            .await;
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn get(&self, id: &MessageId) -> PortResult<Option<LedgerEntry>> {

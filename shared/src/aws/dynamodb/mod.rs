@@ -21,6 +21,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, DurationRound, NaiveTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,4 +127,20 @@ async fn put(client: &Client, table: &str, item: Item) -> PortResult<()> {
 
 fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional write's outcome: `Some(output)` when it was applied, `None` when its
+/// condition failed, the classified error otherwise.
+fn conditional<T, E>(
+    operation: &str,
+    result: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>,
+) -> PortResult<Option<T>>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(None),
+        Err(e) => Err(classify(operation, e)),
+    }
 }

@@ -153,13 +153,10 @@ impl RecipientStore for DynamoRecipients {
             .expression_attribute_values(":at", ts(at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(ConsentApplied::Applied),
-            Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(ConsentApplied::Older),
-                _ => Err(classify("UpdateItem", e)),
-            },
-        }
+        Ok(match conditional("UpdateItem", result)? {
+            Some(_) => ConsentApplied::Applied,
+            None => ConsentApplied::Older,
+        })
     }
 
     async fn add_device(&self, id: &RecipientId, device: &Device, now: DateTime<Utc>) -> PortResult<()> {

@@ -76,13 +76,7 @@ impl ReplayGuard for DynamoReplayGuard {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(se) if is_conditional_failure(se) => Ok(()),
-                _ => Err(classify("UpdateItem", e)),
-            },
-        }
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn forget(&self, replay_key: &str) -> PortResult<()> {
