@@ -222,21 +222,26 @@ async fn retry_later<L: Ledger, T, O: Outbox, C>(
     }
 }
 
-/// Lets this attempt's claim go after a failed provider call, trying again while the
-/// invocation has time: a release that fails leaves the claim held until it runs out
-/// (15 minutes for an email), which delays the message by that much, so a short outage
-/// of the ledger is waited out here rather than turned into that delay.
-async fn release<L: Ledger>(ledger: &L, claim: &Claim<'_>, note: Option<Transition>, ctx: &Context) -> PortResult<()> {
+/// A ledger write of this attempt's (its claim, or letting it go), tried again while the
+/// invocation has time. Either one left undone holds the message until the claim runs
+/// out (15 minutes for an email): a claim applied whose answer never came back (the
+/// SDK's retries met an outage) is found again by the same token, and a release that
+/// failed is made. A short outage of the ledger is waited out here rather than turned
+/// into that delay.
+async fn persist<T, F, Fut>(ctx: &Context, what: &str, id: &crate::domain::MessageId, mut call: F) -> PortResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = PortResult<T>>,
+{
     let mut wait = std::time::Duration::from_millis(500);
     loop {
-        match ledger.release_send(claim, note.clone()).await {
-            Ok(()) => return Ok(()),
+        match call().await {
             Err(e) if e.is_retryable() && time_left(ctx) > wait * 2 + std::time::Duration::from_secs(2) => {
-                tracing::warn!(message_id = %claim.id, error = %e, "could not let the claim go: trying again");
+                tracing::warn!(message_id = %id, error = %e, "{what} failed: trying again");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => return Err(e),
+            result => return result,
         }
     }
 }
@@ -320,7 +325,7 @@ where
             attempt_deadline(ctx, now)
         },
     };
-    match deps.ledger.claim_send(claim).await? {
+    match persist(ctx, "claim", id, || deps.ledger.claim_send(claim)).await? {
         Claimed::Claimed => {}
         Claimed::Done => {
             tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", "already sent: dropped");
@@ -362,7 +367,7 @@ where
         }
         Delivery::Retry(why) => {
             metrics::count("Retried", &labels);
-            release(&deps.ledger, &claim, None, ctx).await?;
+            persist(ctx, "letting the claim go", id, || deps.ledger.release_send(&claim, None)).await?;
             Ok(back_off(deps, job, record, why, now).await)
         }
         Delivery::Failed { reason, detail } if job.may_fall_back => {
@@ -371,7 +376,7 @@ where
             // Release first, so the next channel's claim finds the message free; the
             // next channel takes its own cap slots.
             let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
-            release(&deps.ledger, &claim, Some(note), ctx).await?;
+            persist(ctx, "letting the claim go", id, || deps.ledger.release_send(&claim, Some(note.clone()))).await?;
             give_back(&deps.caps, job).await;
             let body = serde_json::to_string(&job.fallback(now)).map_err(|e| PortError::Unknown(e.into()))?;
             Ok(Step::FallBack(body))
