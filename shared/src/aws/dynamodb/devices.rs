@@ -93,10 +93,7 @@ impl DynamoRecipients {
             None => req.condition_expression("attribute_not_exists(pk) OR recipient = :r"),
         };
         let result = req.send().await;
-        Ok(match conditional("DeleteItem", result)? {
-            Some(_) => true,
-            None => false,
-        })
+        Ok(conditional("DeleteItem", result)?.is_some())
     }
 }
 
