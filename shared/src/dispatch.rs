@@ -319,10 +319,12 @@ where
         variant: job.variant.as_deref(),
         template_version: template.doc.version,
         at: now,
-        until: if deliver.receipts_record_send() {
-            attempt_deadline(ctx, now).max(now + RECEIPT_WAIT)
-        } else {
+        // Until receipts record the send, the claim must outlast SES's report; a send this
+        // attempt records itself needs the claim only while the attempt may run.
+        until: if record_send {
             attempt_deadline(ctx, now)
+        } else {
+            attempt_deadline(ctx, now).max(now + RECEIPT_WAIT)
         },
     };
     match persist(ctx, "claim", id, || deps.ledger.claim_send(claim)).await? {
