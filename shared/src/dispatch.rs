@@ -233,12 +233,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = PortResult<T>>,
 {
+    // What one more call may take through an outage (the SDK's own three attempts), kept
+    // free before the deadline so the batch still answers in time.
+    const CALL: std::time::Duration = std::time::Duration::from_millis(2500);
     let mut wait = std::time::Duration::from_millis(500);
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && time_left(ctx) > wait * 2 + std::time::Duration::from_secs(2) => {
+            Err(e) if e.is_retryable() && time_left(ctx) > CALL => {
                 tracing::warn!(message_id = %id, error = %e, "{what} failed: trying again");
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(wait.min(time_left(ctx).saturating_sub(CALL))).await;
                 wait *= 2;
             }
             result => return result,
@@ -352,8 +355,14 @@ where
         Delivery::Sent { provider_id, sms_segments } => {
             tracing::info!(message_id = %id, channel = %channel, template_version = template.doc.version, "sent");
             metrics::count("Sent", &labels);
-            // The send happened: a failure to record its id must not make a retry send again.
-            if record_send && let Err(e) = deps.ledger.record_sent(id, channel, &provider_id, sms_segments).await {
+            // The send happened: record it while the invocation has time (unrecorded, the claim
+            // runs out and a copy of the job sends again), and never fail the record for it.
+            if record_send
+                && let Err(e) = persist(ctx, "recording the send", id, || {
+                    deps.ledger.record_sent(id, channel, &provider_id, sms_segments)
+                })
+                .await
+            {
                 tracing::error!(message_id = %id, error = %e, "sent, but the provider id was not recorded");
             }
             // SNS took the push; the platform may still refuse the token, which SNS reports
