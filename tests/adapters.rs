@@ -13,7 +13,7 @@ use herald::ports::*;
 use serde_json::json;
 use std::sync::Arc;
 
-fn request(key: &str) -> NotifyRequest {
+pub(crate) fn request(key: &str) -> NotifyRequest {
     let body = json!({"idempotency_key": key, "recipient": "user-1", "template": "order_shipped", "kind": "marketing"});
     match IngestMessage::parse(&body.to_string()).unwrap() {
         IngestMessage::Notify(r) => *r,
@@ -228,7 +228,11 @@ async fn a_failed_forward_returns_only_its_records_to_the_queue() {
 }
 
 /// A message admitted to the ledger (its request, id and admission time), for claims.
-async fn admitted(t: &TestStack, ledger: &DynamoLedger, suffix: &str) -> (NotifyRequest, MessageId, DateTime<Utc>) {
+pub(crate) async fn admitted(
+    t: &TestStack,
+    ledger: &DynamoLedger,
+    suffix: &str,
+) -> (NotifyRequest, MessageId, DateTime<Utc>) {
     let key = format!("{}-{suffix}", t.tag);
     let req = request(&key);
     let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());

@@ -17,7 +17,6 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use chrono::{TimeDelta, Utc};
 use herald::aws::dynamodb::{DynamoCaps, DynamoLedger, DynamoRecipients, DynamoReplayGuard};
-use herald::contract::{IngestMessage, NotifyRequest};
 use herald::domain::caps::{CapScope, CapSlot};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Device;
@@ -87,30 +86,9 @@ fn ambiguous(t: &TestStack, operation: &'static str, times: usize) -> (SdkConfig
     (t.sdk.to_builder().http_client(client).build(), rule)
 }
 
-fn request(key: &str) -> NotifyRequest {
-    let body = json!({"idempotency_key": key, "recipient": "user-1", "template": "order_shipped", "kind": "marketing"});
-    match IngestMessage::parse(&body.to_string()).unwrap() {
-        IngestMessage::Notify(r) => *r,
-        other => panic!("{other:?}"),
-    }
-}
-
 /// A message admitted to the ledger of `t` (through `ledger`).
 async fn admitted(t: &TestStack, ledger: &DynamoLedger, suffix: &str) -> MessageId {
-    let key = format!("{}-{suffix}", t.tag);
-    let req = request(&key);
-    let id = MessageId::for_key(&IdempotencyKey::new(key).unwrap());
-    let now = Utc::now();
-    let admit = Admit {
-        id: &id,
-        source_id: "s",
-        request: &req,
-        now,
-        dedupe_until: now + TimeDelta::hours(1),
-        expires_at: now + TimeDelta::days(1),
-    };
-    ledger.admit(admit).await.unwrap();
-    id
+    crate::adapters::admitted(t, ledger, suffix).await.1
 }
 
 #[tokio::test]
