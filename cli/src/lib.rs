@@ -2,6 +2,7 @@
 //! tests share: a local stack built from `template.yaml`, the functions run on
 //! its real queues, the demo, template checks.
 
+pub mod broadcast;
 pub mod demo;
 pub mod funnel;
 pub mod local;

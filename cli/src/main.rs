@@ -11,6 +11,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Start moto, create the stack, run every function, send samples, print a report, stop.
@@ -35,12 +37,80 @@ enum Command {
         #[arg(long, env = "HERALD_LEDGER_TABLE")]
         table: String,
     },
+    /// Broadcasts: send a campaign to a segment, pause, resume or cancel it, follow it.
+    Broadcast {
+        #[command(subcommand)]
+        command: BroadcastCommand,
+    },
     /// A campaign's funnel: accepted, suppressed by reason, sent, delivered, opened, clicked,
     /// bounced (scans the ledger table: an operator command, not for a hot path).
     Funnel {
         campaign: String,
         #[arg(long, env = "HERALD_LEDGER_TABLE")]
         table: String,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum BroadcastCommand {
+    /// Start a broadcast: checks the command and puts it on the ingest queue, as a producer would.
+    Send {
+        campaign: String,
+        #[arg(long)]
+        segment: String,
+        /// Absent: each of the campaign's variants names its template.
+        #[arg(long)]
+        template: Option<String>,
+        /// Candidate channels in order (push,email,sms); absent: the segment's.
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Messages per second handed to the pipeline, across all fan-out workers.
+        #[arg(long)]
+        rate: u32,
+        /// When to start (RFC 3339); absent: now.
+        #[arg(long)]
+        send_at: Option<String>,
+        /// Deliver at this time of day (HH:MM) in each recipient's zone.
+        #[arg(long)]
+        local_time: Option<String>,
+        /// The zone for people without one (with --local-time).
+        #[arg(long)]
+        default_timezone: Option<String>,
+        /// Nothing is delivered after this instant (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// A JSON file of data every message's template gets.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "marketing")]
+        kind: String,
+        #[arg(long, env = "HERALD_INGEST_QUEUE_URL")]
+        queue: String,
+    },
+    /// Scanned, matched, queued, sent, suppressed by reason, and what remains.
+    Status {
+        campaign: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        table: String,
+    },
+    /// Stop the fan-out where it is (messages already queued wait at ingest).
+    Pause {
+        campaign: String,
+        #[arg(long, env = "HERALD_INGEST_QUEUE_URL")]
+        queue: String,
+    },
+    /// Go on from where it was paused, at its rate.
+    Resume {
+        campaign: String,
+        #[arg(long, env = "HERALD_INGEST_QUEUE_URL")]
+        queue: String,
+    },
+    /// Stop it for good: nothing more is sent.
+    Cancel {
+        campaign: String,
+        #[arg(long, env = "HERALD_INGEST_QUEUE_URL")]
+        queue: String,
     },
 }
 
@@ -156,6 +226,10 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Broadcast { command } => {
+            init_logs("warn");
+            broadcast(command).await?;
+        }
         Command::Funnel { campaign, table } => {
             init_logs("warn");
             let sdk = herald::aws::sdk_config().await;
@@ -165,6 +239,90 @@ async fn main() -> anyhow::Result<()> {
                 funnel.add(&entry);
             }
             println!("{funnel}");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a command against the ingest contract and puts it on the ingest queue.
+async fn publish(queue: &str, body: serde_json::Value) -> anyhow::Result<String> {
+    let body = body.to_string();
+    if let Err(rejection) = herald::contract::IngestMessage::parse(&body) {
+        anyhow::bail!("ingest would refuse it: {rejection}");
+    }
+    let sdk = herald::aws::sdk_config().await;
+    let out = aws_sdk_sqs::Client::new(&sdk).send_message().queue_url(queue).message_body(body).send().await?;
+    Ok(out.message_id.unwrap_or_default())
+}
+
+async fn broadcast(command: BroadcastCommand) -> anyhow::Result<()> {
+    use serde_json::json;
+    let control = |kind: &str, campaign: &str| json!({"type": kind, "campaign": campaign, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+    match command {
+        BroadcastCommand::Send {
+            campaign,
+            segment,
+            template,
+            channels,
+            rate,
+            send_at,
+            local_time,
+            default_timezone,
+            expires_at,
+            data,
+            kind,
+            queue,
+        } => {
+            let mut body = json!({"type": "broadcast", "campaign": campaign, "segment": segment,
+                                  "rate_per_second": rate, "kind": kind});
+            let optional = [
+                ("template", template),
+                ("send_at", send_at),
+                ("local_time", local_time),
+                ("default_timezone", default_timezone),
+                ("expires_at", expires_at),
+            ];
+            for (name, value) in optional {
+                if let Some(v) = value {
+                    body[name] = json!(v);
+                }
+            }
+            if !channels.is_empty() {
+                body["channels"] = json!(channels);
+            }
+            if let Some(path) = data {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                body["data"] =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            }
+            let id = publish(&queue, body).await?;
+            println!(
+                "broadcast {campaign} queued (SQS message {id}); follow it with `herald broadcast status {campaign}`"
+            );
+        }
+        BroadcastCommand::Pause { campaign, queue } => {
+            publish(&queue, control("pause_broadcast", &campaign)).await?;
+            println!("pause of {campaign} queued");
+        }
+        BroadcastCommand::Resume { campaign, queue } => {
+            publish(&queue, control("resume_broadcast", &campaign)).await?;
+            println!("resume of {campaign} queued");
+        }
+        BroadcastCommand::Cancel { campaign, queue } => {
+            publish(&queue, control("cancel_broadcast", &campaign)).await?;
+            println!("cancel of {campaign} queued");
+        }
+        BroadcastCommand::Status { campaign, table } => {
+            use herald::ports::Broadcasts;
+            let sdk = herald::aws::sdk_config().await;
+            let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+            let name = herald::domain::CampaignId::new(campaign.clone())?;
+            let b = ledger.broadcast(&name).await?.with_context(|| format!("campaign {campaign} has no broadcast"))?;
+            let mut outcomes = herald_cli::broadcast::Outcomes::default();
+            for entry in ledger.campaign_entries(&campaign).await? {
+                outcomes.add(&entry);
+            }
+            println!("{}", herald_cli::broadcast::report(&b, &outcomes, chrono::Utc::now()));
         }
     }
     Ok(())

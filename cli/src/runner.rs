@@ -89,6 +89,13 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
                 Box::pin(async move { dispatch_push::handler(&d.0, &d.1, e).await })
             })
         }
+        "broadcast" => {
+            let deps = Arc::new(broadcast::aws::deps(sdk, &broadcast::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { broadcast::handler(&d, e).await })
+            })
+        }
         "receipts" => {
             let deps = Arc::new(receipts::aws::deps(sdk, &receipts::Config::from_lookup(&get)?));
             Arc::new(move |e| {

@@ -14,6 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod broadcast;
+pub use broadcast::{BroadcastControl, BroadcastRequest, ControlAction, MAX_RATE_PER_SECOND};
+
 pub const CONTRACT_VERSION: u32 = 1;
 
 /// Bodies above this size are refused before parsing (SQS allows more; templates' data never needs it).
@@ -158,6 +161,9 @@ pub enum IngestMessage {
     RegisterPushToken(RegisterPushToken),
     RemovePushToken(PushTokenCommand),
     EraseRecipient(EraseRecipient),
+    Broadcast(Box<BroadcastRequest>),
+    /// Pause, resume or cancel a broadcast.
+    BroadcastControl(ControlAction, BroadcastControl),
 }
 
 /// Why a body was refused: stable machine-readable `code` plus a sentence a person can act on.
@@ -220,11 +226,20 @@ impl IngestMessage {
             "register_push_token" => Self::RegisterPushToken(typed(body)?),
             "remove_push_token" => Self::RemovePushToken(typed(body)?),
             "erase_recipient" => Self::EraseRecipient(typed(body)?),
+            "broadcast" => {
+                let request: BroadcastRequest = typed(body)?;
+                request.check_rules()?;
+                Self::Broadcast(Box::new(request))
+            }
+            "pause_broadcast" => Self::BroadcastControl(ControlAction::Pause, typed(body)?),
+            "resume_broadcast" => Self::BroadcastControl(ControlAction::Resume, typed(body)?),
+            "cancel_broadcast" => Self::BroadcastControl(ControlAction::Cancel, typed(body)?),
             _ => {
                 return Err(Rejection::new(
                     "unknown_type",
                     "type is not one of notify, upsert_recipient, set_consent, register_push_token, \
-                     remove_push_token, erase_recipient",
+                     remove_push_token, erase_recipient, broadcast, pause_broadcast, resume_broadcast, \
+                     cancel_broadcast",
                 ));
             }
         })
@@ -238,6 +253,10 @@ impl IngestMessage {
             Self::RegisterPushToken(_) => "register_push_token",
             Self::RemovePushToken(_) => "remove_push_token",
             Self::EraseRecipient(_) => "erase_recipient",
+            Self::Broadcast(_) => "broadcast",
+            Self::BroadcastControl(ControlAction::Pause, _) => "pause_broadcast",
+            Self::BroadcastControl(ControlAction::Resume, _) => "resume_broadcast",
+            Self::BroadcastControl(ControlAction::Cancel, _) => "cancel_broadcast",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The capabilities handlers need, as traits. Adapters in [`crate::aws`] implement
 //! them over the SDKs; no SDK type crosses this module.
 
-use crate::contract::{Kind, NotifyRequest, SetConsent, UpsertRecipient};
+use crate::contract::{ControlAction, Kind, NotifyRequest, SetConsent, UpsertRecipient};
+use crate::domain::broadcast::{Broadcast, BroadcastState, Counts, PageJob};
 use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
 use crate::domain::jobs::EligibilityJob;
@@ -478,12 +479,100 @@ pub trait ScheduleStore: Send + Sync {
     fn set_cursor(&self, at: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
 }
 
+/// PLACEHOLDER until the segments branch merges (same interface).
+pub trait SegmentStore: Send + Sync {
+    fn segment(
+        &self,
+        name: &crate::domain::SegmentName,
+    ) -> impl Future<Output = PortResult<Option<Arc<crate::domain::segment::SegmentDoc>>>> + Send;
+    fn profile_schema(&self) -> impl Future<Output = PortResult<Arc<crate::domain::profile::ProfileSchema>>> + Send;
+}
+
+/// PLACEHOLDER until the segments branch merges (same interface).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanCursor {
+    pub segment: u32,
+    pub total_segments: u32,
+    pub start: Option<String>,
+}
+
+/// PLACEHOLDER until the segments branch merges (same interface).
+#[derive(Debug, Clone)]
+pub struct ScanPage {
+    pub recipients: Vec<Recipient>,
+    pub items_read: usize,
+    pub next: Option<String>,
+}
+
+/// PLACEHOLDER until the segments branch merges (same interface).
+pub trait AudienceScan: Send + Sync {
+    fn page(&self, cursor: &ScanCursor, limit: u32) -> impl Future<Output = PortResult<ScanPage>> + Send;
+}
+
+// ---------------------------------------------------------------- broadcasts
+
+/// What [`Broadcasts::create`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New,
+    /// The campaign was broadcast before: this is that broadcast.
+    Exists(Box<Broadcast>),
+}
+
+/// What a pause, resume or cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlOutcome {
+    Applied(Box<Broadcast>),
+    /// The broadcast's state did not allow it, or the command is older than its last change.
+    NotApplied(Box<Broadcast>),
+    Unknown,
+}
+
+/// The record of each broadcast and the atomic steps of its fan-out.
+pub trait Broadcasts: Send + Sync {
+    /// Records a new broadcast, unless its campaign has one.
+    fn create(
+        &self,
+        broadcast: &Broadcast,
+        keep_until: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<Created>> + Send;
+    /// The broadcast as it stands (a consistent read).
+    fn broadcast(&self, campaign: &CampaignId) -> impl Future<Output = PortResult<Option<Broadcast>>> + Send;
+    /// Its state as read at most a few seconds ago (ingest asks once per campaign, not per message).
+    fn state(&self, campaign: &CampaignId) -> impl Future<Output = PortResult<Option<BroadcastState>>> + Send;
+    /// Takes `count` positions of the pace; returns the counter after them.
+    fn take_positions(&self, campaign: &CampaignId, count: u64) -> impl Future<Output = PortResult<u64>> + Send;
+    /// Commits a page read by `job`: its counts and its chain's cursor (`next`: where the
+    /// next page starts, `None`: the scan segment is finished), once. `None` when another
+    /// copy of the job committed it first, or the broadcast was resumed since.
+    fn commit_page(
+        &self,
+        job: &PageJob,
+        next: Option<&str>,
+        counts: &Counts,
+    ) -> impl Future<Output = PortResult<Option<Broadcast>>> + Send;
+    /// Marks a running broadcast whose every scan segment is finished as done.
+    fn finish(&self, campaign: &CampaignId) -> impl Future<Output = PortResult<()>> + Send;
+    /// Pauses, resumes (a new epoch, the pace starting again at `pace_origin`) or cancels,
+    /// unless the broadcast changed after `at`.
+    fn control(
+        &self,
+        campaign: &CampaignId,
+        action: ControlAction,
+        at: DateTime<Utc>,
+        pace_origin: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<ControlOutcome>> + Send;
+}
+
 // ---------------------------------------------------------------- queues
 
 /// Where a stage sends its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Destination {
+    Ingest,
     Eligibility,
+    /// The broadcast fan-out's page jobs.
+    Broadcast,
     Channel(Channel),
 }
 

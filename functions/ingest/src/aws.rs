@@ -3,20 +3,27 @@
 use crate::{Config, Deps};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients};
+use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
-pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints>;
+pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints, DynamoTemplates>;
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Deps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
-        recipients: DynamoRecipients::new(dynamodb, &config.recipients_table),
+        recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
+        templates: DynamoTemplates::new(dynamodb, &config.templates_table, std::time::Duration::from_secs(60)),
+        scan_segments: config.broadcast_scan_segments,
         outbox: SqsOutbox::new(
             aws_sdk_sqs::Client::new(sdk),
-            QueueUrls { eligibility: Some(config.eligibility_queue_url.clone()), ..QueueUrls::default() },
+            QueueUrls {
+                ingest: Some(config.ingest_queue_url.clone()),
+                eligibility: Some(config.eligibility_queue_url.clone()),
+                broadcast: Some(config.broadcast_queue_url.clone()),
+                ..QueueUrls::default()
+            },
         ),
         endpoints: SnsEndpoints::new(
             aws_sdk_sns::Client::new(sdk),

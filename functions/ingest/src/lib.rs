@@ -3,7 +3,7 @@
 //! commands, and forwards notifications to eligibility in batches.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
+use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
 use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
 use herald::domain::MessageId;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
@@ -14,12 +14,19 @@ use herald::ports::*;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+mod broadcast;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub ledger: LedgerConfig,
     pub recipients_table: String,
     pub eligibility_queue_url: String,
+    pub templates_table: String,
+    /// Its own queue, where a paused broadcast's messages wait.
+    pub ingest_queue_url: String,
+    pub broadcast_queue_url: String,
+    /// Parallel scan segments a new broadcast reads the recipients table in.
+    pub broadcast_scan_segments: u32,
     pub apns_app_arn: Option<String>,
     pub apns_sandbox_app_arn: Option<String>,
     pub fcm_app_arn: Option<String>,
@@ -31,6 +38,13 @@ impl Config {
             ledger: LedgerConfig::from_lookup(get)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            ingest_queue_url: required(get, "HERALD_INGEST_QUEUE_URL")?,
+            broadcast_queue_url: required(get, "HERALD_BROADCAST_QUEUE_URL")?,
+            broadcast_scan_segments: match parsed(get, "HERALD_BROADCAST_SCAN_SEGMENTS", 4u32)? {
+                n @ 1..=64 => n,
+                n => return Err(ConfigError(format!("HERALD_BROADCAST_SCAN_SEGMENTS={n} is not between 1 and 64"))),
+            },
             apns_app_arn: optional(get, "HERALD_APNS_APP_ARN"),
             apns_sandbox_app_arn: optional(get, "HERALD_APNS_SANDBOX_APP_ARN"),
             fcm_app_arn: optional(get, "HERALD_FCM_APP_ARN"),
@@ -38,12 +52,15 @@ impl Config {
     }
 }
 
-/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints.
-pub struct Deps<L, R, O, E> {
+/// What ingest needs: the ledger (and broadcasts in it), the recipients, its queues, SNS
+/// endpoints, and the templates table (templates, campaigns, segments).
+pub struct Deps<L, R, O, E, T> {
     pub ledger: L,
     pub recipients: R,
     pub outbox: O,
     pub endpoints: E,
+    pub templates: T,
+    pub scan_segments: u32,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
 }
@@ -54,19 +71,21 @@ const CONCURRENCY: usize = 10;
 enum Step {
     Done,
     Retry(String),
-    /// The eligibility job's body, checked to be one SQS will carry.
-    Forward(String),
+    /// Messages to queue (where, the body, its delay): an admitted notification's
+    /// eligibility job (checked to be one SQS will carry), a broadcast's page jobs.
+    Forward(Vec<(Destination, String, u32)>),
 }
 
-pub async fn handler<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+pub async fn handler<L, R, O, E, T>(
+    deps: &Deps<L, R, O, E, T>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
-    L: Ledger,
+    L: Ledger + Broadcasts,
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    T: TemplateStore + CampaignStore + SegmentStore,
 {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
@@ -78,8 +97,10 @@ where
         let outcome = match step {
             Step::Done => Outcome::Done,
             Step::Retry(reason) => Outcome::Retry(reason),
-            Step::Forward(body) => {
-                handoffs.push(Handoff { record: position, to: Destination::Eligibility, body, delay_secs: 0 });
+            Step::Forward(messages) => {
+                for (to, body, delay_secs) in messages {
+                    handoffs.push(Handoff { record: position, to, body, delay_secs });
+                }
                 Outcome::Done
             }
         };
@@ -87,18 +108,19 @@ where
     }
     for position in hand_off(&deps.outbox, handoffs).await {
         if let Some((_, outcome)) = outcomes.get_mut(position) {
-            *outcome = Outcome::Retry("forward to eligibility failed".into());
+            *outcome = Outcome::Retry("forwarding failed".into());
         }
     }
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, R, O, E>(deps: &Deps<L, R, O, E>, record: Record, now: DateTime<Utc>) -> Step
+async fn process<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, record: Record, now: DateTime<Utc>) -> Step
 where
-    L: Ledger,
+    L: Ledger + Broadcasts,
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    T: TemplateStore + CampaignStore + SegmentStore,
 {
     let message = match IngestMessage::parse(&record.body) {
         Ok(m) => m,
@@ -106,7 +128,16 @@ where
     };
     let kind = message.type_name();
     let result = match message {
-        IngestMessage::Notify(request) => return admit(deps, &record, *request, now).await,
+        IngestMessage::Notify(request) => {
+            if let Some(step) = broadcast::in_flight(deps, &record, &request, now).await {
+                return step;
+            }
+            return admit(deps, &record, *request, now).await;
+        }
+        IngestMessage::Broadcast(request) => return broadcast::start(deps, &record, *request, now).await,
+        IngestMessage::BroadcastControl(action, cmd) => {
+            return broadcast::control(deps, &record, action, cmd, now).await;
+        }
         IngestMessage::UpsertRecipient(cmd) => deps.recipients.upsert(&cmd, now).await,
         IngestMessage::SetConsent(cmd) => deps.recipients.set_consent(&cmd, now).await.map(|applied| {
             if applied == ConsentApplied::Older {
@@ -134,8 +165,8 @@ where
     }
 }
 
-async fn admit<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+async fn admit<L, R, O, E, T>(
+    deps: &Deps<L, R, O, E, T>,
     record: &Record,
     request: herald::contract::NotifyRequest,
     now: DateTime<Utc>,
@@ -170,7 +201,7 @@ where
     match admission {
         Ok(Admission::New) => {
             tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");
-            Step::Forward(body)
+            Step::Forward(vec![(Destination::Eligibility, body, 0)])
         }
         // This very SQS message admitted it before but was not acknowledged: its
         // forward may have failed, so forward again (eligibility and dispatch dedupe).
@@ -179,7 +210,7 @@ where
             // The same job as the first forward made, so both copies count caps alike.
             let again = EligibilityJob { counted_at: Some(accepted_at.unwrap_or(now)), ..job };
             match serde_json::to_string(&again) {
-                Ok(body) => Step::Forward(body),
+                Ok(body) => Step::Forward(vec![(Destination::Eligibility, body, 0)]),
                 Err(e) => Step::Retry(format!("could not encode the eligibility job: {e}")),
             }
         }
@@ -195,7 +226,12 @@ where
     }
 }
 
-async fn reject<L, R, O, E>(deps: &Deps<L, R, O, E>, record: &Record, rejection: Rejection, now: DateTime<Utc>) -> Step
+pub(crate) async fn reject<L, R, O, E, T>(
+    deps: &Deps<L, R, O, E, T>,
+    record: &Record,
+    rejection: Rejection,
+    now: DateTime<Utc>,
+) -> Step
 where
     L: Ledger,
 {
@@ -224,7 +260,11 @@ where
 
 /// Creates (or finds and re-enables) the token's platform endpoint and records the
 /// device; the endpoints of tokens it replaced on the same device are deleted.
-async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &RegisterPushToken, now: DateTime<Utc>) -> PortResult<()>
+async fn register<L, R, O, E, T>(
+    deps: &Deps<L, R, O, E, T>,
+    cmd: &RegisterPushToken,
+    now: DateTime<Utc>,
+) -> PortResult<()>
 where
     R: DeviceRegistry,
     E: PushEndpoints,
@@ -239,7 +279,7 @@ where
     Ok(())
 }
 
-async fn remove<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand) -> PortResult<()>
+async fn remove<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, cmd: &PushTokenCommand) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -250,7 +290,7 @@ where
     Ok(())
 }
 
-async fn erase<L, R, O, E>(deps: &Deps<L, R, O, E>, recipient: &herald::domain::RecipientId) -> PortResult<()>
+async fn erase<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, recipient: &herald::domain::RecipientId) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -261,7 +301,7 @@ where
     Ok(())
 }
 
-async fn delete_endpoint<L, R, O, E: PushEndpoints>(deps: &Deps<L, R, O, E>, device: &Device) -> PortResult<()> {
+async fn delete_endpoint<L, R, O, E: PushEndpoints, T>(deps: &Deps<L, R, O, E, T>, device: &Device) -> PortResult<()> {
     match deps.endpoints.delete(&device.endpoint_arn).await {
         Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
         other => other,

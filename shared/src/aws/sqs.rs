@@ -10,7 +10,9 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 /// Queue URLs by destination; a function holds only the ones it may send to.
 #[derive(Debug, Clone, Default)]
 pub struct QueueUrls {
+    pub ingest: Option<String>,
     pub eligibility: Option<String>,
+    pub broadcast: Option<String>,
     pub push: Option<String>,
     pub email: Option<String>,
     pub sms: Option<String>,
@@ -19,7 +21,9 @@ pub struct QueueUrls {
 impl QueueUrls {
     fn url(&self, to: Destination) -> Option<&str> {
         match to {
+            Destination::Ingest => self.ingest.as_deref(),
             Destination::Eligibility => self.eligibility.as_deref(),
+            Destination::Broadcast => self.broadcast.as_deref(),
             Destination::Channel(Channel::Push) => self.push.as_deref(),
             Destination::Channel(Channel::Email) => self.email.as_deref(),
             Destination::Channel(Channel::Sms) => self.sms.as_deref(),

@@ -91,6 +91,8 @@ pub enum Reason {
     CapReached,
     Cooldown,
     Holdout,
+    /// A broadcast's message that was in flight when the broadcast was cancelled.
+    BroadcastCancelled,
     QuietHoursDeferred,
     Scheduled,
     Expired,
@@ -119,6 +121,7 @@ impl Reason {
             Reason::CapReached => "cap_reached",
             Reason::Cooldown => "cooldown",
             Reason::Holdout => "holdout",
+            Reason::BroadcastCancelled => "broadcast_cancelled",
             Reason::QuietHoursDeferred => "quiet_hours_deferred",
             Reason::Scheduled => "scheduled",
             Reason::Expired => "expired",

@@ -19,7 +19,7 @@ pub struct QuietHours {
     pub end: NaiveTime,
 }
 
-mod hhmm {
+pub mod hhmm {
     use chrono::NaiveTime;
     use serde::{Deserialize, Deserializer, Serializer};
 

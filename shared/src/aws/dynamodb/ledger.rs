@@ -63,13 +63,15 @@ fn held(item: &Item, claim: &Claim<'_>) -> Option<Claimed> {
 /// rejected body (`pk` = `rejected#<sqs message id>`), both expiring by TTL.
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
+    /// Broadcast states as last read (see [`super::STATE_CACHE`]).
+    pub(super) broadcast_states: Arc<TtlCache<CampaignId, Option<crate::domain::broadcast::BroadcastState>>>,
 }
 
 impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), broadcast_states: Arc::new(TtlCache::new(super::STATE_CACHE)) }
     }
 
     /// One conditional claim, moving the status to `sent` or (`all` mode, past `sent`)

@@ -27,15 +27,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod broadcasts;
 mod caps;
 mod devices;
 mod ledger;
 mod recipients;
 mod replay;
+mod scan_placeholder;
 mod schedule;
 mod suppression;
 mod templates;
 
+pub use broadcasts::STATE_CACHE;
 pub use caps::DynamoCaps;
 pub use ledger::DynamoLedger;
 pub use recipients::DynamoRecipients;

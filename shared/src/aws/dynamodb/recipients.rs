@@ -24,7 +24,7 @@ impl DynamoRecipients {
         HashMap::from([("pk".to_owned(), s(id.as_str())), ("sk".to_owned(), s(PROFILE))])
     }
 
-    fn parse(item: &Item) -> Recipient {
+    pub(super) fn parse(item: &Item) -> Recipient {
         let mut r = Recipient {
             id: get_s(item, "pk").and_then(|v| RecipientId::new(v).ok()),
             email: get_s(item, "email").and_then(|v| EmailAddress::new(v).ok()),

@@ -104,3 +104,38 @@ pub fn parse_kind(raw: &str) -> Option<Kind> {
 pub fn parse_platform(raw: &str) -> Option<Platform> {
     serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
 }
+
+/// PLACEHOLDER until the segments branch merges.
+impl SegmentStore for DynamoTemplates {
+    async fn segment(
+        &self,
+        name: &crate::domain::SegmentName,
+    ) -> PortResult<Option<Arc<crate::domain::segment::SegmentDoc>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&format!("segment#{name}"))))
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, "doc")).and_then(|d| serde_json::from_str(d).ok()).map(Arc::new))
+    }
+
+    async fn profile_schema(&self) -> PortResult<Arc<crate::domain::profile::ProfileSchema>> {
+        Ok(Arc::default())
+    }
+}
+
+impl DynamoTemplates {
+    /// PLACEHOLDER until the segments branch merges.
+    pub async fn put_segment(&self, doc: &crate::domain::segment::SegmentDoc, now: DateTime<Utc>) -> PortResult<()> {
+        let body = serde_json::to_string(doc).map_err(|e| PortError::Unknown(e.into()))?;
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("segment#{}", doc.name))),
+            ("doc".to_owned(), s(body)),
+            ("updated_at".to_owned(), ts(now)),
+        ]);
+        put(&self.client, &self.table, item).await
+    }
+}
