@@ -44,6 +44,7 @@ const output = (name: string, value: string, description: string) =>
   new CfnOutput(stack, name, { value, description }).overrideLogicalId(name);
 output('IngestQueueUrl', herald.ingestQueue.queueUrl, 'Producers send notification requests and recipient commands here.');
 output('IngestQueueArn', herald.ingestQueue.queueArn, 'ARN of the ingest queue (grant producers sqs:SendMessage on it).');
+output('BroadcastQueueUrl', herald.broadcastQueue.queueUrl, 'Broadcast page jobs (internal: producers start a broadcast on the ingest queue); its depth is how many pages wait to be read.');
 output('SesEventsTopicArn', herald.sesEventsTopic.topicArn, 'SNS topic receiving SES sending events.');
 output('PushEventsTopicArn', herald.pushEventsTopic.topicArn, 'SNS topic to set as the event topic of the SNS platform applications.');
 output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configuration set used for every email.');

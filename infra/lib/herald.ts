@@ -87,6 +87,23 @@ export interface HeraldConcurrencyProps {
   readonly sms?: number;
 }
 
+/** The fan-out of broadcasts (a campaign sent to a segment). */
+export interface HeraldBroadcastProps {
+  /**
+   * Maximum concurrent broadcast invocations (2 to 100; template.yaml: `BroadcastConcurrency`): at
+   * most this many pages of the recipients table are read at once. The broadcast's own rate limit
+   * (messages per second) is what paces sends.
+   * @default 4
+   */
+  readonly concurrency?: number;
+  /**
+   * Parallel scan segments of the recipients table per broadcast (1 to 64; template.yaml:
+   * `BroadcastScanSegments`), each read as its own chain of pages.
+   * @default 4
+   */
+  readonly scanSegments?: number;
+}
+
 export interface HeraldProps {
   /**
    * The directory `cargo lambda build --release --arm64` writes to (`target/lambda` of the Herald
@@ -135,6 +152,8 @@ export interface HeraldProps {
   readonly logRetention?: logs.RetentionDays;
   /** @default 5 for each dispatch function */
   readonly concurrency?: HeraldConcurrencyProps;
+  /** @default 4 pages read at once, 4 scan segments per broadcast */
+  readonly broadcast?: HeraldBroadcastProps;
   /**
    * Concurrent executions reserved for, and at most used by, the public webhook function (1 to
    * 1000; template.yaml: `WebhookReservedConcurrency`): a flood of requests to its URL is
@@ -164,6 +183,8 @@ interface FunctionSpec {
   readonly maxConcurrency?: number;
   /** @default 10 */
   readonly batchSize?: number;
+  /** How long the event source gathers records before it invokes; null: none. @default 1 second */
+  readonly batchingWindow?: Duration | null;
   /** A public Function URL (AuthType NONE). */
   readonly url?: boolean;
   /** @default 10 seconds */
@@ -184,6 +205,11 @@ const platformArn = (platform: string) => new RegExp(`^arn:aws[a-z-]*:sns:[a-z0-
 export class Herald extends Construct {
   /** Producers send notification requests and recipient commands here. */
   public readonly ingestQueue: sqs.IQueue;
+  /**
+   * Broadcast page jobs, read by the broadcast function (internal: a broadcast is started on the
+   * ingest queue); its depth is how many pages wait to be read.
+   */
+  public readonly broadcastQueue: sqs.IQueue;
   /**
    * Herald's HTTPS endpoint (the webhook function's URL): `<url>sns` for SNS HTTPS subscriptions,
    * `<url>providers/<name>` for custom providers, `<url>unsubscribe` for one-click unsubscribe links.
@@ -233,6 +259,7 @@ export class Herald extends Construct {
     this.metricsNamespace = metricsNamespace;
     const push = props.push ?? {};
     const concurrency = props.concurrency ?? {};
+    const broadcast = props.broadcast ?? {};
 
     // ------------------------------------------------------------ DynamoDB
     const table = (tableId: string, options: { sort?: boolean; ttl?: boolean; pitr?: boolean; retain?: boolean }) =>
@@ -258,11 +285,11 @@ export class Herald extends Construct {
     acknowledge(templates, 'AwsSolutions-DDB3', `${noPitr} Templates are versioned in the repository and re-uploaded with \`herald templates push\`.`);
 
     // ----------------------------------------------------------------- SQS
-    // VisibilityTimeout 60 s = 6 x the 10 s function timeout; after 5 failed receives a
-    // message moves to its dead-letter queue.
+    // VisibilityTimeout 60 s = 6 x the 10 s function timeout (the broadcast queue's 360 s = 6 x
+    // the broadcast function's 60 s); after 5 failed receives a message moves to its dead-letter queue.
     const deadLetterQueues: sqs.Queue[] = [];
     const alarms: cloudwatch.IAlarm[] = [];
-    const queue = (queueId: string, label: string) => {
+    const queue = (queueId: string, label: string, visibilityTimeout = Duration.seconds(60)) => {
       const dlq = new sqs.Queue(this, `${queueId}DeadLetterQueue`, {
         retentionPeriod: Duration.seconds(1209600),
         encryption: sqs.QueueEncryption.SQS_MANAGED,
@@ -270,7 +297,7 @@ export class Herald extends Construct {
       });
       deadLetterQueues.push(dlq);
       const main = new sqs.Queue(this, queueId, {
-        visibilityTimeout: Duration.seconds(60),
+        visibilityTimeout,
         retentionPeriod: Duration.seconds(345600),
         encryption: sqs.QueueEncryption.SQS_MANAGED,
         deadLetterQueue: { queue: dlq, maxReceiveCount: props.maxReceiveCount ?? 5 },
@@ -300,6 +327,9 @@ export class Herald extends Construct {
     const emailQueue = queue('EmailQueue', 'email');
     const smsQueue = queue('SmsQueue', 'SMS');
     const receiptsQueue = queue('ReceiptsQueue', 'receipts');
+    // Broadcast page jobs: one message reads one page of the recipients table (one scan segment's
+    // next page) and queues the next; ingest starts each segment's chain.
+    const broadcastQueue = queue('BroadcastQueue', 'broadcast', Duration.seconds(360));
 
     // ----------------------------------------------------------------- SNS
     const sesEventsTopic = new sns.Topic(this, 'SesEventsTopic', { displayName: 'Herald SES events' });
@@ -409,16 +439,64 @@ export class Herald extends Construct {
           HERALD_APNS_SANDBOX_APP_ARN: push.apnsSandboxPlatformApplicationArn ?? '',
           HERALD_FCM_APP_ARN: push.fcmPlatformApplicationArn ?? '',
           HERALD_DEDUPE_WINDOW_SECS: String((props.dedupeWindow ?? Duration.days(1)).toSeconds()),
+          // Broadcasts: the segment, campaign, profile schema and templates are read from the
+          // templates table; each scan segment's first page goes to the broadcast queue; a
+          // broadcast message that arrives while its broadcast is paused goes back, delayed, on
+          // the ingest queue.
+          HERALD_TEMPLATES_TABLE: templates.tableName,
+          HERALD_BROADCAST_QUEUE_URL: broadcastQueue.queueUrl,
+          HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
+          HERALD_BROADCAST_SCAN_SEGMENTS: String(broadcast.scanSegments ?? 4),
         },
         statements: [
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
           allow('Recipients', ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query', 'BatchWriteItem'].map((a) => `dynamodb:${a}`), [recipients.tableArn]),
           allow('EligibilityQueue', ['sqs:SendMessage'], [eligibilityQueue.queueArn]),
+          // Segments, campaigns, the profile schema and templates (a broadcast is checked against
+          // them before anything is sent; the segments are listed with a Scan).
+          allow('Templates', ['dynamodb:GetItem', 'dynamodb:Scan'], [templates.tableArn]),
+          // A broadcast's first page of each scan segment.
+          allow('BroadcastQueue', ['sqs:SendMessage'], [broadcastQueue.queueArn]),
+          // A broadcast message that arrives while its broadcast is paused is put back, delayed.
+          allow('PutBackWhilePaused', ['sqs:SendMessage'], [ingestQueue.queueArn]),
           // Only the platform applications that were given, and their endpoints; none, no statement.
           ...(platformApps.length > 0 ? [
             allow('CreatePlatformEndpoint', ['sns:CreatePlatformEndpoint'], platformApps),
             allow('PlatformEndpoints', ['sns:DeleteEndpoint', 'sns:SetEndpointAttributes', 'sns:GetEndpointAttributes'], endpointArns),
           ] : []),
+        ],
+      },
+      {
+        id: 'BroadcastFunction',
+        artifact: 'broadcast',
+        description: "Fans a broadcast out: reads the recipients table page by page and hands each person in the segment to ingest as a notification, at the broadcast's rate.",
+        queue: broadcastQueue,
+        // One page per invocation (a scan of up to 500 items and up to 50 SendMessageBatch
+        // calls, paced by the broadcast's rate limit): nothing to gather.
+        batchSize: 1,
+        batchingWindow: null,
+        maxConcurrency: broadcast.concurrency ?? 4,
+        timeout: Duration.seconds(60),
+        environment: {
+          HERALD_RECIPIENTS_TABLE: recipients.tableName,
+          HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
+          HERALD_BROADCAST_QUEUE_URL: broadcastQueue.queueUrl,
+        },
+        statements: [
+          // The broadcast's own item (state, counters, the rate limit shared by every worker), and
+          // only broadcast# items: never a message's ledger entry.
+          new iam.PolicyStatement({
+            sid: 'Ledger',
+            actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+            resources: [ledger.tableArn],
+            conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['broadcast#*'] } },
+          }),
+          // One page of one scan segment per invocation.
+          allow('Recipients', ['dynamodb:Scan'], [recipients.tableArn]),
+          // Each person in the segment, as a notification with the key <campaign>#<recipient>.
+          allow('IngestQueue', ['sqs:SendMessage'], [ingestQueue.queueArn]),
+          // The segment's next page.
+          allow('BroadcastQueue', ['sqs:SendMessage'], [broadcastQueue.queueArn]),
         ],
       },
       {
@@ -652,7 +730,7 @@ export class Herald extends Construct {
         fn.addEventSourceMapping('SqsEventSource', {
           eventSourceArn: spec.queue.queueArn,
           batchSize: spec.batchSize ?? 10,
-          maxBatchingWindow: Duration.seconds(1),
+          maxBatchingWindow: spec.batchingWindow === undefined ? Duration.seconds(1) : (spec.batchingWindow ?? undefined),
           reportBatchItemFailures: true,
           maxConcurrency: spec.maxConcurrency,
         });
@@ -821,7 +899,7 @@ export class Herald extends Construct {
             : ['...', q.queueName])) } },
         { type: 'metric', x: 16, y: 14, width: 8, height: 6, properties: {
           title: 'Function errors', region, stat: 'Sum', period: 300, view: 'timeSeries',
-          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks'].map((name, i) => (i === 0
+          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast'].map((name, i) => (i === 0
             ? ['AWS/Lambda', 'Errors', 'FunctionName', functions[name].functionName]
             : ['...', functions[name].functionName])) } },
       ],
@@ -839,6 +917,7 @@ export class Herald extends Construct {
     }
 
     this.ingestQueue = ingestQueue;
+    this.broadcastQueue = broadcastQueue;
     if (webhookUrl === undefined) {
       throw new Error('Herald: no function has a URL (the webhooks function should)');
     }
@@ -907,6 +986,8 @@ function validate(props: HeraldProps) {
   range(props.smsMaxSegments, 'smsMaxSegments', 1, 10);
   range(props.retryBase?.toSeconds(), 'retryBase (seconds)', 0, 900);
   range(props.recipientWait?.toSeconds(), 'recipientWait (seconds)', 0, 3600);
+  range(props.broadcast?.concurrency, 'broadcast.concurrency', 2, 100);
+  range(props.broadcast?.scanSegments, 'broadcast.scanSegments', 1, 64);
   const days = props.ledgerRetentionDays;
   if (days !== undefined && !(Number.isInteger(days) && days >= 1)) {
     throw new Error(`Herald: ledgerRetentionDays must be a whole number of days, at least 1, not ${days}`);

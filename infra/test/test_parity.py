@@ -96,6 +96,7 @@ Mutation = Callable[[dict, dict], None]
 # is today (a number or a parameter).
 ODD_VISIBILITY_TIMEOUT = 899
 ODD_MAX_RECEIVE_COUNT = 97
+ODD_MAX_CONCURRENCY = 93
 
 
 def queue_visibility_in_sam(sam: dict, cdk: dict) -> None:
@@ -163,6 +164,10 @@ def leading_keys_in_cdk(sam: dict, cdk: dict) -> None:
     raise AssertionError("no ReplayGuard statement in the webhook function's policy")
 
 
+def broadcast_leading_keys_in_sam(sam: dict, cdk: dict) -> None:
+    sam_statement(sam, "broadcast", "Ledger").pop("Condition")
+
+
 def env_var_in_cdk(sam: dict, cdk: dict) -> None:
     env = cdk_resource(cdk, "/Herald/DispatchEmailFunction/Resource")["Properties"]["Environment"]["Variables"]
     env.pop("HERALD_FROM_ADDRESS")
@@ -174,6 +179,14 @@ def batch_size_in_cdk(sam: dict, cdk: dict) -> None:
             resource["Properties"]["BatchSize"] = 5
             return
     raise AssertionError("no event source of the ingest function")
+
+
+def max_concurrency_in_cdk(sam: dict, cdk: dict) -> None:
+    for resource in cdk["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping" and "/Herald/BroadcastFunction/" in resource["Metadata"]["aws:cdk:path"]:
+            resource["Properties"]["ScalingConfig"]["MaximumConcurrency"] = ODD_MAX_CONCURRENCY
+            return
+    raise AssertionError("no event source of the broadcast function")
 
 
 def table_ttl_in_cdk(sam: dict, cdk: dict) -> None:
@@ -221,10 +234,17 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
     ("the webhook's LeadingKeys condition dropped in the CDK template only", leading_keys_in_cdk,
      ["function webhooks: IAM Allow dynamodb:putitem on «table in env HERALD_LEDGER_TABLE».Arn when "
       "{\"ForAllValues:StringLike\": {\"dynamodb:LeadingKeys\": [\"replay#*\"]}}: in template.yaml, not in the CDK construct"]),
+    ("the broadcast's LeadingKeys condition dropped in template.yaml only", broadcast_leading_keys_in_sam,
+     ["function broadcast: IAM Allow dynamodb:updateitem on «table in env HERALD_LEDGER_TABLE».Arn: in template.yaml, not in the CDK construct",
+      "function broadcast: IAM Allow dynamodb:updateitem on «table in env HERALD_LEDGER_TABLE».Arn when "
+      "{\"ForAllValues:StringLike\": {\"dynamodb:LeadingKeys\": [\"broadcast#*\"]}}: in the CDK construct, not in template.yaml"]),
     ("an environment variable dropped in the CDK template only", env_var_in_cdk,
      ["function dispatch-email", "Environment.Variables.HERALD_FROM_ADDRESS: SAM notifications@example.com, CDK has none"]),
     ("an event source batch size changed in the CDK template only", batch_size_in_cdk,
      ["event source «queue read by function ingest» -> «function ingest»", "BatchSize: SAM", "CDK 5"]),
+    ("an event source's maximum concurrency changed in the CDK template only", max_concurrency_in_cdk,
+     ["event source «queue read by function broadcast» -> «function broadcast»", "ScalingConfig.MaximumConcurrency: SAM",
+      f"CDK {ODD_MAX_CONCURRENCY}"]),
     ("a table's TTL dropped in the CDK template only", table_ttl_in_cdk,
      ["table in env HERALD_LEDGER_TABLE", "TimeToLiveSpecification"]),
     ("X-Ray tracing Active in template.yaml only", tracing_in_sam,
