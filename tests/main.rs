@@ -4,6 +4,7 @@
 
 mod adapters;
 mod bodies;
+mod broadcasts;
 mod contract_schema;
 mod dispatching;
 mod idempotency;

@@ -128,6 +128,8 @@ pub struct Options {
     pub schedules: Option<Option<Duration>>,
     /// Keep a log of every SQS invocation (records, duration).
     pub log_invocations: bool,
+    /// Functions not to run (a test drives them itself).
+    pub skip: Vec<String>,
 }
 
 pub struct FunctionSdks {
@@ -153,7 +155,7 @@ impl Runner {
         let stop = Arc::new(AtomicBool::new(false));
         let invocations = options.log_invocations.then(|| Arc::new(Mutex::new(Vec::new())));
         let mut runner = Self { stop: stop.clone(), tasks: Vec::new(), gates: Vec::new(), invocations };
-        for spec in &stack.functions {
+        for spec in stack.functions.iter().filter(|f| !options.skip.contains(&f.name)) {
             let sdks = options.sdks.get(&spec.name);
             let handler_sdk = sdks.map_or(sdk, |s| &s.handler);
             let handler = build(spec, handler_sdk).with_context(|| format!("configuring {}", spec.name))?;
