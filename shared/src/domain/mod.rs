@@ -7,13 +7,15 @@ pub mod eligibility;
 pub mod ids;
 pub mod jobs;
 pub mod ledger;
+pub mod profile;
 pub mod push;
 pub mod receipts;
 pub mod recipient;
+pub mod segment;
 pub mod sms;
 pub mod template;
 pub mod unsubscribe;
 pub mod webhook;
 
 pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken, redact_contacts};
-pub use ids::{CampaignId, DeviceId, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};
+pub use ids::{CampaignId, DeviceId, IdempotencyKey, MessageId, RecipientId, SegmentName, TemplateName, Topic};
