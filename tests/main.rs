@@ -9,6 +9,7 @@ mod dispatching;
 mod idempotency;
 mod pipeline;
 mod privacy;
+mod profiles;
 mod properties;
 mod receipts;
 mod recipients;

@@ -323,7 +323,8 @@ pub trait Ledger: Send + Sync {
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
     fn get(&self, id: &MessageId) -> impl Future<Output = PortResult<Option<LedgerEntry>>> + Send;
     /// [`Ledger::transition`], also returning what the ledger knows of the message
-    /// (template, campaign) when the write applied, read back from the same write.
+    /// (template, campaign, recipient, channel), read back from the same write: as it is
+    /// now when the write applied, as it was when it was `Stale`.
     fn advance(
         &self,
         id: &MessageId,
@@ -333,11 +334,14 @@ pub trait Ledger: Send + Sync {
     }
 }
 
-/// What a receipt needs to know of a message to count it by template and campaign.
+/// What a receipt needs to know of a message: its template and campaign (to count it),
+/// its recipient and the channel it was sent on (to record the person's engagement).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MessageFacts {
     pub template: String,
     pub campaign: Option<String>,
+    pub recipient: Option<String>,
+    pub channel: Option<String>,
 }
 
 // ---------------------------------------------------------------- recipients
@@ -362,6 +366,16 @@ pub trait RecipientStore: Send + Sync {
         id: &RecipientId,
         device: &Device,
         now: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Records that the person opened or clicked a message on `channel` at `at`: only on a
+    /// profile that exists, and only if later than the engagement recorded (a repeat or a
+    /// late receipt changes nothing). One conditional write; receipts call it for opens and
+    /// clicks only, never on the path of a send.
+    fn note_engagement(
+        &self,
+        id: &RecipientId,
+        channel: Channel,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Removes a device by token; returns it if it was there.
     fn remove_device(
