@@ -14,6 +14,7 @@ mod properties;
 mod receipts;
 mod recipients;
 mod scheduling;
+mod segments;
 mod sends;
 mod support;
 mod webhooks;

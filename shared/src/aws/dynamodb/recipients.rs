@@ -344,3 +344,63 @@ impl RecipientStore for DynamoRecipients {
         Ok(devices)
     }
 }
+
+/// A scan's `LastEvaluatedKey` as an opaque string (the table's keys are strings) and back.
+fn encode_key(key: &Item) -> PortResult<String> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in key {
+        let text = value
+            .as_s()
+            .map_err(|_| PortError::Unknown(anyhow::anyhow!("the recipients table has a key that is not a string")))?;
+        out.insert(name.clone(), serde_json::Value::String(text.clone()));
+    }
+    Ok(serde_json::Value::Object(out).to_string())
+}
+
+fn decode_key(raw: &str) -> PortResult<Item> {
+    let invalid = || PortError::Permanent {
+        code: "InvalidCursor".into(),
+        message: "the scan cursor's start is not one a page gave".into(),
+    };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|_| invalid())?;
+    map.into_iter().map(|(k, v)| v.as_str().map(|v| (k, s(v))).ok_or_else(invalid)).collect()
+}
+
+impl AudienceScan for DynamoRecipients {
+    /// One parallel-scan request: `Limit` items read, of which the profiles are kept by a
+    /// filter (consent audit and endpoint index items are read, and paid for, but not
+    /// returned). Eventually consistent: half the read units of a strong read.
+    async fn page(&self, cursor: &ScanCursor, limit: u32) -> PortResult<ScanPage> {
+        let valid = (1..=1_000_000).contains(&cursor.total_segments) && cursor.segment < cursor.total_segments;
+        if !valid || limit == 0 {
+            return Err(PortError::Permanent {
+                code: "InvalidCursor".into(),
+                message: format!(
+                    "scan segment {} of {} with a limit of {limit}: segments are 0 to total - 1, of at most \
+                     1,000,000, and the limit at least 1",
+                    cursor.segment, cursor.total_segments
+                ),
+            });
+        }
+        let start = cursor.start.as_deref().map(decode_key).transpose()?;
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(i32::try_from(cursor.segment).unwrap_or(i32::MAX))
+            .total_segments(i32::try_from(cursor.total_segments).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .filter_expression("#sk = :profile")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":profile", s(PROFILE))
+            .consistent_read(false)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        let recipients: Vec<Recipient> = out.items.as_deref().unwrap_or_default().iter().map(Self::parse).collect();
+        let items_read = usize::try_from(out.scanned_count).unwrap_or_default();
+        let next = out.last_evaluated_key.as_ref().filter(|k| !k.is_empty()).map(encode_key).transpose()?;
+        Ok(ScanPage { recipients, items_read, next })
+    }
+}
