@@ -265,7 +265,8 @@ async fn a_broadcast_reaches_its_audience_once_though_pages_come_twice_and_a_wor
     let per_group = |g: Group| (0..n).filter(|i| group(*i) == g).count() as u64;
     assert_eq!(b.state, BroadcastState::Done);
     assert_eq!(b.counts.scanned, n as u64, "every profile read once, however often its page was");
-    let matched = per_group(Group::Sent) + per_group(Group::Bounced) + per_group(Group::QuietHours) + per_group(Group::Capped);
+    let matched =
+        per_group(Group::Sent) + per_group(Group::Bounced) + per_group(Group::QuietHours) + per_group(Group::Capped);
     assert_eq!((b.counts.matched, b.counts.queued), (matched, matched));
     let missed = |r: &str| b.counts.missed.get(r).copied().unwrap_or(0);
     assert_eq!(missed("no_consent"), per_group(Group::NoConsent));
@@ -339,13 +340,10 @@ async fn pause_holds_a_broadcast_resume_finishes_it_once_cancel_stops_it_and_sen
     t.publish(&[json!({"type": "cancel_broadcast", "campaign": cancelled}).to_string()]).await;
     wait_for_state(&t, &cancelled, BroadcastState::Cancelled).await;
     t.wait_idle().await;
-    let ledger_says = |i: usize| {
-        let key = format!("{cancelled}#{}", who(&tag, i));
-        async move { t.entry(&key).await.map(|e| (e.status.as_str().to_owned(), e.reason)) }
-    };
     let (mut sent, mut stopped) = (0, 0);
     for i in &reached {
-        match ledger_says(*i).await {
+        let entry = t.entry(&format!("{cancelled}#{}", who(&tag, *i))).await;
+        match entry.map(|e| (e.status.as_str().to_owned(), e.reason)) {
             Some((s, _)) if s == "sent" || s == "delivered" => sent += 1,
             Some((s, r)) if s == "suppressed" && r.as_deref() == Some("broadcast_cancelled") => stopped += 1,
             None => stopped += 1,

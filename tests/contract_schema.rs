@@ -253,6 +253,35 @@ fn inline_bodies_agree() {
             false,
         ),
         ("quiet hours as a string", upsert(json!({"quiet_hours": "22:00-08:00"})).to_string(), false),
+        // Profile attributes: scalars and lists of strings, lengths in characters.
+        ("attribute of 1024 emoji", upsert(json!({"attributes": {"a": emoji(1024)}})).to_string(), true),
+        ("attribute of 1025 emoji", upsert(json!({"attributes": {"a": emoji(1025)}})).to_string(), false),
+        ("list element of 1025 emoji", upsert(json!({"attributes": {"a": [emoji(1025)]}})).to_string(), false),
+        ("list of 100", upsert(json!({"attributes": {"a": vec!["x"; 100]}})).to_string(), true),
+        ("list of 101", upsert(json!({"attributes": {"a": vec!["x"; 101]}})).to_string(), false),
+        ("list of lists", upsert(json!({"attributes": {"a": [["x"]]}})).to_string(), false),
+        ("attribute name of 64", upsert(json!({"attributes": {"a".repeat(64): 1}})).to_string(), true),
+        ("attribute name of 65", upsert(json!({"attributes": {"a".repeat(65): 1}})).to_string(), false),
+        ("attribute name with @", upsert(json!({"attributes": {"a@b": 1}})).to_string(), false),
+        ("attribute name with é", upsert(json!({"attributes": {"caf\u{e9}": 1}})).to_string(), false),
+        ("empty attribute name", upsert(json!({"attributes": {"": 1}})).to_string(), false),
+        ("negative and exponent numbers", upsert(json!({"attributes": {"a": -1.5e3, "b": 0}})).to_string(), true),
+        (
+            "50 attributes",
+            upsert(
+                json!({"attributes": (0..50).map(|i| (format!("a{i}"), json!(i))).collect::<serde_json::Map<_, _>>()}),
+            )
+            .to_string(),
+            true,
+        ),
+        (
+            "51 attributes",
+            upsert(
+                json!({"attributes": (0..51).map(|i| (format!("a{i}"), json!(i))).collect::<serde_json::Map<_, _>>()}),
+            )
+            .to_string(),
+            false,
+        ),
         // Instants: RFC 3339.
         ("leap second", notify(json!({"send_at": "2016-12-31T23:59:60Z"})).to_string(), true),
         ("29 February in a leap year", notify(json!({"send_at": "2028-02-29T12:00:00Z"})).to_string(), true),

@@ -82,7 +82,12 @@ impl Pipeline {
             let event_source = env.sdk(Who::EventSource(name.clone())).await;
             sdks.insert(name, FunctionSdks { handler, event_source });
         }
-        let options = Options { sdks, schedules: scheduler.then_some(Some(Duration::ZERO)), log_invocations: true };
+        let options = Options {
+            sdks,
+            schedules: scheduler.then_some(Some(Duration::ZERO)),
+            log_invocations: true,
+            skip: Vec::new(),
+        };
         let runner = Runner::start_with(&stack, &env.plain, options)?;
         Ok(Self { stack, runner })
     }

@@ -213,7 +213,11 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
         .map(|f| (f.name.clone(), FunctionSdks { handler: proxied.clone(), event_source: direct.clone() }))
         .collect();
     // No scheduler: nothing here waits longer than an SQS delay.
-    let runner = Runner::start_with(&stack, &direct, Options { sdks, schedules: None, log_invocations: false })?;
+    let runner = Runner::start_with(
+        &stack,
+        &direct,
+        Options { sdks, schedules: None, log_invocations: false, skip: Vec::new() },
+    )?;
     let sqs = aws_sdk_sqs::Client::new(&direct);
     let ingest = stack.queue("IngestQueue")?.url.clone();
     let settle = Duration::from_secs(180);

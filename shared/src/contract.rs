@@ -106,8 +106,19 @@ pub struct UpsertRecipient {
     pub locale: Option<Locale>,
     #[serde(default)]
     pub quiet_hours: Option<QuietHours>,
-    #[serde(default)]
+    /// Merged into the stored attributes, one by one: a `null` removes that attribute.
+    /// Checked against the contract here ([`crate::domain::profile::check_contract`]) and
+    /// against the team's declared types at ingest ([`crate::domain::profile::ProfileSchema::check`]).
+    #[serde(default, deserialize_with = "checked_attributes")]
     pub attributes: Option<Map<String, Value>>,
+}
+
+fn checked_attributes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
+    let attrs = Option::<Map<String, Value>>::deserialize(d)?;
+    if let Some(a) = &attrs {
+        crate::domain::profile::check_contract(a).map_err(serde::de::Error::custom)?;
+    }
+    Ok(attrs)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -628,6 +639,17 @@ mod tests {
                 r#"{"type": "register_push_token", "recipient": "u", "platform": "fcm", "token": ["a1b2c3"]}"#.into(),
                 "invalid_field",
                 "token: invalid type: sequence, expected a string",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "attributes": {"plan": {"a": "a1b2c3"}}}"#.into(),
+                "invalid_field",
+                "attributes entry `plan` must be a string (at most 1024 characters), a number, a boolean, a list of \
+                 at most 100 such strings, or null to remove it",
+            ),
+            (
+                r#"{"type": "upsert_recipient", "recipient": "u", "attributes": {"ana@example.org": 1}}"#.into(),
+                "invalid_field",
+                "attributes have names of 1 to 64 letters, digits, _, - or .",
             ),
             (r#"{"type": "ana@example.org"}"#.into(), "unknown_type", "type is not one of notify, upsert_recipient, \
               set_consent, register_push_token, remove_push_token, erase_recipient"),

@@ -7,14 +7,17 @@ use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
 use crate::domain::jobs::EligibilityJob;
 use crate::domain::ledger::{Reason, Status, SuppressionCause};
+use crate::domain::profile::ProfileSchema;
 use crate::domain::recipient::{Device, Recipient};
+use crate::domain::segment::{Audience, SegmentDoc};
 use crate::domain::template::{CompiledTemplate, EmailContent};
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId,
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, SegmentName,
     TemplateName, redact_contacts,
 };
 use chrono::{DateTime, Utc};
-use std::collections::BTreeSet;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -324,7 +327,8 @@ pub trait Ledger: Send + Sync {
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
     fn get(&self, id: &MessageId) -> impl Future<Output = PortResult<Option<LedgerEntry>>> + Send;
     /// [`Ledger::transition`], also returning what the ledger knows of the message
-    /// (template, campaign) when the write applied, read back from the same write.
+    /// (template, campaign, recipient, channel), read back from the same write: as it is
+    /// now when the write applied, as it was when it was `Stale`.
     fn advance(
         &self,
         id: &MessageId,
@@ -334,11 +338,14 @@ pub trait Ledger: Send + Sync {
     }
 }
 
-/// What a receipt needs to know of a message to count it by template and campaign.
+/// What a receipt needs to know of a message: its template and campaign (to count it),
+/// its recipient and the channel it was sent on (to record the person's engagement).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MessageFacts {
     pub template: String,
     pub campaign: Option<String>,
+    pub recipient: Option<String>,
+    pub channel: Option<String>,
 }
 
 // ---------------------------------------------------------------- recipients
@@ -363,6 +370,16 @@ pub trait RecipientStore: Send + Sync {
         id: &RecipientId,
         device: &Device,
         now: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Records that the person opened or clicked a message on `channel` at `at`: only on a
+    /// profile that exists, and only if later than the engagement recorded (a repeat or a
+    /// late receipt changes nothing). One conditional write; receipts call it for opens and
+    /// clicks only, never on the path of a send.
+    fn note_engagement(
+        &self,
+        id: &RecipientId,
+        channel: Channel,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Removes a device by token; returns it if it was there.
     fn remove_device(
@@ -453,6 +470,69 @@ pub trait CampaignStore: Send + Sync {
     fn campaign(&self, name: &CampaignId) -> impl Future<Output = PortResult<Option<Arc<CampaignDoc>>>> + Send;
 }
 
+/// Segments and the profile schema, kept beside the templates (pushed by `herald
+/// templates push`) and cached like them.
+pub trait SegmentStore: Send + Sync {
+    fn segment(&self, name: &SegmentName) -> impl Future<Output = PortResult<Option<Arc<SegmentDoc>>>> + Send;
+    /// The attributes declared in `profile.toml`; none pushed is an empty schema.
+    fn profile_schema(&self) -> impl Future<Output = PortResult<Arc<ProfileSchema>>> + Send;
+}
+
+/// The segment `name` with its exclusion chain, read from `store`: `Ok(Err(why))` when it
+/// cannot be resolved (no such segment, an excluded one missing, a cycle), `Err` when the
+/// store could not be read.
+pub async fn resolve_audience<S: SegmentStore>(store: &S, name: &SegmentName) -> PortResult<Result<Audience, String>> {
+    let mut docs: BTreeMap<SegmentName, Arc<SegmentDoc>> = BTreeMap::new();
+    let mut next = Some(name.clone());
+    while let Some(n) = next.take() {
+        if docs.contains_key(&n) || docs.len() > Audience::MAX_CHAIN {
+            break;
+        }
+        if let Some(doc) = store.segment(&n).await? {
+            next = doc.exclude.clone();
+            docs.insert(n, doc);
+        }
+    }
+    Ok(Audience::resolve(name, |n| docs.get(n).cloned()))
+}
+
+// ---------------------------------------------------------------- audience scan
+
+/// Where one worker of a parallel scan of the recipients stands: scan segment `segment`
+/// of `total_segments` (DynamoDB's parallel `Scan`), from `start` (an opaque key that a
+/// previous [`ScanPage::next`] gave; `None`: from the beginning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCursor {
+    pub segment: u32,
+    pub total_segments: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+impl ScanCursor {
+    /// The first page of every scan segment.
+    pub fn all(total_segments: u32) -> Vec<ScanCursor> {
+        (0..total_segments).map(|segment| ScanCursor { segment, total_segments, start: None }).collect()
+    }
+}
+
+/// One page of a scan: the profiles on it, how many items the table read for it (consent
+/// audit and device index items included: what the page cost), and where the next page
+/// starts (`None`: this scan segment is finished).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScanPage {
+    pub recipients: Vec<Recipient>,
+    pub items_read: usize,
+    pub next: Option<String>,
+}
+
+/// The recipients table read in parallel segments, one page at a time, for a broadcast's
+/// fan-out and `herald segments count`.
+pub trait AudienceScan: Send + Sync {
+    /// At most `limit` items read (before keeping only profiles), eventually consistent.
+    fn page(&self, cursor: &ScanCursor, limit: u32) -> impl Future<Output = PortResult<ScanPage>> + Send;
+}
+
 // ---------------------------------------------------------------- schedule
 
 /// A job waiting in the schedule for its time.
@@ -477,36 +557,6 @@ pub trait ScheduleStore: Send + Sync {
     /// Where the last run stopped reading.
     fn cursor(&self) -> impl Future<Output = PortResult<Option<DateTime<Utc>>>> + Send;
     fn set_cursor(&self, at: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
-}
-
-/// PLACEHOLDER until the segments branch merges (same interface).
-pub trait SegmentStore: Send + Sync {
-    fn segment(
-        &self,
-        name: &crate::domain::SegmentName,
-    ) -> impl Future<Output = PortResult<Option<Arc<crate::domain::segment::SegmentDoc>>>> + Send;
-    fn profile_schema(&self) -> impl Future<Output = PortResult<Arc<crate::domain::profile::ProfileSchema>>> + Send;
-}
-
-/// PLACEHOLDER until the segments branch merges (same interface).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanCursor {
-    pub segment: u32,
-    pub total_segments: u32,
-    pub start: Option<String>,
-}
-
-/// PLACEHOLDER until the segments branch merges (same interface).
-#[derive(Debug, Clone)]
-pub struct ScanPage {
-    pub recipients: Vec<Recipient>,
-    pub items_read: usize,
-    pub next: Option<String>,
-}
-
-/// PLACEHOLDER until the segments branch merges (same interface).
-pub trait AudienceScan: Send + Sync {
-    fn page(&self, cursor: &ScanCursor, limit: u32) -> impl Future<Output = PortResult<ScanPage>> + Send;
 }
 
 // ---------------------------------------------------------------- broadcasts

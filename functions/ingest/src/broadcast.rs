@@ -63,8 +63,7 @@ async fn audience<T: SegmentStore>(
             return Ok(Err(Rejection::new("invalid_segment", why)));
         }
     }
-    Ok(Audience::resolve(name, |n| docs.get(n).map(|d| (**d).clone()))
-        .map_err(|why| Rejection::new("invalid_segment", why)))
+    Ok(Audience::resolve(name, |n| docs.get(n).cloned()).map_err(|why| Rejection::new("invalid_segment", why)))
 }
 
 /// The template the broadcast's messages name: its own, or (when it names none) the

@@ -15,10 +15,10 @@
 
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, required};
-use herald::domain::Channel;
 use herald::domain::contact::redact_contacts;
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::receipts::{LedgerChange, PushAction, PushEvent, Receipt, ReceiptAction};
+use herald::domain::{Channel, RecipientId};
 use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
 use herald::metrics;
 use herald::ports::*;
@@ -49,6 +49,7 @@ impl Config {
 pub struct Deps<L, S, D, O> {
     pub ledger: L,
     pub suppression: S,
+    /// The recipients table: devices by endpoint, and each person's last engagement.
     pub devices: D,
     pub outbox: O,
 }
@@ -62,7 +63,7 @@ pub async fn handler<L, S, D, O>(
 where
     L: Ledger,
     S: SuppressionList,
-    D: DeviceRegistry,
+    D: DeviceRegistry + RecipientStore,
     O: Outbox,
 {
     let now = Utc::now();
@@ -74,7 +75,7 @@ async fn process<L, S, D, O>(deps: &Deps<L, S, D, O>, record: Record, now: DateT
 where
     L: Ledger,
     S: SuppressionList,
-    D: DeviceRegistry,
+    D: DeviceRegistry + RecipientStore,
     O: Outbox,
 {
     let receipt = match Receipt::parse(&record.body) {
@@ -107,6 +108,7 @@ async fn apply<L, S, D, O>(deps: &Deps<L, S, D, O>, action: ReceiptAction, now: 
 where
     L: Ledger,
     S: SuppressionList,
+    D: RecipientStore,
 {
     // Suppress first: it matters even when the message is unknown to the ledger.
     for s in &action.suppress {
@@ -118,7 +120,7 @@ where
         tracing::info!(event = %action.event, "event without a Herald message id: suppression only");
         return Ok(());
     };
-    match action.change {
+    match action.change.clone() {
         LedgerChange::None => Ok(()),
         LedgerChange::Advance { status, reason, detail } => {
             let mut t = Transition::new(status, now).channel(action.channel);
@@ -138,6 +140,15 @@ where
                 );
             }
             tracing::info!(message_id = %id, event = %action.event, status = %status, applied = ?applied, "receipt");
+            // An open or a click: the person's last engagement on that channel (segments
+            // read it). After the ledger write, whose answer names the person: a retry of
+            // this record finds the message `Stale` and still records it.
+            let recipient = facts.as_ref().and_then(|f| f.recipient.as_deref()).and_then(|r| RecipientId::new(r).ok());
+            if let (Some(channel), Some(recipient)) =
+                (action.engagement(facts.as_ref().and_then(|f| f.channel.as_deref())), recipient)
+            {
+                deps.devices.note_engagement(&recipient, channel, now).await?;
+            }
             Ok(())
         }
         LedgerChange::Note { status, detail } => {

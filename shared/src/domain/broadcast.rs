@@ -340,9 +340,9 @@ mod tests {
             topic: Some(Topic::new("promotions").unwrap()),
             channels: vec![Channel::Email],
             exclude: None,
-            filter: serde_json::Value::Null,
+            filter: crate::domain::segment::Filter::default(),
         };
-        let audience = Audience { segment, excluded: vec![] };
+        let audience = Audience { segment, exclusions: vec![] };
         Broadcast::new(request, TemplateName::new("weekly_digest").unwrap(), audience, 4, now)
     }
 

@@ -96,7 +96,7 @@ identifier!(
     CampaignId, "campaign", max = 64, chars = name_char
 );
 identifier!(
-    /// A segment's name, such as `active_pro_users` (`segments/<name>.toml`).
+    /// A segment's name, such as `lapsed_pro` (`segments/<name>.toml`).
     SegmentName, "segment", max = 64, chars = name_char
 );
 identifier!(

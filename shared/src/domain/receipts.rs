@@ -151,6 +151,21 @@ pub struct ReceiptAction {
     pub on_channels: Option<Vec<Channel>>,
 }
 
+impl ReceiptAction {
+    /// The channel on which this event shows the person engaging (an open or a click),
+    /// given the channel the ledger says the message was sent on: only an open or click
+    /// of a message sent on the event's own channel, and on a channel the event's provider
+    /// carries, counts. Whether the ledger's status moved does not matter: a second open
+    /// is engagement too.
+    pub fn engagement(&self, sent_on: Option<&str>) -> Option<Channel> {
+        let LedgerChange::Advance { status: Status::Opened | Status::Clicked, .. } = self.change else {
+            return None;
+        };
+        let carried = self.on_channels.as_ref().is_none_or(|on| on.contains(&self.channel));
+        (carried && sent_on == Some(self.channel.as_str())).then_some(self.channel)
+    }
+}
+
 fn bounded(detail: &str) -> String {
     detail.chars().take(DETAIL_MAX).collect()
 }
@@ -920,5 +935,31 @@ mod tests {
         assert_eq!(actions[2].suppress[0].cause, SuppressionCause::OptOut);
         assert!(actions[3].suppress.is_empty(), "no address given: nothing to suppress");
         assert!(matches!(actions[3].change, LedgerChange::Advance { status: Status::Complained, .. }));
+    }
+
+    #[test]
+    fn opens_and_clicks_on_the_channel_sent_are_engagement() {
+        let action = |status: Status, channel: Channel, on: Option<Vec<Channel>>| ReceiptAction {
+            event: "e".into(),
+            message_id: None,
+            channel,
+            provider_id: None,
+            change: LedgerChange::Advance { status, reason: None, detail: String::new() },
+            suppress: Vec::new(),
+            on_channels: on,
+        };
+        let cases = [
+            (action(Status::Opened, Channel::Email, None), Some("email"), Some(Channel::Email)),
+            (action(Status::Clicked, Channel::Sms, Some(vec![Channel::Sms])), Some("sms"), Some(Channel::Sms)),
+            (action(Status::Delivered, Channel::Email, None), Some("email"), None),
+            (action(Status::Opened, Channel::Email, None), Some("push"), None),
+            (action(Status::Opened, Channel::Email, None), None, None),
+            (action(Status::Clicked, Channel::Push, Some(vec![Channel::Sms])), Some("push"), None),
+        ];
+        for (a, sent_on, expected) in cases {
+            assert_eq!(a.engagement(sent_on), expected, "{a:?} sent on {sent_on:?}");
+        }
+        let noted = ReceiptAction { change: LedgerChange::None, ..action(Status::Opened, Channel::Email, None) };
+        assert_eq!(noted.engagement(Some("email")), None);
     }
 }

@@ -6,6 +6,7 @@ use crate::domain::contact::contact_hash;
 use crate::domain::{Channel, DeviceId, EmailAddress, PhoneNumber, Platform, PushToken, RecipientId, Topic};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// A daily window, in the recipient's own time zone, during which marketing waits.
@@ -101,6 +102,13 @@ pub struct Recipient {
     pub quiet_hours: Option<QuietHours>,
     pub consents: BTreeMap<ConsentScope, ConsentState>,
     pub devices: Vec<Device>,
+    /// Profile attributes as stored (declared or not; see [`crate::domain::profile`]).
+    pub attributes: Map<String, Value>,
+    /// When Herald first heard of the person (their first command); absent on profiles
+    /// written before Herald recorded it.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the person last opened or clicked a message, per channel (from receipts).
+    pub last_engaged: BTreeMap<Channel, DateTime<Utc>>,
 }
 
 /// What consent allows for one channel and topic.
@@ -135,6 +143,11 @@ impl Recipient {
             Channel::Sms => self.phone.is_some(),
             Channel::Push => !self.devices.is_empty(),
         }
+    }
+
+    /// The channels the person can be reached on (a contact point or a device), in Herald's order.
+    pub fn reachable(&self) -> Vec<Channel> {
+        Channel::ALL.into_iter().filter(|c| self.has_contact(*c)).collect()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Devices by platform endpoint: the endpoint index and the device registry.
 
-use super::recipients::DEVICE_PREFIX;
+use super::recipients::{CREATED_AT, DEVICE_PREFIX};
 use super::*;
 
 /// The endpoint index: one item per platform endpoint, `pk` = `endpoint#<ARN>`,
@@ -146,7 +146,7 @@ impl DeviceRegistry for DynamoRecipients {
             ("arn".to_owned(), s(&device.endpoint_arn)),
             ("at".to_owned(), ts(now)),
         ]));
-        let mut update = String::from("SET #d = :d, updated_at = :now");
+        let mut update = format!("SET #d = :d, updated_at = :now, {CREATED_AT} = if_not_exists({CREATED_AT}, :now)");
         let mut req = self
             .client
             .update_item()

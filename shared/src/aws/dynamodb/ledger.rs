@@ -162,8 +162,9 @@ impl DynamoLedger {
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":h", history_entry(&t))
             // The item comes back with the write at no extra cost: its template and
-            // campaign label the transition's metric without a read.
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            // campaign label the transition's metric without a read. As it was before
+            // this write: its `channel` is the one the message was sent on, not the event's.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(extra) = extra {
             condition.push_str(" AND ");
@@ -196,20 +197,25 @@ impl DynamoLedger {
             }
         }
         match req.update_expression(update).condition_expression(condition).send().await {
-            Ok(out) => {
-                let facts = out.attributes.as_ref().map(|item| MessageFacts {
-                    template: get_s(item, "template").unwrap_or_default().to_owned(),
-                    campaign: get_s(item, "campaign").map(str::to_owned),
-                });
-                Ok((Applied::Applied, facts))
-            }
+            Ok(out) => Ok((Applied::Applied, out.attributes.as_ref().map(Self::facts))),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    let exists = c.item().is_some_and(|i| i.contains_key("pk"));
-                    Ok((if exists { Applied::Stale } else { Applied::Unknown }, None))
+                    match c.item().filter(|i| i.contains_key("pk")) {
+                        Some(item) => Ok((Applied::Stale, Some(Self::facts(item)))),
+                        None => Ok((Applied::Unknown, None)),
+                    }
                 }
                 _ => Err(classify("UpdateItem", e)),
             },
+        }
+    }
+
+    fn facts(item: &Item) -> MessageFacts {
+        MessageFacts {
+            template: get_s(item, "template").unwrap_or_default().to_owned(),
+            campaign: get_s(item, "campaign").map(str::to_owned),
+            recipient: get_s(item, "recipient").map(str::to_owned),
+            channel: get_s(item, "channel").map(str::to_owned),
         }
     }
 

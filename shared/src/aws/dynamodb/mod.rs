@@ -11,10 +11,13 @@ use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
 use crate::domain::jobs::EligibilityJob;
 use crate::domain::ledger::{Status, SuppressionCause};
+use crate::domain::profile::ProfileSchema;
 use crate::domain::recipient::{ConsentScope, ConsentState, Device, QuietHours, Recipient, device_slot};
+use crate::domain::segment::SegmentDoc;
 use crate::domain::template::{CompiledTemplate, TemplateDoc};
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, TemplateName,
+    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, SegmentName,
+    TemplateName,
 };
 use crate::ports::*;
 use aws_sdk_dynamodb::Client;
@@ -33,7 +36,6 @@ mod devices;
 mod ledger;
 mod recipients;
 mod replay;
-mod scan_placeholder;
 mod schedule;
 mod suppression;
 mod templates;
@@ -45,7 +47,7 @@ pub use recipients::DynamoRecipients;
 pub use replay::DynamoReplayGuard;
 pub use schedule::DynamoSchedule;
 pub use suppression::DynamoSuppression;
-pub use templates::{DynamoTemplates, parse_kind, parse_platform};
+pub use templates::{DynamoTemplates, Pushed, parse_kind, parse_platform};
 
 type Item = HashMap<String, AttributeValue>;
 

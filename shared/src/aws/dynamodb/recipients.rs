@@ -14,6 +14,51 @@ pub struct DynamoRecipients {
 pub(super) const PROFILE: &str = "profile";
 const CONSENT_PREFIX: &str = "consent:";
 pub(super) const DEVICE_PREFIX: &str = "device:";
+/// One attribute per profile attribute (`attr:plan`), so an upsert merges what it names
+/// and concurrent upserts of different attributes never overwrite each other.
+const ATTRIBUTE_PREFIX: &str = "attr:";
+/// Before attributes were typed they were stored whole, as one JSON string: read beneath
+/// the `attr:` ones until the next upsert carrying attributes (which replaced the whole
+/// set then, and so carries the whole set) removes it.
+const LEGACY_ATTRIBUTES: &str = "attributes";
+/// When the person last engaged on a channel: `engaged_email`.
+const ENGAGED_PREFIX: &str = "engaged_";
+/// Set once, by the first write that creates the profile.
+pub(super) const CREATED_AT: &str = "created_at";
+
+/// A profile attribute as DynamoDB stores it: S, N, BOOL, or L of S.
+fn attribute_value(value: &serde_json::Value) -> Option<AttributeValue> {
+    use serde_json::Value;
+    Some(match value {
+        Value::String(v) => s(v),
+        Value::Number(v) => n(v),
+        Value::Bool(v) => AttributeValue::Bool(*v),
+        Value::Array(items) => AttributeValue::L(items.iter().filter_map(|i| i.as_str().map(s)).collect()),
+        Value::Null | Value::Object(_) => return None,
+    })
+}
+
+/// A stored profile attribute as JSON; `None` for what Herald never writes.
+fn attribute_json(value: &AttributeValue) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    Some(match value {
+        AttributeValue::S(v) => Value::String(v.clone()),
+        AttributeValue::N(v) => {
+            let number = v
+                .parse::<i64>()
+                .map(serde_json::Number::from)
+                .or_else(|_| v.parse::<u64>().map(serde_json::Number::from))
+                .ok()
+                .or_else(|| v.parse::<f64>().ok().and_then(serde_json::Number::from_f64))?;
+            Value::Number(number)
+        }
+        AttributeValue::Bool(v) => Value::Bool(*v),
+        AttributeValue::L(items) => {
+            Value::Array(items.iter().filter_map(|i| i.as_s().ok()).map(|v| Value::String(v.clone())).collect())
+        }
+        _ => return None,
+    })
+}
 
 impl DynamoRecipients {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -37,7 +82,25 @@ impl DynamoRecipients {
         if let (Some(start), Some(end)) = (time("quiet_start"), time("quiet_end")) {
             r.quiet_hours = Some(QuietHours { start, end });
         }
+        r.created_at = get_s(item, CREATED_AT).and_then(|v| v.parse().ok());
+        if let Some(serde_json::Value::Object(legacy)) =
+            get_s(item, LEGACY_ATTRIBUTES).and_then(|v| serde_json::from_str(v).ok())
+        {
+            r.attributes = legacy;
+        }
         for (name, value) in item {
+            if let Some(attribute) = name.strip_prefix(ATTRIBUTE_PREFIX) {
+                if let Some(v) = attribute_json(value) {
+                    r.attributes.insert(attribute.to_owned(), v);
+                }
+                continue;
+            }
+            if let Some(channel) = name.strip_prefix(ENGAGED_PREFIX).and_then(|c| c.parse::<Channel>().ok()) {
+                if let Some(at) = value.as_s().ok().and_then(|v| v.parse().ok()) {
+                    r.last_engaged.insert(channel, at);
+                }
+                continue;
+            }
             let Ok(m) = value.as_m() else { continue };
             if let Some(scope) = name.strip_prefix(CONSENT_PREFIX).and_then(ConsentScope::parse_key) {
                 let state = (|| {
@@ -73,7 +136,9 @@ impl RecipientStore for DynamoRecipients {
     }
 
     async fn upsert(&self, cmd: &UpsertRecipient, now: DateTime<Utc>) -> PortResult<()> {
-        let mut sets = vec!["updated_at = :now".to_owned()];
+        let mut sets =
+            vec!["updated_at = :now".to_owned(), format!("{CREATED_AT} = if_not_exists({CREATED_AT}, :now)")];
+        let mut removes: Vec<String> = Vec::new();
         let mut values: Item = HashMap::from([(":now".to_owned(), ts(now))]);
         // Names go through placeholders: several (`timezone`) are DynamoDB reserved words.
         let mut names: HashMap<String, String> = HashMap::new();
@@ -98,14 +163,30 @@ impl RecipientStore for DynamoRecipients {
             put("quiet_start", s(q.start.format("%H:%M").to_string()));
             put("quiet_end", s(q.end.format("%H:%M").to_string()));
         }
-        if let Some(a) = &cmd.attributes {
-            put("attributes", s(serde_json::Value::Object(a.clone()).to_string()));
+        if let Some(attributes) = &cmd.attributes {
+            // Each named attribute is set, or removed by a null; the others keep their value.
+            for (i, (name, value)) in attributes.iter().enumerate() {
+                names.insert(format!("#a{i}"), format!("{ATTRIBUTE_PREFIX}{name}"));
+                match attribute_value(value) {
+                    Some(v) => {
+                        sets.push(format!("#a{i} = :a{i}"));
+                        values.insert(format!(":a{i}"), v);
+                    }
+                    None => removes.push(format!("#a{i}")),
+                }
+            }
+            names.insert("#legacy".to_owned(), LEGACY_ATTRIBUTES.to_owned());
+            removes.push("#legacy".to_owned());
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::profile_key(&cmd.recipient)))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(update)
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
             .set_expression_attribute_values(Some(values))
             .send()
@@ -143,7 +224,9 @@ impl RecipientStore for DynamoRecipients {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::profile_key(&cmd.recipient)))
-            .update_expression("SET #c = :state, updated_at = :now")
+            .update_expression(format!(
+                "SET #c = :state, updated_at = :now, {CREATED_AT} = if_not_exists({CREATED_AT}, :now)"
+            ))
             // Consents can arrive out of order: only a newer one replaces the current state.
             .condition_expression("attribute_not_exists(#c) OR #c.#at <= :at")
             .expression_attribute_names("#c", format!("{CONSENT_PREFIX}{}", scope.key()))
@@ -157,6 +240,23 @@ impl RecipientStore for DynamoRecipients {
             Some(_) => ConsentApplied::Applied,
             None => ConsentApplied::Older,
         })
+    }
+
+    /// One conditional write: on an existing profile only, and only moving the time forward
+    /// (receipts arrive out of order and more than once).
+    async fn note_engagement(&self, id: &RecipientId, channel: Channel, at: DateTime<Utc>) -> PortResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::profile_key(id)))
+            .update_expression("SET #e = :at")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#e) OR #e < :at)")
+            .expression_attribute_names("#e", format!("{ENGAGED_PREFIX}{channel}"))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await;
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn add_device(&self, id: &RecipientId, device: &Device, now: DateTime<Utc>) -> PortResult<()> {
@@ -242,5 +342,65 @@ impl RecipientStore for DynamoRecipients {
             self.drop_index(&device.endpoint_arn, id).await?;
         }
         Ok(devices)
+    }
+}
+
+/// A scan's `LastEvaluatedKey` as an opaque string (the table's keys are strings) and back.
+fn encode_key(key: &Item) -> PortResult<String> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in key {
+        let text = value
+            .as_s()
+            .map_err(|_| PortError::Unknown(anyhow::anyhow!("the recipients table has a key that is not a string")))?;
+        out.insert(name.clone(), serde_json::Value::String(text.clone()));
+    }
+    Ok(serde_json::Value::Object(out).to_string())
+}
+
+fn decode_key(raw: &str) -> PortResult<Item> {
+    let invalid = || PortError::Permanent {
+        code: "InvalidCursor".into(),
+        message: "the scan cursor's start is not one a page gave".into(),
+    };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|_| invalid())?;
+    map.into_iter().map(|(k, v)| v.as_str().map(|v| (k, s(v))).ok_or_else(invalid)).collect()
+}
+
+impl AudienceScan for DynamoRecipients {
+    /// One parallel-scan request: `Limit` items read, of which the profiles are kept by a
+    /// filter (consent audit and endpoint index items are read, and paid for, but not
+    /// returned). Eventually consistent: half the read units of a strong read.
+    async fn page(&self, cursor: &ScanCursor, limit: u32) -> PortResult<ScanPage> {
+        let valid = (1..=1_000_000).contains(&cursor.total_segments) && cursor.segment < cursor.total_segments;
+        if !valid || limit == 0 {
+            return Err(PortError::Permanent {
+                code: "InvalidCursor".into(),
+                message: format!(
+                    "scan segment {} of {} with a limit of {limit}: segments are 0 to total - 1, of at most \
+                     1,000,000, and the limit at least 1",
+                    cursor.segment, cursor.total_segments
+                ),
+            });
+        }
+        let start = cursor.start.as_deref().map(decode_key).transpose()?;
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(i32::try_from(cursor.segment).unwrap_or(i32::MAX))
+            .total_segments(i32::try_from(cursor.total_segments).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .filter_expression("#sk = :profile")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":profile", s(PROFILE))
+            .consistent_read(false)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        let recipients: Vec<Recipient> = out.items.as_deref().unwrap_or_default().iter().map(Self::parse).collect();
+        let items_read = usize::try_from(out.scanned_count).unwrap_or_default();
+        let next = out.last_evaluated_key.as_ref().filter(|k| !k.is_empty()).map(encode_key).transpose()?;
+        Ok(ScanPage { recipients, items_read, next })
     }
 }
