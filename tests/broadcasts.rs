@@ -125,7 +125,7 @@ async fn seed(t: &TestStack, tag: &str, n: usize) {
 
 fn broadcast_body(campaign: &str, segment: &str, rate: u32) -> String {
     json!({"type": "broadcast", "campaign": campaign, "segment": segment, "template": "weekly_digest",
-           "rate_per_second": rate, "data": {"count": 3}})
+           "rate_per_second": rate, "data": {"headline": "Spring is here"}})
     .to_string()
 }
 
@@ -170,7 +170,7 @@ async fn a_broadcast_reaches_its_audience_once_though_pages_come_twice_and_a_wor
         .filter(|i| group(*i) == Group::Capped)
         .map(|i| {
             json!({"idempotency_key": format!("{tag}-warmup-{i}"), "recipient": who(&tag, i), "template": "weekly_digest",
-                   "kind": "marketing", "topic": "promotions", "channels": ["email"], "data": {"count": 1}})
+                   "kind": "marketing", "topic": "promotions", "channels": ["email"], "data": {"headline": "Warm-up"}})
             .to_string()
         })
         .collect();
