@@ -4,6 +4,7 @@
 
 mod adapters;
 mod bodies;
+mod campaign_results;
 mod contract_schema;
 mod dispatching;
 mod idempotency;

@@ -129,6 +129,12 @@ export interface HeraldProps {
   readonly recipientWait?: Duration;
   /** Days a ledger entry is kept (DynamoDB TTL). @default 30 */
   readonly ledgerRetentionDays?: number;
+  /**
+   * Share of people (0 to 100, decimals allowed) held out of all marketing, whatever the
+   * campaign (the global control group, chosen by a hash of the recipient id, the same people
+   * over time); their marketing is recorded as suppressed, reason `global_control`. @default 0
+   */
+  readonly globalControlPercent?: number;
   /** @default 'info' */
   readonly logLevel?: LogLevel;
   /** How long the functions' logs are kept. @default logs.RetentionDays.ONE_MONTH */
@@ -438,6 +444,7 @@ export class Herald extends Construct {
           HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_SCHEDULE_TABLE: schedule.tableName,
           HERALD_RECIPIENT_WAIT_SECS: String((props.recipientWait ?? Duration.seconds(60)).toSeconds()),
+          HERALD_GLOBAL_CONTROL_PERCENT: String(props.globalControlPercent ?? 0),
         },
         statements: [
           ledgerAccess('PutItem', 'GetItem', 'BatchGetItem', 'UpdateItem'),
@@ -907,6 +914,10 @@ function validate(props: HeraldProps) {
   range(props.smsMaxSegments, 'smsMaxSegments', 1, 10);
   range(props.retryBase?.toSeconds(), 'retryBase (seconds)', 0, 900);
   range(props.recipientWait?.toSeconds(), 'recipientWait (seconds)', 0, 3600);
+  const control = props.globalControlPercent;
+  if (control !== undefined && !(Number.isFinite(control) && control >= 0 && control <= 100)) {
+    throw new Error(`Herald: globalControlPercent must be a number from 0 to 100, not ${control}`);
+  }
   const days = props.ledgerRetentionDays;
   if (days !== undefined && !(Number.isInteger(days) && days >= 1)) {
     throw new Error(`Herald: ledgerRetentionDays must be a whole number of days, at least 1, not ${days}`);

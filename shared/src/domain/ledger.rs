@@ -91,6 +91,8 @@ pub enum Reason {
     CapReached,
     Cooldown,
     Holdout,
+    /// In the stack-wide global control group: held out of all marketing.
+    GlobalControl,
     QuietHoursDeferred,
     Scheduled,
     Expired,
@@ -119,6 +121,7 @@ impl Reason {
             Reason::CapReached => "cap_reached",
             Reason::Cooldown => "cooldown",
             Reason::Holdout => "holdout",
+            Reason::GlobalControl => "global_control",
             Reason::QuietHoursDeferred => "quiet_hours_deferred",
             Reason::Scheduled => "scheduled",
             Reason::Expired => "expired",
@@ -206,5 +209,6 @@ mod tests {
         }
         assert_eq!(serde_json::to_value(Reason::QuietHoursDeferred).unwrap(), "quiet_hours_deferred");
         assert_eq!(serde_json::to_value(Reason::CapReached).unwrap(), Reason::CapReached.as_str());
+        assert_eq!(serde_json::to_value(Reason::GlobalControl).unwrap(), Reason::GlobalControl.as_str());
     }
 }

@@ -1,0 +1,102 @@
+//! Campaign results on the local stack: the global control group held out of all
+//! marketing through the pipeline, conversions recorded by `track` on a campaign's
+//! messages, and both in `herald funnel`.
+
+use crate::support::*;
+use herald::domain::RecipientId;
+use herald::domain::campaign::GlobalControl;
+use serde_json::json;
+
+/// `n` people of this test inside the global control group at `percent`, and `n` outside.
+fn people(tag: &str, percent: f64, n: usize) -> (Vec<String>, Vec<String>) {
+    let global = GlobalControl::new(percent).unwrap();
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let who = format!("p{i}-{tag}");
+        let list = if global.contains(&RecipientId::new(who.as_str()).unwrap()) { &mut inside } else { &mut outside };
+        if list.len() < n {
+            list.push(who);
+        }
+        if inside.len() == n && outside.len() == n {
+            break;
+        }
+    }
+    (inside, outside)
+}
+
+fn address(who: &str) -> String {
+    format!("{who}@example.org")
+}
+
+/// Upserts each person with an email address and their opt-in to email.
+async fn opted_in(t: &TestStack, who: &[String]) {
+    let bodies: Vec<String> = who
+        .iter()
+        .flat_map(|w| {
+            [
+                json!({"type": "upsert_recipient", "recipient": w, "email": address(w)}).to_string(),
+                json!({"type": "set_consent", "recipient": w, "channel": "email", "granted": true, "source": "test"})
+                    .to_string(),
+            ]
+        })
+        .collect();
+    t.publish(&bodies).await;
+    t.wait_idle().await;
+}
+
+fn digest(key: &str, who: &str, campaign: Option<&str>) -> String {
+    let mut body = json!({"idempotency_key": key, "recipient": who, "template": "weekly_digest", "kind": "marketing",
+                          "channels": ["email"], "data": {"headline": "Spring"}});
+    if let Some(c) = campaign {
+        body["campaign"] = json!(c);
+    }
+    body.to_string()
+}
+
+fn shipped(key: &str, who: &str) -> String {
+    json!({"idempotency_key": key, "recipient": who, "template": "order_shipped", "kind": "transactional",
+           "channels": ["email"], "data": {"order_id": "7"}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_control_group_is_held_out_of_all_marketing_and_only_marketing() {
+    let t = TestStack::with_env(&[("eligibility", "HERALD_GLOBAL_CONTROL_PERCENT", "30")]).await;
+    let tag = t.tag.clone();
+    let (inside, outside) = people(&tag, 30.0, 3);
+    opted_in(&t, &[inside.clone(), outside.clone()].concat()).await;
+
+    let mut bodies = Vec::new();
+    for who in &inside {
+        // A campaign's message (spring-sale holds out 20% itself) and one of no campaign.
+        bodies.push(digest(&format!("spring-sale#{who}"), who, Some("spring-sale")));
+        bodies.push(digest(&format!("{tag}-plain-{who}"), who, None));
+    }
+    for who in inside.iter().chain(&outside) {
+        bodies.push(shipped(&format!("{tag}-order-{who}"), who));
+    }
+    for who in &outside {
+        bodies.push(digest(&format!("{tag}-plain-{who}"), who, None));
+    }
+    t.publish(&bodies).await;
+    t.wait_idle().await;
+
+    let data = provider_data().await;
+    for who in &inside {
+        for key in [format!("spring-sale#{who}"), format!("{tag}-plain-{who}")] {
+            let e = t.entry(&key).await.unwrap();
+            assert_eq!((e.status.as_str(), e.reason.as_deref()), ("suppressed", Some("global_control")), "{key}");
+        }
+        let order = t.entry(&format!("{tag}-order-{who}")).await.unwrap();
+        assert_eq!(order.status.as_str(), "sent", "transactional is never held out: {who}");
+        let emails = emails_to(&data, &address(who));
+        assert_eq!(emails.len(), 1, "{who} got the order email only");
+        assert_eq!(emails[0]["subject"], "Order 7 has shipped");
+    }
+    for who in &outside {
+        let e = t.entry(&format!("{tag}-plain-{who}")).await.unwrap();
+        assert_eq!((e.status.as_str(), e.reason.as_deref()), ("sent", None), "{who} is not in the group");
+        assert_eq!(emails_to(&data, &address(who)).len(), 2, "{who}: the digest and the order");
+    }
+    t.stop().await;
+}
