@@ -100,3 +100,78 @@ async fn the_global_control_group_is_held_out_of_all_marketing_and_only_marketin
     }
     t.stop().await;
 }
+
+/// A marketing request of `campaign` to `who`, keyed as a broadcast keys it.
+fn campaign_request(campaign: &str, who: &str) -> herald::contract::NotifyRequest {
+    let body = json!({"idempotency_key": format!("{campaign}#{who}"), "recipient": who, "template": "weekly_digest",
+                      "kind": "marketing", "campaign": campaign});
+    match herald::contract::IngestMessage::parse(&body.to_string()).unwrap() {
+        herald::contract::IngestMessage::Notify(r) => *r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_conversion_is_recorded_once_within_its_window_and_the_earliest_counts() {
+    use chrono::{TimeDelta, Utc};
+    use herald::domain::campaign::message_id;
+    use herald::domain::ledger::{Reason, Status};
+    use herald::domain::{CampaignId, EventName};
+    use herald::ports::{Admit, Conversion, Converted, Ledger, Transition};
+
+    let t = TestStack::without_functions().await;
+    let ledger = t.ledger();
+    let campaign = CampaignId::new(format!("{}-sale", t.tag)).unwrap();
+    let other = CampaignId::new(format!("{}-other", t.tag)).unwrap();
+    let purchase = EventName::new("purchase").unwrap();
+    let accepted = Utc::now() - TimeDelta::days(3);
+    let admit = |who: &str| {
+        let request = campaign_request(campaign.as_str(), who);
+        let id = message_id(&campaign, &request.recipient).unwrap();
+        (request, id)
+    };
+    let (ana, ana_id) = admit("ana");
+    let (bob, bob_id) = admit("bob");
+    for (request, id) in [(&ana, &ana_id), (&bob, &bob_id)] {
+        let a = Admit {
+            id,
+            source_id: "s",
+            request,
+            now: accepted,
+            dedupe_until: accepted + TimeDelta::days(1),
+            expires_at: accepted + TimeDelta::days(30),
+        };
+        ledger.admit(a).await.unwrap();
+    }
+    // Bob was held out: his message is suppressed, and converts all the same.
+    let held = Transition::new(Status::Suppressed, accepted).reason(Reason::Holdout);
+    ledger.settle(&bob_id, held).await.unwrap();
+
+    let window = TimeDelta::hours(48);
+    let nobody = message_id(&campaign, &herald::domain::RecipientId::new("nobody").unwrap()).unwrap();
+    let at = |hours: i64| accepted + TimeDelta::hours(hours);
+    // (label, message, campaign, at, value, expected), in order: each sees what the ones before wrote.
+    let cases = [
+        ("a person with no message of the campaign", &nobody, &campaign, at(1), None, Converted::NoMessage),
+        ("the message of another campaign", &ana_id, &other, at(1), None, Converted::NoMessage),
+        ("before the message was accepted", &ana_id, &campaign, at(-1), None, Converted::OutsideWindow),
+        ("past the window", &ana_id, &campaign, at(49), None, Converted::OutsideWindow),
+        ("within the window", &ana_id, &campaign, at(24), Some(10.5), Converted::Recorded),
+        ("the same track again", &ana_id, &campaign, at(24), Some(10.5), Converted::AlreadyConverted),
+        ("a later conversion", &ana_id, &campaign, at(30), Some(99.0), Converted::AlreadyConverted),
+        ("an earlier one, arrived late", &ana_id, &campaign, at(2), None, Converted::Recorded),
+        ("the edge of the window", &bob_id, &campaign, at(48), Some(5.0), Converted::Recorded),
+    ];
+    for (label, id, campaign, at, value, expected) in cases {
+        let c = Conversion { id, campaign, event: &purchase, at, value, window };
+        assert_eq!(ledger.record_conversion(c).await.unwrap(), expected, "{label}");
+    }
+    let e = ledger.get(&ana_id).await.unwrap().unwrap();
+    let c = e.conversion.expect("ana converted");
+    assert_eq!((c.event.as_str(), c.value), ("purchase", None), "the earliest conversion, whole");
+    assert_eq!(c.at.parse::<chrono::DateTime<Utc>>().unwrap().timestamp(), at(2).timestamp());
+    assert_eq!((e.status, e.history.len()), (Status::Accepted, 1), "status and history untouched");
+    let b = ledger.get(&bob_id).await.unwrap().unwrap();
+    assert_eq!((b.status, b.conversion.and_then(|c| c.value)), (Status::Suppressed, Some(5.0)));
+    assert!(ledger.get(&nobody).await.unwrap().is_none(), "no item was made for a person with no message");
+}

@@ -3,17 +3,21 @@
 use crate::{Config, Deps};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients};
+use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
-pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints>;
+pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints, DynamoTemplates>;
+
+/// How long a warm function keeps the list of campaigns a `track` is matched against.
+pub const CAMPAIGN_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Deps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
-        recipients: DynamoRecipients::new(dynamodb, &config.recipients_table),
+        recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
+        campaigns: DynamoTemplates::new(dynamodb, &config.templates_table, CAMPAIGN_LIST_TTL),
         outbox: SqsOutbox::new(
             aws_sdk_sqs::Client::new(sdk),
             QueueUrls { eligibility: Some(config.eligibility_queue_url.clone()), ..QueueUrls::default() },

@@ -1,11 +1,13 @@
 //! Ingest: validates each producer message against contract v1, admits
 //! notifications into the ledger once per idempotency key, applies recipient
-//! commands, and forwards notifications to eligibility in batches.
+//! commands, records conversions (`track`), and forwards notifications to
+//! eligibility in batches.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
-use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
+use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection, Track};
 use herald::domain::MessageId;
+use herald::domain::campaign;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
 use herald::domain::ledger::Status;
 use herald::domain::recipient::Device;
@@ -19,6 +21,8 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub recipients_table: String,
+    /// Where campaign definitions are (a `track` looks for the campaigns naming its event).
+    pub templates_table: String,
     pub eligibility_queue_url: String,
     pub apns_app_arn: Option<String>,
     pub apns_sandbox_app_arn: Option<String>,
@@ -30,6 +34,7 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             apns_app_arn: optional(get, "HERALD_APNS_APP_ARN"),
             apns_sandbox_app_arn: optional(get, "HERALD_APNS_SANDBOX_APP_ARN"),
@@ -38,12 +43,14 @@ impl Config {
     }
 }
 
-/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints.
-pub struct Deps<L, R, O, E> {
+/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints,
+/// the campaign definitions.
+pub struct Deps<L, R, O, E, C> {
     pub ledger: L,
     pub recipients: R,
     pub outbox: O,
     pub endpoints: E,
+    pub campaigns: C,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
 }
@@ -58,8 +65,8 @@ enum Step {
     Forward(String),
 }
 
-pub async fn handler<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+pub async fn handler<L, R, O, E, C>(
+    deps: &Deps<L, R, O, E, C>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
@@ -67,6 +74,7 @@ where
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    C: CampaignCatalog,
 {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
@@ -93,12 +101,13 @@ where
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, R, O, E>(deps: &Deps<L, R, O, E>, record: Record, now: DateTime<Utc>) -> Step
+async fn process<L, R, O, E, C>(deps: &Deps<L, R, O, E, C>, record: Record, now: DateTime<Utc>) -> Step
 where
     L: Ledger,
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    C: CampaignCatalog,
 {
     let message = match IngestMessage::parse(&record.body) {
         Ok(m) => m,
@@ -116,6 +125,7 @@ where
         IngestMessage::RegisterPushToken(cmd) => register(deps, &cmd, now).await,
         IngestMessage::RemovePushToken(cmd) => remove(deps, &cmd).await,
         IngestMessage::EraseRecipient(cmd) => erase(deps, &cmd.recipient).await,
+        IngestMessage::Track(track) => convert(deps, &record, &track).await,
     };
     match result {
         Ok(()) => {
@@ -134,8 +144,8 @@ where
     }
 }
 
-async fn admit<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+async fn admit<L, R, O, E, C>(
+    deps: &Deps<L, R, O, E, C>,
     record: &Record,
     request: herald::contract::NotifyRequest,
     now: DateTime<Utc>,
@@ -195,7 +205,12 @@ where
     }
 }
 
-async fn reject<L, R, O, E>(deps: &Deps<L, R, O, E>, record: &Record, rejection: Rejection, now: DateTime<Utc>) -> Step
+async fn reject<L, R, O, E, C>(
+    deps: &Deps<L, R, O, E, C>,
+    record: &Record,
+    rejection: Rejection,
+    now: DateTime<Utc>,
+) -> Step
 where
     L: Ledger,
 {
@@ -224,7 +239,11 @@ where
 
 /// Creates (or finds and re-enables) the token's platform endpoint and records the
 /// device; the endpoints of tokens it replaced on the same device are deleted.
-async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &RegisterPushToken, now: DateTime<Utc>) -> PortResult<()>
+async fn register<L, R, O, E, C>(
+    deps: &Deps<L, R, O, E, C>,
+    cmd: &RegisterPushToken,
+    now: DateTime<Utc>,
+) -> PortResult<()>
 where
     R: DeviceRegistry,
     E: PushEndpoints,
@@ -239,7 +258,7 @@ where
     Ok(())
 }
 
-async fn remove<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand) -> PortResult<()>
+async fn remove<L, R, O, E, C>(deps: &Deps<L, R, O, E, C>, cmd: &PushTokenCommand) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -250,7 +269,7 @@ where
     Ok(())
 }
 
-async fn erase<L, R, O, E>(deps: &Deps<L, R, O, E>, recipient: &herald::domain::RecipientId) -> PortResult<()>
+async fn erase<L, R, O, E, C>(deps: &Deps<L, R, O, E, C>, recipient: &herald::domain::RecipientId) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -261,9 +280,43 @@ where
     Ok(())
 }
 
-async fn delete_endpoint<L, R, O, E: PushEndpoints>(deps: &Deps<L, R, O, E>, device: &Device) -> PortResult<()> {
+async fn delete_endpoint<L, R, O, E: PushEndpoints, C>(deps: &Deps<L, R, O, E, C>, device: &Device) -> PortResult<()> {
     match deps.endpoints.delete(&device.endpoint_arn).await {
         Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
         other => other,
     }
+}
+
+/// Records a `track` as the conversion of every campaign naming its event, on the person's
+/// message of that campaign (`<campaign>#<recipient>`): one conditional write per such
+/// campaign, none for a track no campaign counts. The ledger decides in the same write
+/// whether it counts (the message exists, the time is within the window, it is the
+/// earliest), so a retried or duplicate track changes nothing.
+async fn convert<L, R, O, E, C>(deps: &Deps<L, R, O, E, C>, record: &Record, track: &Track) -> PortResult<()>
+where
+    L: Ledger,
+    C: CampaignCatalog,
+{
+    let campaigns = deps.campaigns.campaigns().await?;
+    for doc in campaigns.iter().filter(|c| c.converts_on(&track.event)) {
+        let Some(id) = campaign::message_id(&doc.name, &track.recipient) else { continue };
+        let conversion = Conversion {
+            id: &id,
+            campaign: &doc.name,
+            event: &track.event,
+            at: track.at,
+            value: track.value.map(f64::from),
+            window: doc.conversion_window(),
+        };
+        let outcome = deps.ledger.record_conversion(conversion).await?;
+        let outcome = match outcome {
+            Converted::Recorded => "recorded",
+            Converted::AlreadyConverted => "already_converted",
+            Converted::OutsideWindow => "outside_window",
+            Converted::NoMessage => "no_message",
+        };
+        tracing::info!(record = %record.id, message_id = %id, campaign = %doc.name, event = %track.event, outcome, "conversion");
+        herald::metrics::count("Conversions", &[("Campaign", doc.name.as_str()), ("Outcome", outcome)]);
+    }
+    Ok(())
 }

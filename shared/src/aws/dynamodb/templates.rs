@@ -11,11 +11,54 @@ pub struct DynamoTemplates {
     /// Documents as last read (their absence included).
     cache: TtlCache<TemplateName, Option<Arc<CompiledTemplate>>>,
     campaigns: TtlCache<CampaignId, Option<Arc<CampaignDoc>>>,
+    /// Every campaign, as last listed.
+    catalog: TtlCache<(), Arc<Vec<Arc<CampaignDoc>>>>,
 }
 
 impl DynamoTemplates {
     pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
-        Self { client, table: table.into(), cache: TtlCache::new(ttl), campaigns: TtlCache::new(ttl) }
+        Self {
+            client,
+            table: table.into(),
+            cache: TtlCache::new(ttl),
+            campaigns: TtlCache::new(ttl),
+            catalog: TtlCache::new(ttl),
+        }
+    }
+
+    /// Every campaign document: a Scan of the templates table for `campaign#` items. It
+    /// reads the whole table (templates too: a filter does not lower what a Scan is billed),
+    /// a few dozen small items, once per cache lifetime. A document that does not read is
+    /// logged and left out: one bad campaign does not stop the others' conversions.
+    async fn list_campaigns(&self) -> PortResult<Arc<Vec<Arc<CampaignDoc>>>> {
+        let mut docs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :p)")
+                .projection_expression("pk, doc")
+                .expression_attribute_values(":p", s("campaign#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Scan", e))?;
+            for item in page.items.unwrap_or_default() {
+                let pk = get_s(&item, "pk").unwrap_or_default();
+                let doc = get_s(&item, "doc").map(serde_json::from_str::<CampaignDoc>);
+                match doc {
+                    Some(Ok(doc)) if doc.validate().is_ok() => docs.push(Arc::new(doc)),
+                    _ => tracing::warn!(item = pk, "campaign document does not read: left out"),
+                }
+            }
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(Arc::new(docs))
     }
 
     /// Stores a template document (used by `herald templates push`).
@@ -92,6 +135,12 @@ impl TemplateStore for DynamoTemplates {
 impl CampaignStore for DynamoTemplates {
     async fn campaign(&self, name: &CampaignId) -> PortResult<Option<Arc<CampaignDoc>>> {
         self.campaigns.get_or_load(name, || self.load_campaign(name)).await
+    }
+}
+
+impl CampaignCatalog for DynamoTemplates {
+    async fn campaigns(&self) -> PortResult<Arc<Vec<Arc<CampaignDoc>>>> {
+        self.catalog.get_or_load(&(), || self.list_campaigns()).await
     }
 }
 
