@@ -175,3 +175,86 @@ async fn a_conversion_is_recorded_once_within_its_window_and_the_earliest_counts
     assert_eq!((b.status, b.conversion.and_then(|c| c.value)), (Status::Suppressed, Some(5.0)));
     assert!(ledger.get(&nobody).await.unwrap().is_none(), "no item was made for a person with no message");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_after_a_campaign_show_up_in_its_funnel_per_group() {
+    use herald::aws::dynamodb::DynamoTemplates;
+    use herald::domain::campaign::{CampaignDoc, group};
+    use herald_cli::funnel::{HeldOut, report};
+
+    let percent = 20.0;
+    let t = TestStack::with_env(&[("eligibility", "HERALD_GLOBAL_CONTROL_PERCENT", "20")]).await;
+    let tag = t.tag.clone();
+    let name = format!("{tag}-sale");
+    let doc: CampaignDoc = serde_json::from_value(json!({
+        "name": name, "holdout_percent": 30, "conversion_event": "purchase", "conversion_window_hours": 48,
+        "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]
+    }))
+    .unwrap();
+    let templates = DynamoTemplates::new(
+        aws_sdk_dynamodb::Client::new(&t.sdk),
+        t.table("TemplatesTable"),
+        std::time::Duration::ZERO,
+    );
+    templates.put_campaign(&doc, chrono::Utc::now()).await.unwrap();
+
+    let who: Vec<String> = (0..16).map(|i| format!("c{i}-{tag}")).collect();
+    opted_in(&t, &who).await;
+    t.publish(&who.iter().map(|w| digest(&format!("{name}#{w}"), w, Some(&name))).collect::<Vec<_>>()).await;
+    t.wait_idle().await;
+
+    // Every other person buys (one of them twice, once as a duplicate), someone with no
+    // message buys, and an event no campaign names is tracked.
+    let now = chrono::Utc::now();
+    let track = |key: &str, w: &str, event: &str, value: Option<f64>| {
+        let mut body = json!({"type": "track", "idempotency_key": key, "recipient": w, "event": event,
+                              "at": now.to_rfc3339()});
+        if let Some(v) = value {
+            body["value"] = json!(v);
+        }
+        body.to_string()
+    };
+    let buyers: Vec<&String> = who.iter().step_by(2).collect();
+    let mut bodies: Vec<String> =
+        buyers.iter().map(|w| track(&format!("order-{w}"), w, "purchase", Some(20.0))).collect();
+    bodies.push(track(&format!("order-{}", buyers[0]), buyers[0], "purchase", Some(20.0)));
+    bodies.push(track("order-stranger", &format!("stranger-{tag}"), "purchase", Some(20.0)));
+    bodies.push(track("viewed", &who[1], "page_view", None));
+    let ids = t.publish(&bodies).await;
+    t.wait_idle().await;
+
+    let ledger = t.ledger();
+    for id in &ids {
+        assert!(ledger.rejection(id).await.unwrap().is_none(), "every track was accepted");
+    }
+    assert!(t.entry(&format!("{name}#stranger-{tag}")).await.is_none(), "nothing written for a stranger");
+    assert!(t.entry(&format!("{name}#{}", who[1])).await.unwrap().conversion.is_none(), "page_view is no conversion");
+
+    let global = GlobalControl::new(percent).unwrap();
+    let r = report(&t.sdk, &t.table("LedgerTable"), Some(&t.table("TemplatesTable")), &name, global).await.unwrap();
+    println!("{r}");
+    // What each group should hold, from the assignment eligibility sends by.
+    let mut expected = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for (i, w) in who.iter().enumerate() {
+        let g = group(herald::contract::Kind::Marketing, &RecipientId::new(w.as_str()).unwrap(), Some(&doc), global);
+        let e = expected.entry(g.label()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(i % 2 == 0);
+    }
+    let got: std::collections::BTreeMap<String, (usize, usize)> =
+        r.groups.iter().map(|g| (g.label.clone(), (g.conversions.rate.n, g.conversions.rate.k))).collect();
+    assert_eq!(got, expected);
+    for g in &r.groups {
+        assert_eq!(g.conversions.value, 20.0 * g.conversions.rate.k as f64, "{}: one value per buyer", g.label);
+        // Held-out groups were recorded as such; the others were sent.
+        let reasons: Vec<&String> = g.funnel.suppressed.keys().collect();
+        match g.held_out {
+            Some(HeldOut::Holdout) => assert_eq!(reasons, ["holdout"], "{}", g.label),
+            Some(HeldOut::GlobalControl) => assert_eq!(reasons, ["global_control"], "{}", g.label),
+            None => assert_eq!(g.funnel.sent.values().sum::<usize>(), g.funnel.accepted, "{}", g.label),
+        }
+    }
+    let text = r.to_string();
+    assert!(text.contains("conversions: purchase within 48 h after the message was accepted"), "{text}");
+    t.stop().await;
+}
