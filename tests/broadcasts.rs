@@ -158,6 +158,11 @@ impl Outbox for DiesMidPage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_its_audience_once_though_pages_come_twice_and_a_worker_dies_mid_page() {
     let mut t = TestStack::without_functions().await;
+    // One marketing email a day per person (rolling, so the capped group's broadcast waits a
+    // day in the schedule rather than minutes on a queue).
+    let caps = r#"{"marketing":[{"scope":"each_channel","window":"24h","max":1}]}"#;
+    let eligibility = t.stack.functions.iter_mut().find(|f| f.name == "eligibility").unwrap();
+    eligibility.env.insert("HERALD_CAP_POLICY".into(), caps.into());
     // Every function runs but the fan-out, which this test drives by hand.
     let options = Options { schedules: Some(None), skip: vec!["broadcast".into()], ..Options::default() };
     t.runner = Some(Runner::start_with(&t.stack, &t.sdk, options).unwrap());

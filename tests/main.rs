@@ -5,6 +5,7 @@
 mod adapters;
 mod bodies;
 mod broadcasts;
+mod campaign_results;
 mod contract_schema;
 mod dispatching;
 mod idempotency;

@@ -57,19 +57,30 @@ pub struct TestStack {
 
 impl TestStack {
     pub async fn new() -> Self {
-        Self::build(true).await
+        Self::build(true, &[]).await
     }
 
     /// Resources only; the test calls handlers itself.
     pub async fn without_functions() -> Self {
-        Self::build(false).await
+        Self::build(false, &[]).await
     }
 
-    async fn build(run: bool) -> Self {
+    /// With its functions running on an environment changed as a stack deployed with other
+    /// parameters would have it: `(function, variable, value)`.
+    pub async fn with_env(changes: &[(&str, &str, &str)]) -> Self {
+        Self::build(true, changes).await
+    }
+
+    async fn build(run: bool, changes: &[(&str, &str, &str)]) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("t{}x{n}", std::process::id());
         let sdk = sdk_for(endpoint()).await;
-        let stack = provision(&sdk, &repo_root(), &format!("{tag}-")).await.expect("provision the stack");
+        let mut stack = provision(&sdk, &repo_root(), &format!("{tag}-")).await.expect("provision the stack");
+        for (function, name, value) in changes {
+            let spec = stack.functions.iter_mut().find(|f| f.name == *function);
+            let spec = spec.unwrap_or_else(|| panic!("no function {function}"));
+            spec.env.insert((*name).to_owned(), (*value).to_owned());
+        }
         let runner = run.then(|| Runner::start(&stack, &sdk).expect("start the functions"));
         Self { sdk, stack, runner, tag }
     }

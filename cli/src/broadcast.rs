@@ -120,6 +120,7 @@ mod tests {
             sms_segments: None,
             duplicates: 0,
             history: vec![],
+            conversion: None,
         }
     }
 

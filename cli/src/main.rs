@@ -42,12 +42,20 @@ enum Command {
         #[command(subcommand)]
         command: BroadcastCommand,
     },
-    /// A campaign's funnel: accepted, suppressed by reason, sent, delivered, opened, clicked,
-    /// bounced (scans the ledger table: an operator command, not for a hot path).
+    /// A campaign's funnel per group (each variant, the holdout, the global control group):
+    /// accepted, suppressed by reason, sent, delivered, opened, clicked, bounced, then
+    /// conversions and lift when the campaign names a conversion event (scans the ledger
+    /// table: an operator command, not for a hot path).
     Funnel {
         campaign: String,
         #[arg(long, env = "HERALD_LEDGER_TABLE")]
         table: String,
+        /// Where the campaign's definition is, to group its messages (without it: one group).
+        #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
+        templates_table: Option<String>,
+        /// The stack's GlobalControlPercent, to recompute who is in the global control group.
+        #[arg(long, env = "HERALD_GLOBAL_CONTROL_PERCENT", default_value_t = 0.0)]
+        global_control_percent: f64,
     },
 }
 
@@ -157,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             println!("AWS_REGION=us-east-1");
             println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
             println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
+            println!("HERALD_TEMPLATES_TABLE={}", local.stack.tables.get("TemplatesTable").context("TemplatesTable")?);
             println!("HERALD_WEBHOOK_URL={}", local.web.url("WebhooksFunction").context("WebhooksFunction URL")?);
             // This run's secrets, read back from the local Secrets Manager, so a developer can
             // sign unsubscribe links and provider reports (and add a provider to the secret).
@@ -215,6 +224,10 @@ async fn main() -> anyhow::Result<()> {
                 entry.status,
                 entry.channel.unwrap_or_default()
             );
+            if let Some(c) = &entry.conversion {
+                let value = c.value.map(|v| format!(" value={v}")).unwrap_or_default();
+                println!("  converted: {} at {}{value}", c.event, c.at);
+            }
             for h in entry.history {
                 println!(
                     "  {} {} {} {} {}",
@@ -230,15 +243,14 @@ async fn main() -> anyhow::Result<()> {
             init_logs("warn");
             broadcast(command).await?;
         }
-        Command::Funnel { campaign, table } => {
+        Command::Funnel { campaign, table, templates_table, global_control_percent } => {
             init_logs("warn");
+            let global =
+                herald::domain::campaign::GlobalControl::new(global_control_percent).map_err(anyhow::Error::msg)?;
             let sdk = herald::aws::sdk_config().await;
-            let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-            let mut funnel = herald_cli::funnel::Funnel::new(&campaign);
-            for entry in ledger.campaign_entries(&campaign).await? {
-                funnel.add(&entry);
-            }
-            println!("{funnel}");
+            let report =
+                herald_cli::funnel::report(&sdk, &table, templates_table.as_deref(), &campaign, global).await?;
+            println!("{report}");
         }
     }
     Ok(())

@@ -146,6 +146,12 @@ export interface HeraldProps {
   readonly recipientWait?: Duration;
   /** Days a ledger entry is kept (DynamoDB TTL). @default 30 */
   readonly ledgerRetentionDays?: number;
+  /**
+   * Share of people (0 to 100, decimals allowed) held out of all marketing, whatever the
+   * campaign (the global control group, chosen by a hash of the recipient id, the same people
+   * over time); their marketing is recorded as suppressed, reason `global_control`. @default 0
+   */
+  readonly globalControlPercent?: number;
   /** @default 'info' */
   readonly logLevel?: LogLevel;
   /** How long the functions' logs are kept. @default logs.RetentionDays.ONE_MONTH */
@@ -439,10 +445,10 @@ export class Herald extends Construct {
           HERALD_APNS_SANDBOX_APP_ARN: push.apnsSandboxPlatformApplicationArn ?? '',
           HERALD_FCM_APP_ARN: push.fcmPlatformApplicationArn ?? '',
           HERALD_DEDUPE_WINDOW_SECS: String((props.dedupeWindow ?? Duration.days(1)).toSeconds()),
-          // Broadcasts: the segment, campaign, profile schema and templates are read from the
-          // templates table; each scan segment's first page goes to the broadcast queue; a
-          // broadcast message that arrives while its broadcast is paused goes back, delayed, on
-          // the ingest queue.
+          // Templates, campaigns (a track finds those naming its event), segments and the profile
+          // schema are read from the templates table. Broadcasts: each scan segment's first page
+          // goes to the broadcast queue; a broadcast message that arrives while its broadcast is
+          // paused goes back, delayed, on the ingest queue.
           HERALD_TEMPLATES_TABLE: templates.tableName,
           HERALD_BROADCAST_QUEUE_URL: broadcastQueue.queueUrl,
           HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
@@ -453,7 +459,7 @@ export class Herald extends Construct {
           allow('Recipients', ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query', 'BatchWriteItem'].map((a) => `dynamodb:${a}`), [recipients.tableArn]),
           allow('EligibilityQueue', ['sqs:SendMessage'], [eligibilityQueue.queueArn]),
           // Segments, campaigns, the profile schema and templates (a broadcast is checked against
-          // them before anything is sent; the segments are listed with a Scan).
+          // them before anything is sent); a track lists the campaigns with a Scan, cached a minute.
           allow('Templates', ['dynamodb:GetItem', 'dynamodb:Scan'], [templates.tableArn]),
           // A broadcast's first page of each scan segment.
           allow('BroadcastQueue', ['sqs:SendMessage'], [broadcastQueue.queueArn]),
@@ -516,6 +522,7 @@ export class Herald extends Construct {
           HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_SCHEDULE_TABLE: schedule.tableName,
           HERALD_RECIPIENT_WAIT_SECS: String((props.recipientWait ?? Duration.seconds(60)).toSeconds()),
+          HERALD_GLOBAL_CONTROL_PERCENT: String(props.globalControlPercent ?? 0),
         },
         statements: [
           ledgerAccess('PutItem', 'GetItem', 'BatchGetItem', 'UpdateItem'),
@@ -988,6 +995,10 @@ function validate(props: HeraldProps) {
   range(props.recipientWait?.toSeconds(), 'recipientWait (seconds)', 0, 3600);
   range(props.broadcast?.concurrency, 'broadcast.concurrency', 2, 100);
   range(props.broadcast?.scanSegments, 'broadcast.scanSegments', 1, 64);
+  const control = props.globalControlPercent;
+  if (control !== undefined && !(Number.isFinite(control) && control >= 0 && control <= 100)) {
+    throw new Error(`Herald: globalControlPercent must be a number from 0 to 100, not ${control}`);
+  }
   const days = props.ledgerRetentionDays;
   if (days !== undefined && !(Number.isInteger(days) && days >= 1)) {
     throw new Error(`Herald: ledgerRetentionDays must be a whole number of days, at least 1, not ${days}`);

@@ -7,8 +7,8 @@
 
 use crate::domain::recipient::QuietHours;
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, IdempotencyKey, PhoneNumber, Platform, PushToken, RecipientId,
-    TemplateName, Topic, redact_contacts,
+    CampaignId, Channel, DeviceId, EmailAddress, EventName, IdempotencyKey, PhoneNumber, Platform, PushToken,
+    RecipientId, TemplateName, Topic, redact_contacts,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,58 @@ pub struct EraseRecipient {
     pub recipient: RecipientId,
 }
 
+/// Something a person did (a purchase, a sign-up), recorded as the conversion of the
+/// campaigns whose `conversion_event` it is, on the person's message of each campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Track {
+    /// The producer's key for this event (logged; a retried or duplicate track changes nothing).
+    pub idempotency_key: IdempotencyKey,
+    pub recipient: RecipientId,
+    pub event: EventName,
+    /// When the person did it.
+    #[serde(with = "instant::required")]
+    pub at: DateTime<Utc>,
+    /// What it was worth (an order's amount), summed per group by `herald funnel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ConversionValue>,
+}
+
+/// A conversion's value: a number from 0 to [`ConversionValue::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct ConversionValue(f64);
+
+impl ConversionValue {
+    /// Past 2^53 a JSON number is no longer an exact integer.
+    pub const MAX: f64 = 1e15;
+
+    pub fn new(value: f64) -> Result<Self, String> {
+        if (0.0..=Self::MAX).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err("value must be a number from 0 to 1000000000000000".to_owned())
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for ConversionValue {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        Self::new(value)
+    }
+}
+
+impl From<ConversionValue> for f64 {
+    fn from(v: ConversionValue) -> f64 {
+        v.0
+    }
+}
+
 /// One message on the ingest queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestMessage {
@@ -175,6 +227,7 @@ pub enum IngestMessage {
     Broadcast(Box<BroadcastRequest>),
     /// Pause, resume or cancel a broadcast.
     BroadcastControl(ControlAction, BroadcastControl),
+    Track(Track),
 }
 
 /// Why a body was refused: stable machine-readable `code` plus a sentence a person can act on.
@@ -245,12 +298,13 @@ impl IngestMessage {
             "pause_broadcast" => Self::BroadcastControl(ControlAction::Pause, typed(body)?),
             "resume_broadcast" => Self::BroadcastControl(ControlAction::Resume, typed(body)?),
             "cancel_broadcast" => Self::BroadcastControl(ControlAction::Cancel, typed(body)?),
+            "track" => Self::Track(typed(body)?),
             _ => {
                 return Err(Rejection::new(
                     "unknown_type",
                     "type is not one of notify, upsert_recipient, set_consent, register_push_token, \
-                     remove_push_token, erase_recipient, broadcast, pause_broadcast, resume_broadcast, \
-                     cancel_broadcast",
+                     remove_push_token, erase_recipient, track, broadcast, pause_broadcast, \
+                     resume_broadcast, cancel_broadcast",
                 ));
             }
         })
@@ -268,6 +322,7 @@ impl IngestMessage {
             Self::BroadcastControl(ControlAction::Pause, _) => "pause_broadcast",
             Self::BroadcastControl(ControlAction::Resume, _) => "resume_broadcast",
             Self::BroadcastControl(ControlAction::Cancel, _) => "cancel_broadcast",
+            Self::Track(_) => "track",
         }
     }
 }
@@ -551,6 +606,20 @@ pub mod instant {
         Option::<String>::deserialize(d)?.map(|raw| parse(&raw).map_err(serde::de::Error::custom)).transpose()
     }
 
+    /// The same for an instant that must be given.
+    pub mod required {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+            super::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         #[test]
@@ -652,7 +721,30 @@ mod tests {
                 "attributes have names of 1 to 64 letters, digits, _, - or .",
             ),
             (r#"{"type": "ana@example.org"}"#.into(), "unknown_type", "type is not one of notify, upsert_recipient, \
-              set_consent, register_push_token, remove_push_token, erase_recipient"),
+              set_consent, register_push_token, remove_push_token, erase_recipient, track"),
+            (
+                r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "purchase", "at": "2026-11-25T18:00:00Z", "value": -15555550100}"#
+                    .into(),
+                "invalid_field",
+                "value must be a number from 0 to 1000000000000000",
+            ),
+            (
+                r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "ana@example.org", "at": "2026-11-25T18:00:00Z"}"#
+                    .into(),
+                "invalid_field",
+                "event contains the character '@', which is not allowed",
+            ),
+            (
+                r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "purchase", "at": "+15555550100"}"#
+                    .into(),
+                "invalid_field",
+                "at: not an RFC 3339 date-time such as \"2026-11-25T18:00:00Z\"",
+            ),
+            (
+                r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "purchase"}"#.into(),
+                "invalid_field",
+                "missing field `at`",
+            ),
             (r#"{"type": 15555550100}"#.into(), "invalid_field", "type: invalid type: integer, expected a string at line 1 column 20"),
             (format!(r#"{{{notify}, "recipient": "u""#), "malformed_json", "EOF while parsing an object at line 1 column 97"),
             (format!(r#"{{{notify}}}"#), "invalid_field", "missing field `recipient` at line 1 column 80"),

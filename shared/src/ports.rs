@@ -12,10 +12,10 @@ use crate::domain::recipient::{Device, Recipient};
 use crate::domain::segment::{Audience, SegmentDoc};
 use crate::domain::template::{CompiledTemplate, EmailContent};
 use crate::domain::{
-    CampaignId, Channel, DeviceId, EmailAddress, MessageId, PhoneNumber, Platform, PushToken, RecipientId, SegmentName,
-    TemplateName, redact_contacts,
+    CampaignId, Channel, DeviceId, EmailAddress, EventName, MessageId, PhoneNumber, Platform, PushToken, RecipientId,
+    SegmentName, TemplateName, redact_contacts,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -258,6 +258,47 @@ pub struct LedgerEntry {
     pub sms_segments: Option<u32>,
     pub duplicates: u32,
     pub history: Vec<HistoryEntry>,
+    /// The conversion `track` recorded on it, if any ([`Ledger::record_conversion`]).
+    pub conversion: Option<RecordedConversion>,
+}
+
+/// A conversion as the ledger keeps it on a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedConversion {
+    pub event: String,
+    /// RFC 3339, as the history's instants.
+    pub at: String,
+    pub value: Option<f64>,
+}
+
+/// A `track` to record as the conversion of one campaign's message to the person.
+#[derive(Debug, Clone, Copy)]
+pub struct Conversion<'a> {
+    /// The person's message of the campaign (`campaign::message_id`).
+    pub id: &'a MessageId,
+    /// The message must be of this campaign.
+    pub campaign: &'a CampaignId,
+    pub event: &'a EventName,
+    /// When the person did it.
+    pub at: DateTime<Utc>,
+    pub value: Option<f64>,
+    /// It counts only if the message was accepted at most this long before `at` (and not after).
+    pub window: TimeDelta,
+}
+
+/// What came of [`Ledger::record_conversion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Converted {
+    /// Recorded: the message's first conversion, or one earlier than the one it had.
+    Recorded,
+    /// The message has a conversion at or before this one's time: this track again (a
+    /// retry, a duplicate) or a later one. Nothing changed.
+    AlreadyConverted,
+    /// `at` is before the message was accepted, or past the campaign's window.
+    OutsideWindow,
+    /// The person has no message of this campaign in the ledger (none was sent, or TTL
+    /// removed it).
+    NoMessage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +367,12 @@ pub trait Ledger: Send + Sync {
     /// fallback, a delivery delay); records the provider id when it has one.
     fn note(&self, id: &MessageId, t: Transition) -> impl Future<Output = PortResult<()>> + Send;
     fn get(&self, id: &MessageId) -> impl Future<Output = PortResult<Option<LedgerEntry>>> + Send;
+    /// Records a conversion on the message `c.id`, in one conditional write: only if the
+    /// message exists, is of `c.campaign`, was accepted within `c.window` before `c.at`, and
+    /// has no conversion at or before `c.at` (the earliest counts, whatever order tracks
+    /// arrive in; its event, time and value are kept). The status is left as it is:
+    /// held-out and suppressed messages convert too, which is what lift is measured against.
+    fn record_conversion(&self, c: Conversion<'_>) -> impl Future<Output = PortResult<Converted>> + Send;
     /// [`Ledger::transition`], also returning what the ledger knows of the message
     /// (template, campaign, recipient, channel), read back from the same write: as it is
     /// now when the write applied, as it was when it was `Stale`.
@@ -531,6 +578,13 @@ pub struct ScanPage {
 pub trait AudienceScan: Send + Sync {
     /// At most `limit` items read (before keeping only profiles), eventually consistent.
     fn page(&self, cursor: &ScanCursor, limit: u32) -> impl Future<Output = PortResult<ScanPage>> + Send;
+}
+
+/// Every campaign definition at once, for what spans campaigns (a `track` finds the
+/// campaigns whose conversion it is).
+pub trait CampaignCatalog: Send + Sync {
+    /// Every valid campaign document, as last listed: a cached read, not one per call.
+    fn campaigns(&self) -> impl Future<Output = PortResult<Arc<Vec<Arc<CampaignDoc>>>>> + Send;
 }
 
 // ---------------------------------------------------------------- schedule

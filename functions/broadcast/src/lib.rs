@@ -119,7 +119,7 @@ where
             continue;
         };
         match broadcast.notification(id, recipient.timezone, channels, now).map(|n| serde_json::to_string(&n)) {
-            Ok(Ok(body)) => notifications.push(body),
+            Some(Ok(body)) => notifications.push(body),
             _ => *counts.missed.entry("unreadable".to_owned()).or_default() += 1,
         }
     }

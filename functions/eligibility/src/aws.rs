@@ -46,5 +46,6 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         ),
         policy: config.cap_policy.clone(),
         recipient_wait_secs: config.recipient_wait_secs,
+        global_control: config.global_control,
     }
 }

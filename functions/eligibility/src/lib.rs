@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
 use herald::contract::{Kind, Mode};
-use herald::domain::campaign::Assignment;
+use herald::domain::campaign::{GlobalControl, Group, group};
 use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
 use herald::domain::eligibility::{Decision, Facts, evaluate, recipient_wait};
 use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob, check_sqs_body};
@@ -35,6 +35,8 @@ pub struct Config {
     /// How long a notification waits for a recipient that does not exist yet before
     /// it is rejected as `unknown_recipient` (0: rejected at once).
     pub recipient_wait_secs: u32,
+    /// The stack-wide share of people held out of all marketing.
+    pub global_control: GlobalControl,
 }
 
 impl Config {
@@ -56,6 +58,8 @@ impl Config {
             schedule_table: required(get, "HERALD_SCHEDULE_TABLE")?,
             cap_policy,
             recipient_wait_secs: parsed(get, "HERALD_RECIPIENT_WAIT_SECS", 60)?,
+            global_control: GlobalControl::new(parsed(get, "HERALD_GLOBAL_CONTROL_PERCENT", 0.0)?)
+                .map_err(|e| ConfigError(format!("HERALD_GLOBAL_CONTROL_PERCENT: {e}")))?,
         })
     }
 }
@@ -81,6 +85,7 @@ pub struct Deps<P: Ports> {
     pub schedule: P::Schedule,
     pub policy: CapPolicy,
     pub recipient_wait_secs: u32,
+    pub global_control: GlobalControl,
 }
 
 const CONCURRENCY: usize = 10;
@@ -238,20 +243,29 @@ async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Ut
         }
         Decision::Defer { until, reason } => defer(deps, job, until, reason, now).await,
         Decision::Send { candidates } => {
-            // Holdouts are drawn among people who would have received it, so the
-            // groups compare like with like when lift is measured.
-            let mut variant = None;
-            if let Some(name) = &request.campaign
-                && let Some(campaign) = deps.templates.campaign(name).await?
-            {
-                match campaign.assign(&request.recipient) {
-                    Assignment::Holdout => {
-                        let detail = format!("held out of campaign {name} ({}%)", campaign.holdout_percent);
-                        return Ok(refuse(deps, job, Status::Suppressed, Reason::Holdout, &detail, now).await);
-                    }
-                    Assignment::Send(v) => variant = v.cloned(),
+            // Holdouts (the campaign's and the global control group) are drawn among people
+            // who would have received it, so the groups compare like with like when lift is
+            // measured.
+            let campaign = match &request.campaign {
+                Some(name) => deps.templates.campaign(name).await?,
+                None => None,
+            };
+            let variant = match group(request.kind, &request.recipient, campaign.as_deref(), deps.global_control) {
+                Group::GlobalControl => {
+                    let detail = format!(
+                        "in the global control group ({}% of people, held out of all marketing)",
+                        deps.global_control.percent()
+                    );
+                    return Ok(refuse(deps, job, Status::Suppressed, Reason::GlobalControl, &detail, now).await);
                 }
-            }
+                Group::Holdout => {
+                    let holdout = campaign.as_ref().map_or(0.0, |c| c.holdout_percent);
+                    let name = request.campaign.as_ref().map(|c| c.as_str()).unwrap_or_default();
+                    let detail = format!("held out of campaign {name} ({holdout}%)");
+                    return Ok(refuse(deps, job, Status::Suppressed, Reason::Holdout, &detail, now).await);
+                }
+                Group::Send(v) => v.cloned(),
+            };
             route(deps, job, &recipient, &candidates, variant, now).await
         }
     }

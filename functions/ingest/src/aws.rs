@@ -9,12 +9,16 @@ use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
 pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints, DynamoTemplates>;
 
+/// How long a warm function keeps templates, segments and the list of campaigns a `track`
+/// is matched against.
+pub const CAMPAIGN_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Deps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
-        templates: DynamoTemplates::new(dynamodb, &config.templates_table, std::time::Duration::from_secs(60)),
+        templates: DynamoTemplates::new(dynamodb, &config.templates_table, CAMPAIGN_LIST_TTL),
         scan_segments: config.broadcast_scan_segments,
         outbox: SqsOutbox::new(
             aws_sdk_sqs::Client::new(sdk),

@@ -6,18 +6,14 @@ use crate::{Deps, Step, reject};
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::contract::{BroadcastControl, BroadcastRequest, ControlAction, NotifyRequest, Rejection};
 use herald::domain::broadcast::{Broadcast, BroadcastState, PageJob};
-use herald::domain::segment::{Audience, SegmentDoc};
+use herald::domain::segment::Audience;
 use herald::domain::{SegmentName, TemplateName};
 use herald::lambda::Record;
 use herald::ports::*;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// How long a broadcast's message waits on the ingest queue, each time round, while its
 /// broadcast is paused (a new message each time, so a long pause never dead-letters it).
 pub const PAUSED_HOLD_SECS: u32 = 60;
-/// A segment may exclude one that excludes another...: this many at most.
-const MAX_EXCLUSION_DEPTH: usize = 8;
 
 /// The first page of each scan segment, or of each not yet finished, as jobs to queue.
 fn pages(broadcast: &Broadcast, now: DateTime<Utc>) -> Step {
@@ -35,35 +31,23 @@ fn pages(broadcast: &Broadcast, now: DateTime<Utc>) -> Step {
 }
 
 /// The segment and every segment it excludes, read from the store and checked against the
-/// pushed profile schema.
-async fn audience<T: SegmentStore>(
-    templates: &T,
-    name: &SegmentName,
-) -> Result<Result<Audience, Rejection>, PortError> {
-    let schema = templates.profile_schema().await?;
-    let mut docs: BTreeMap<SegmentName, Arc<SegmentDoc>> = BTreeMap::new();
-    let mut next = Some(name.clone());
-    while let Some(wanted) = next.take() {
-        if docs.contains_key(&wanted) || docs.len() >= MAX_EXCLUSION_DEPTH {
-            break;
-        }
-        let Some(doc) = templates.segment(&wanted).await? else {
-            let detail = if wanted == *name {
-                format!("no segment {wanted} has been pushed (herald templates push)")
-            } else {
-                format!("segment {name} excludes segment {wanted}, which has not been pushed")
-            };
+/// pushed profile schema (a segment pushed before an attribute was dropped from it is refused).
+async fn audience<T: SegmentStore>(templates: &T, name: &SegmentName) -> Result<Result<Audience, Rejection>, PortError> {
+    let audience = match resolve_audience(templates, name).await? {
+        Ok(a) => a,
+        Err(why) if templates.segment(name).await?.is_none() => {
+            let detail = format!("{why} (push it with herald templates push)");
             return Ok(Err(Rejection::new("unknown_segment", detail)));
-        };
-        next = doc.exclude.clone();
-        docs.insert(wanted, doc);
-    }
-    for doc in docs.values() {
-        if let Err(why) = doc.validate(&schema, |n| docs.contains_key(n)) {
+        }
+        Err(why) => return Ok(Err(Rejection::new("invalid_segment", why))),
+    };
+    let schema = templates.profile_schema().await?;
+    for doc in std::iter::once(&audience.segment).chain(&audience.exclusions) {
+        if let Err(why) = doc.validate(&schema, |_| true) {
             return Ok(Err(Rejection::new("invalid_segment", why)));
         }
     }
-    Ok(Audience::resolve(name, |n| docs.get(n).cloned()).map_err(|why| Rejection::new("invalid_segment", why)))
+    Ok(Ok(audience))
 }
 
 /// The template the broadcast's messages name: its own, or (when it names none) the

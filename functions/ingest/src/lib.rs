@@ -1,11 +1,13 @@
 //! Ingest: validates each producer message against contract v1, admits
 //! notifications into the ledger once per idempotency key, applies recipient
-//! commands, and forwards notifications to eligibility in batches.
+//! commands, records conversions (`track`), and forwards notifications to
+//! eligibility in batches.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
-use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
+use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection, Track};
 use herald::domain::MessageId;
+use herald::domain::campaign;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
 use herald::domain::ledger::Status;
 use herald::domain::recipient::Device;
@@ -20,8 +22,9 @@ mod broadcast;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub recipients_table: String,
-    pub eligibility_queue_url: String,
+    /// Templates, campaigns (a `track` looks for the campaigns naming its event), segments.
     pub templates_table: String,
+    pub eligibility_queue_url: String,
     /// Its own queue, where a paused broadcast's messages wait.
     pub ingest_queue_url: String,
     pub broadcast_queue_url: String,
@@ -37,8 +40,8 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
-            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             ingest_queue_url: required(get, "HERALD_INGEST_QUEUE_URL")?,
             broadcast_queue_url: required(get, "HERALD_BROADCAST_QUEUE_URL")?,
             broadcast_scan_segments: match parsed(get, "HERALD_BROADCAST_SCAN_SEGMENTS", 4u32)? {
@@ -85,7 +88,7 @@ where
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
-    T: TemplateStore + CampaignStore + SegmentStore,
+    T: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog,
 {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
@@ -120,7 +123,7 @@ where
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
-    T: TemplateStore + CampaignStore + SegmentStore,
+    T: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog,
 {
     let message = match IngestMessage::parse(&record.body) {
         Ok(m) => m,
@@ -147,6 +150,7 @@ where
         IngestMessage::RegisterPushToken(cmd) => register(deps, &cmd, now).await,
         IngestMessage::RemovePushToken(cmd) => remove(deps, &cmd).await,
         IngestMessage::EraseRecipient(cmd) => erase(deps, &cmd.recipient).await,
+        IngestMessage::Track(track) => convert(deps, &record, &track).await,
     };
     match result {
         Ok(()) => {
@@ -306,4 +310,38 @@ async fn delete_endpoint<L, R, O, E: PushEndpoints, T>(deps: &Deps<L, R, O, E, T
         Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
         other => other,
     }
+}
+
+/// Records a `track` as the conversion of every campaign naming its event, on the person's
+/// message of that campaign (`<campaign>#<recipient>`): one conditional write per such
+/// campaign, none for a track no campaign counts. The ledger decides in the same write
+/// whether it counts (the message exists, the time is within the window, it is the
+/// earliest), so a retried or duplicate track changes nothing.
+async fn convert<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, record: &Record, track: &Track) -> PortResult<()>
+where
+    L: Ledger,
+    T: CampaignCatalog,
+{
+    let campaigns = deps.templates.campaigns().await?;
+    for doc in campaigns.iter().filter(|c| c.converts_on(&track.event)) {
+        let Some(id) = campaign::message_id(&doc.name, &track.recipient) else { continue };
+        let conversion = Conversion {
+            id: &id,
+            campaign: &doc.name,
+            event: &track.event,
+            at: track.at,
+            value: track.value.map(f64::from),
+            window: doc.conversion_window(),
+        };
+        let outcome = deps.ledger.record_conversion(conversion).await?;
+        let outcome = match outcome {
+            Converted::Recorded => "recorded",
+            Converted::AlreadyConverted => "already_converted",
+            Converted::OutsideWindow => "outside_window",
+            Converted::NoMessage => "no_message",
+        };
+        tracing::info!(record = %record.id, message_id = %id, campaign = %doc.name, event = %track.event, outcome, "conversion");
+        herald::metrics::count("Conversions", &[("Campaign", doc.name.as_str()), ("Outcome", outcome)]);
+    }
+    Ok(())
 }

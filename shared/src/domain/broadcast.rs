@@ -16,9 +16,9 @@
 //! holds what is already in flight.
 
 use crate::contract::{BroadcastRequest, Mode, NotifyRequest, TimeZone};
-use crate::domain::ids::InvalidId;
+use crate::domain::campaign::message_key;
 use crate::domain::segment::Audience;
-use crate::domain::{CampaignId, Channel, IdempotencyKey, RecipientId, TemplateName};
+use crate::domain::{CampaignId, Channel, RecipientId, TemplateName};
 use chrono::{DateTime, Days, NaiveTime, TimeDelta, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -251,16 +251,16 @@ impl Broadcast {
         timezone: Option<TimeZone>,
         channels: Vec<Channel>,
         now: DateTime<Utc>,
-    ) -> Result<NotifyRequest, InvalidId> {
+    ) -> Option<NotifyRequest> {
         let r = &self.request;
         let send_at = r.local_time.map(|time| {
             let not_before = r.send_at.map_or(now, |at| at.max(now));
             let zone = timezone.or(r.default_timezone).map_or(chrono_tz::UTC, |z| z.0);
             local_send_at(time, zone, not_before)
         });
-        Ok(NotifyRequest {
+        Some(NotifyRequest {
             type_tag: None,
-            idempotency_key: broadcast_key(&r.campaign, recipient)?,
+            idempotency_key: message_key(&r.campaign, recipient)?,
             recipient: recipient.clone(),
             template: self.template.clone(),
             data: r.data.clone(),
@@ -273,11 +273,6 @@ impl Broadcast {
             campaign: Some(r.campaign.clone()),
         })
     }
-}
-
-/// The idempotency key of a campaign's broadcast message to one person.
-pub fn broadcast_key(campaign: &CampaignId, recipient: &RecipientId) -> Result<IdempotencyKey, InvalidId> {
-    IdempotencyKey::new(format!("{campaign}#{recipient}"))
 }
 
 /// Whether a notification is a broadcast's message (its key is `<campaign>#<recipient>`).

@@ -100,6 +100,10 @@ identifier!(
     SegmentName, "segment", max = 64, chars = name_char
 );
 identifier!(
+    /// Something a person did that a campaign counts as a conversion (`purchase`, `signup`).
+    EventName, "event", max = 64, chars = name_char
+);
+identifier!(
     /// The app's own id for a device (an installation id), so a device's new push
     /// token replaces its old one. Stored only as a hash.
     DeviceId, "device_id", max = 128, chars = recipient_char

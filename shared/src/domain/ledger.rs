@@ -93,6 +93,8 @@ pub enum Reason {
     Holdout,
     /// A broadcast's message that was in flight when the broadcast was cancelled.
     BroadcastCancelled,
+    /// In the stack-wide global control group: held out of all marketing.
+    GlobalControl,
     QuietHoursDeferred,
     Scheduled,
     Expired,
@@ -122,6 +124,7 @@ impl Reason {
             Reason::Cooldown => "cooldown",
             Reason::Holdout => "holdout",
             Reason::BroadcastCancelled => "broadcast_cancelled",
+            Reason::GlobalControl => "global_control",
             Reason::QuietHoursDeferred => "quiet_hours_deferred",
             Reason::Scheduled => "scheduled",
             Reason::Expired => "expired",
@@ -209,5 +212,6 @@ mod tests {
         }
         assert_eq!(serde_json::to_value(Reason::QuietHoursDeferred).unwrap(), "quiet_hours_deferred");
         assert_eq!(serde_json::to_value(Reason::CapReached).unwrap(), Reason::CapReached.as_str());
+        assert_eq!(serde_json::to_value(Reason::GlobalControl).unwrap(), Reason::GlobalControl.as_str());
     }
 }

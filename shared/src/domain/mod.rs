@@ -19,4 +19,6 @@ pub mod unsubscribe;
 pub mod webhook;
 
 pub use contact::{Channel, EmailAddress, PhoneNumber, Platform, PushToken, redact_contacts};
-pub use ids::{CampaignId, DeviceId, IdempotencyKey, MessageId, RecipientId, SegmentName, TemplateName, Topic};
+pub use ids::{
+    CampaignId, DeviceId, EventName, IdempotencyKey, MessageId, RecipientId, SegmentName, TemplateName, Topic,
+};

@@ -251,6 +251,11 @@ impl DynamoLedger {
             sms_segments: get_n(item, "sms_segments"),
             duplicates: get_n(item, "duplicates").unwrap_or(0),
             history,
+            conversion: get_s(item, "conversion_at").map(|at| RecordedConversion {
+                event: get_s(item, "conversion_event").unwrap_or_default().to_owned(),
+                at: at.to_owned(),
+                value: get_n(item, "conversion_value"),
+            }),
         })
     }
 }
@@ -509,6 +514,54 @@ impl Ledger for DynamoLedger {
             return Err(PortError::Transient(format!("{}: the push is not recorded as sent yet", job.message_id)));
         }
         Ok(None)
+    }
+
+    async fn record_conversion(&self, c: Conversion<'_>) -> PortResult<Converted> {
+        // Instants as the history writes them (fixed width, UTC): they compare as text.
+        let at = ts(c.at);
+        let from = c.at.checked_sub_signed(c.window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(c.id.as_str())))
+            // The history's first entry is the admission.
+            .condition_expression(
+                "attribute_exists(pk) AND campaign = :c AND history[0].#at <= :at AND history[0].#at >= :from \
+                 AND (attribute_not_exists(conversion_at) OR conversion_at > :at)",
+            )
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":c", s(c.campaign.as_str()))
+            .expression_attribute_values(":at", at.clone())
+            .expression_attribute_values(":from", ts(from))
+            .expression_attribute_values(":e", s(c.event.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let update = match c.value {
+            Some(v) => {
+                req = req.expression_attribute_values(":v", AttributeValue::N(decimal(v)));
+                "SET conversion_event = :e, conversion_at = :at, conversion_value = :v"
+            }
+            // An earlier conversion without a value replaces a later one with a value whole.
+            None => "SET conversion_event = :e, conversion_at = :at REMOVE conversion_value",
+        };
+        let old = match req.update_expression(update).send().await {
+            Ok(_) => return Ok(Converted::Recorded),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(f)) => {
+                    f.item().cloned()
+                }
+                _ => return Err(classify("UpdateItem", e)),
+            },
+        };
+        let Some(old) = old.filter(|i| i.contains_key("pk") && get_s(i, "campaign") == Some(c.campaign.as_str()))
+        else {
+            return Ok(Converted::NoMessage);
+        };
+        let at = at.as_s().map(String::as_str).unwrap_or_default();
+        Ok(match get_s(&old, "conversion_at") {
+            Some(recorded) if recorded <= at => Converted::AlreadyConverted,
+            _ => Converted::OutsideWindow,
+        })
     }
 
     async fn transition(&self, id: &MessageId, t: Transition) -> PortResult<Applied> {

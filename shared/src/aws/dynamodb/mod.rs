@@ -63,6 +63,17 @@ fn ts(at: DateTime<Utc>) -> AttributeValue {
     s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// A number as DynamoDB takes it: to six decimal places, without trailing zeros
+/// (`49.9`, `1000`), so no value needs more digits than a DynamoDB number holds.
+fn decimal(v: f64) -> String {
+    let fixed = format!("{v:.6}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    match trimmed {
+        "" | "-" | "-0" => "0".to_owned(),
+        t => t.to_owned(),
+    }
+}
+
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
@@ -147,5 +158,22 @@ where
         Ok(out) => Ok(Some(out)),
         Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(None),
         Err(e) => Err(classify(operation, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_are_written_to_six_decimal_places() {
+        for (v, text) in [
+            (49.9, "49.9"),
+            (1000.0, "1000"),
+            (0.0, "0"),
+            (1e15, "1000000000000000"),
+            (1e-9, "0"),
+            (0.1234567, "0.123457"),
+        ] {
+            assert_eq!(super::decimal(v), text, "{v}");
+        }
     }
 }

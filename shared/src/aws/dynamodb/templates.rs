@@ -13,6 +13,8 @@ pub struct DynamoTemplates {
     campaigns: TtlCache<CampaignId, Option<Arc<CampaignDoc>>>,
     segments: TtlCache<SegmentName, Option<Arc<SegmentDoc>>>,
     profile: TtlCache<(), Arc<ProfileSchema>>,
+    /// Every campaign, as last listed.
+    catalog: TtlCache<(), Arc<Vec<Arc<CampaignDoc>>>>,
 }
 
 /// The item of the profile schema (`profile.toml`).
@@ -35,6 +37,7 @@ impl DynamoTemplates {
             campaigns: TtlCache::new(ttl),
             segments: TtlCache::new(ttl),
             profile: TtlCache::new(ttl),
+            catalog: TtlCache::new(ttl),
         }
     }
 
@@ -95,6 +98,41 @@ impl DynamoTemplates {
             ("updated_at".to_owned(), ts(now)),
         ]);
         put(&self.client, &self.table, item).await
+    }
+
+    /// Every campaign document: a Scan of the templates table for `campaign#` items. It
+    /// reads the whole table (templates too: a filter does not lower what a Scan is billed),
+    /// a few dozen small items, once per cache lifetime. A document that does not read is
+    /// logged and left out: one bad campaign does not stop the others' conversions.
+    async fn list_campaigns(&self) -> PortResult<Arc<Vec<Arc<CampaignDoc>>>> {
+        let mut docs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :p)")
+                .projection_expression("pk, doc")
+                .expression_attribute_values(":p", s("campaign#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Scan", e))?;
+            for item in page.items.unwrap_or_default() {
+                let pk = get_s(&item, "pk").unwrap_or_default();
+                let doc = get_s(&item, "doc").map(serde_json::from_str::<CampaignDoc>);
+                match doc {
+                    Some(Ok(doc)) if doc.validate().is_ok() => docs.push(Arc::new(doc)),
+                    _ => tracing::warn!(item = pk, "campaign document does not read: left out"),
+                }
+            }
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(Arc::new(docs))
     }
 
     async fn load_doc(&self, pk: &str) -> PortResult<Option<String>> {
@@ -223,4 +261,10 @@ pub fn parse_kind(raw: &str) -> Option<Kind> {
 /// Parses a platform name as stored.
 pub fn parse_platform(raw: &str) -> Option<Platform> {
     serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+}
+
+impl CampaignCatalog for DynamoTemplates {
+    async fn campaigns(&self) -> PortResult<Arc<Vec<Arc<CampaignDoc>>>> {
+        self.catalog.get_or_load(&(), || self.list_campaigns()).await
+    }
 }
