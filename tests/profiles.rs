@@ -215,3 +215,43 @@ async fn opens_and_clicks_record_the_last_engagement_on_their_channel() {
     assert_eq!(store.get(&RecipientId::new(ghost).unwrap()).await.unwrap(), None);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_a_declared_attribute_of_another_type_and_stores_the_rest() {
+    use herald::domain::profile::{AttributeType, ProfileSchema};
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let (ana, bo) = (format!("ana-{tag}"), format!("bo-{tag}"));
+    let bodies = |who: &str, ltv: Value| {
+        vec![
+            json!({"type": "upsert_recipient", "recipient": who,
+                    "attributes": {"lifetime_value": ltv, "nickname": 7}})
+            .to_string(),
+        ]
+    };
+    // Nothing declared yet: every contract-valid value is stored.
+    let response = ingest::handler(&ingest, sqs_event(&bodies(&ana, json!("lots")))).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let store = recipients(&t);
+    let stored = store.get(&RecipientId::new(ana.clone()).unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.attributes.get("lifetime_value"), Some(&json!("lots")));
+
+    let schema = crate::segments::templates(&t, std::time::Duration::ZERO);
+    let declared =
+        ProfileSchema { attributes: [("lifetime_value".to_owned(), AttributeType::Number)].into_iter().collect() };
+    schema.put_profile_schema(&declared, Utc::now()).await.unwrap();
+    // A fresh function (its cache is a minute long): the declared type now holds.
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let mut batch = bodies(&bo, json!("ana@example.org"));
+    batch.extend(bodies(&ana, json!(120.5)));
+    let response = ingest::handler(&ingest, sqs_event(&batch)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "a refusal is recorded, not retried");
+    let (reason, detail) = t.ledger().rejection("m0").await.unwrap().expect("the wrong type is refused");
+    assert_eq!((reason.as_str(), detail.as_str()), ("invalid_attribute", "attributes.lifetime_value must be a number"));
+    assert_eq!(store.get(&RecipientId::new(bo).unwrap()).await.unwrap(), None, "nothing of the command applied");
+    let stored = store.get(&RecipientId::new(ana).unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.attributes.get("lifetime_value"), Some(&json!(120.5)));
+    assert_eq!(stored.attributes.get("nickname"), Some(&json!(7)), "undeclared attributes are stored as they come");
+    t.stop().await;
+}

@@ -404,6 +404,7 @@ export class Herald extends Construct {
         queue: ingestQueue,
         environment: {
           HERALD_RECIPIENTS_TABLE: recipients.tableName,
+          HERALD_TEMPLATES_TABLE: templates.tableName,
           HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_APNS_APP_ARN: push.apnsPlatformApplicationArn ?? '',
           HERALD_APNS_SANDBOX_APP_ARN: push.apnsSandboxPlatformApplicationArn ?? '',
@@ -413,6 +414,8 @@ export class Herald extends Construct {
         statements: [
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
           allow('Recipients', ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query', 'BatchWriteItem'].map((a) => `dynamodb:${a}`), [recipients.tableArn]),
+          // The profile schema (profile.toml), to check declared attributes' types.
+          allow('ProfileSchema', ['dynamodb:GetItem'], [templates.tableArn]),
           allow('EligibilityQueue', ['sqs:SendMessage'], [eligibilityQueue.queueArn]),
           // Only the platform applications that were given, and their endpoints; none, no statement.
           ...(platformApps.length > 0 ? [

@@ -3,17 +3,22 @@
 use crate::{Config, Deps};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients};
+use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
+use std::time::Duration;
 
-pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints>;
+pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints, DynamoTemplates>;
+
+/// How long the profile schema (and segments) are kept in memory.
+pub const SCHEMA_TTL: Duration = Duration::from_secs(60);
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Deps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
-        recipients: DynamoRecipients::new(dynamodb, &config.recipients_table),
+        recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
+        segments: DynamoTemplates::new(dynamodb, &config.templates_table, SCHEMA_TTL),
         outbox: SqsOutbox::new(
             aws_sdk_sqs::Client::new(sdk),
             QueueUrls { eligibility: Some(config.eligibility_queue_url.clone()), ..QueueUrls::default() },

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
-use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection};
+use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection, UpsertRecipient};
 use herald::domain::MessageId;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
 use herald::domain::ledger::Status;
@@ -19,6 +19,8 @@ pub mod aws;
 pub struct Config {
     pub ledger: LedgerConfig,
     pub recipients_table: String,
+    /// Where the profile schema (`profile.toml`) is pushed, beside the templates.
+    pub templates_table: String,
     pub eligibility_queue_url: String,
     pub apns_app_arn: Option<String>,
     pub apns_sandbox_app_arn: Option<String>,
@@ -30,6 +32,7 @@ impl Config {
         Ok(Self {
             ledger: LedgerConfig::from_lookup(get)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             apns_app_arn: optional(get, "HERALD_APNS_APP_ARN"),
             apns_sandbox_app_arn: optional(get, "HERALD_APNS_SANDBOX_APP_ARN"),
@@ -38,12 +41,14 @@ impl Config {
     }
 }
 
-/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints.
-pub struct Deps<L, R, O, E> {
+/// What ingest needs: the ledger, the recipients, the eligibility queue, SNS endpoints,
+/// the profile schema (segments live in the same store).
+pub struct Deps<L, R, O, E, S> {
     pub ledger: L,
     pub recipients: R,
     pub outbox: O,
     pub endpoints: E,
+    pub segments: S,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
 }
@@ -58,8 +63,8 @@ enum Step {
     Forward(String),
 }
 
-pub async fn handler<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+pub async fn handler<L, R, O, E, S>(
+    deps: &Deps<L, R, O, E, S>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error>
 where
@@ -67,6 +72,7 @@ where
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    S: SegmentStore,
 {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
@@ -93,12 +99,13 @@ where
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, R, O, E>(deps: &Deps<L, R, O, E>, record: Record, now: DateTime<Utc>) -> Step
+async fn process<L, R, O, E, S>(deps: &Deps<L, R, O, E, S>, record: Record, now: DateTime<Utc>) -> Step
 where
     L: Ledger,
     R: RecipientStore + DeviceRegistry,
     O: Outbox,
     E: PushEndpoints,
+    S: SegmentStore,
 {
     let message = match IngestMessage::parse(&record.body) {
         Ok(m) => m,
@@ -107,7 +114,11 @@ where
     let kind = message.type_name();
     let result = match message {
         IngestMessage::Notify(request) => return admit(deps, &record, *request, now).await,
-        IngestMessage::UpsertRecipient(cmd) => deps.recipients.upsert(&cmd, now).await,
+        IngestMessage::UpsertRecipient(cmd) => match declared_types(deps, &cmd).await {
+            Ok(Ok(())) => deps.recipients.upsert(&cmd, now).await,
+            Ok(Err(rejection)) => return reject(deps, &record, rejection, now).await,
+            Err(e) => Err(e),
+        },
         IngestMessage::SetConsent(cmd) => deps.recipients.set_consent(&cmd, now).await.map(|applied| {
             if applied == ConsentApplied::Older {
                 tracing::info!(record = %record.id, recipient = %cmd.recipient, "consent older than the recorded one: kept in the audit trail only");
@@ -134,8 +145,23 @@ where
     }
 }
 
-async fn admit<L, R, O, E>(
-    deps: &Deps<L, R, O, E>,
+/// The command's attributes against the types the team declared (`profile.toml`): a
+/// declared attribute of another type refuses the whole command (`invalid_attribute`),
+/// naming the attribute and its type. The schema is read (cached) only when there are
+/// attributes to check.
+async fn declared_types<L, R, O, E, S: SegmentStore>(
+    deps: &Deps<L, R, O, E, S>,
+    cmd: &UpsertRecipient,
+) -> PortResult<Result<(), Rejection>> {
+    let Some(attributes) = cmd.attributes.as_ref().filter(|a| a.values().any(|v| !v.is_null())) else {
+        return Ok(Ok(()));
+    };
+    let schema = deps.segments.profile_schema().await?;
+    Ok(schema.check(attributes).map_err(|detail| Rejection::new("invalid_attribute", detail)))
+}
+
+async fn admit<L, R, O, E, S>(
+    deps: &Deps<L, R, O, E, S>,
     record: &Record,
     request: herald::contract::NotifyRequest,
     now: DateTime<Utc>,
@@ -195,7 +221,12 @@ where
     }
 }
 
-async fn reject<L, R, O, E>(deps: &Deps<L, R, O, E>, record: &Record, rejection: Rejection, now: DateTime<Utc>) -> Step
+async fn reject<L, R, O, E, S>(
+    deps: &Deps<L, R, O, E, S>,
+    record: &Record,
+    rejection: Rejection,
+    now: DateTime<Utc>,
+) -> Step
 where
     L: Ledger,
 {
@@ -224,7 +255,11 @@ where
 
 /// Creates (or finds and re-enables) the token's platform endpoint and records the
 /// device; the endpoints of tokens it replaced on the same device are deleted.
-async fn register<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &RegisterPushToken, now: DateTime<Utc>) -> PortResult<()>
+async fn register<L, R, O, E, S>(
+    deps: &Deps<L, R, O, E, S>,
+    cmd: &RegisterPushToken,
+    now: DateTime<Utc>,
+) -> PortResult<()>
 where
     R: DeviceRegistry,
     E: PushEndpoints,
@@ -239,7 +274,7 @@ where
     Ok(())
 }
 
-async fn remove<L, R, O, E>(deps: &Deps<L, R, O, E>, cmd: &PushTokenCommand) -> PortResult<()>
+async fn remove<L, R, O, E, S>(deps: &Deps<L, R, O, E, S>, cmd: &PushTokenCommand) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -250,7 +285,7 @@ where
     Ok(())
 }
 
-async fn erase<L, R, O, E>(deps: &Deps<L, R, O, E>, recipient: &herald::domain::RecipientId) -> PortResult<()>
+async fn erase<L, R, O, E, S>(deps: &Deps<L, R, O, E, S>, recipient: &herald::domain::RecipientId) -> PortResult<()>
 where
     R: RecipientStore,
     E: PushEndpoints,
@@ -261,7 +296,7 @@ where
     Ok(())
 }
 
-async fn delete_endpoint<L, R, O, E: PushEndpoints>(deps: &Deps<L, R, O, E>, device: &Device) -> PortResult<()> {
+async fn delete_endpoint<L, R, O, E: PushEndpoints, S>(deps: &Deps<L, R, O, E, S>, device: &Device) -> PortResult<()> {
     match deps.endpoints.delete(&device.endpoint_arn).await {
         Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
         other => other,
