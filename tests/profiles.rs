@@ -230,14 +230,16 @@ async fn ingest_refuses_a_declared_attribute_of_another_type_and_stores_the_rest
             .to_string(),
         ]
     };
-    // Nothing declared yet: every contract-valid value is stored.
+    // Nothing declared (the stack's own profile.toml is replaced by an empty one): every
+    // contract-valid value is stored.
+    let schema = crate::segments::templates(&t, std::time::Duration::ZERO);
+    schema.put_profile_schema(&ProfileSchema::default(), Utc::now()).await.unwrap();
     let response = ingest::handler(&ingest, sqs_event(&bodies(&ana, json!("lots")))).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let store = recipients(&t);
     let stored = store.get(&RecipientId::new(ana.clone()).unwrap()).await.unwrap().unwrap();
     assert_eq!(stored.attributes.get("lifetime_value"), Some(&json!("lots")));
 
-    let schema = crate::segments::templates(&t, std::time::Duration::ZERO);
     let declared =
         ProfileSchema { attributes: [("lifetime_value".to_owned(), AttributeType::Number)].into_iter().collect() };
     schema.put_profile_schema(&declared, Utc::now()).await.unwrap();
