@@ -215,3 +215,122 @@ async fn opens_and_clicks_record_the_last_engagement_on_their_channel() {
     assert_eq!(store.get(&RecipientId::new(ghost).unwrap()).await.unwrap(), None);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_a_declared_attribute_of_another_type_and_stores_the_rest() {
+    use herald::domain::profile::{AttributeType, ProfileSchema};
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let (ana, bo) = (format!("ana-{tag}"), format!("bo-{tag}"));
+    let bodies = |who: &str, ltv: Value| {
+        vec![
+            json!({"type": "upsert_recipient", "recipient": who,
+                    "attributes": {"lifetime_value": ltv, "nickname": 7}})
+            .to_string(),
+        ]
+    };
+    // Nothing declared (the stack's own profile.toml is replaced by an empty one): every
+    // contract-valid value is stored.
+    let schema = crate::segments::templates(&t, std::time::Duration::ZERO);
+    schema.put_profile_schema(&ProfileSchema::default(), Utc::now()).await.unwrap();
+    let response = ingest::handler(&ingest, sqs_event(&bodies(&ana, json!("lots")))).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let store = recipients(&t);
+    let stored = store.get(&RecipientId::new(ana.clone()).unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.attributes.get("lifetime_value"), Some(&json!("lots")));
+
+    let declared =
+        ProfileSchema { attributes: [("lifetime_value".to_owned(), AttributeType::Number)].into_iter().collect() };
+    schema.put_profile_schema(&declared, Utc::now()).await.unwrap();
+    // A fresh function (its cache is a minute long): the declared type now holds.
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let mut batch = bodies(&bo, json!("ana@example.org"));
+    batch.extend(bodies(&ana, json!(120.5)));
+    let response = ingest::handler(&ingest, sqs_event(&batch)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "a refusal is recorded, not retried");
+    let (reason, detail) = t.ledger().rejection("m0").await.unwrap().expect("the wrong type is refused");
+    assert_eq!((reason.as_str(), detail.as_str()), ("invalid_attribute", "attributes.lifetime_value must be a number"));
+    assert_eq!(store.get(&RecipientId::new(bo).unwrap()).await.unwrap(), None, "nothing of the command applied");
+    let stored = store.get(&RecipientId::new(ana).unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.attributes.get("lifetime_value"), Some(&json!(120.5)));
+    assert_eq!(stored.attributes.get("nickname"), Some(&json!(7)), "undeclared attributes are stored as they come");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_greets_the_person_by_their_profile_or_by_its_default() {
+    let t = TestStack::new().await;
+    let tag = &t.tag;
+    let (ana, bo, cy) = (format!("ana-{tag}"), format!("bo-{tag}"), format!("cy-{tag}"));
+    let address = |who: &str| format!("{who}@example.org");
+    let mut commands = Vec::new();
+    for (who, attributes) in [
+        (&ana, json!({"first_name": "Ana", "lifetime_value": 10})),
+        (&bo, json!({"lifetime_value": 3})),
+        (&cy, json!({"first_name": "Cyrille"})),
+    ] {
+        commands.push(
+            json!({"type": "upsert_recipient", "recipient": who, "email": address(who), "attributes": attributes})
+                .to_string(),
+        );
+        commands.push(
+            json!({"type": "set_consent", "recipient": who, "channel": "email", "granted": true, "source": "test"})
+                .to_string(),
+        );
+    }
+    t.publish(&commands).await;
+    t.wait_idle().await;
+    let digest = |who: &str, data: Value| {
+        json!({"idempotency_key": format!("{tag}-{who}"), "recipient": who, "template": "weekly_digest",
+               "kind": "marketing", "channels": ["email"], "data": data})
+        .to_string()
+    };
+    t.publish(&[
+        digest(&ana, json!({"headline": "New in"})),
+        digest(&bo, json!({"headline": "New in"})),
+        // The request's own data comes first.
+        digest(&cy, json!({"headline": "New in", "first_name": "Cy"})),
+    ])
+    .await;
+    t.wait_idle().await;
+    let data = provider_data().await;
+    for (who, greeting) in [(&ana, "Hi Ana,"), (&bo, "Hi there,"), (&cy, "Hi Cy,")] {
+        let sent = emails_to(&data, &address(who));
+        assert_eq!(sent.len(), 1, "{who}: {:?}", t.entry(&format!("{tag}-{who}")).await);
+        let text = sent[0].to_string();
+        assert!(text.contains(greeting), "{who}: {text}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_job_carries_only_the_attributes_its_template_names() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let who = format!("jo-{tag}");
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    let bodies = [
+        json!({"type": "upsert_recipient", "recipient": who, "email": format!("{who}@example.org"),
+               "timezone": "Europe/Paris", "locale": "fr-FR",
+               "attributes": {"first_name": "Jo", "lifetime_value": 99, "notes": "x".repeat(1000)}}),
+        json!({"type": "set_consent", "recipient": who, "channel": "email", "granted": true, "source": "test"}),
+        json!({"idempotency_key": format!("{tag}-d"), "recipient": who, "template": "weekly_digest",
+               "kind": "marketing", "channels": ["email"], "data": {"headline": "h"}}),
+    ];
+    let bodies: Vec<String> = bodies.iter().map(Value::to_string).collect();
+    ingest::handler(&ingest, sqs_event(&bodies)).await.unwrap();
+    let eligibility =
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
+    let job = receive(&t, "EligibilityQueue").await.unwrap();
+    eligibility::handler(&eligibility, received_event(&job)).await.unwrap();
+    let dispatch = receive(&t, "EmailQueue").await.expect("routed to email");
+    let job: herald::domain::jobs::DispatchJob = serde_json::from_str(dispatch["body"].as_str().unwrap()).unwrap();
+    assert_eq!(Value::Object(job.attributes.clone()), json!({"first_name": "Jo"}), "only what the template names");
+    let view = job.recipient_view();
+    assert_eq!(
+        (view.id.as_str(), view.locale.as_deref(), view.timezone.as_deref()),
+        (who.as_str(), Some("fr-FR"), Some("Europe/Paris"))
+    );
+    t.stop().await;
+}

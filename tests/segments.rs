@@ -69,6 +69,14 @@ async fn segments_are_pushed_versioned_and_read_through_a_cache() {
 async fn the_profile_schema_is_empty_until_pushed() {
     let t = TestStack::without_functions().await;
     let store = templates(&t, Duration::ZERO);
+    // The test stack pushed the repository's profile.toml: take it away.
+    aws_sdk_dynamodb::Client::new(&t.sdk)
+        .delete_item()
+        .table_name(t.table("TemplatesTable"))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("profile#schema".into()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(*store.profile_schema().await.unwrap(), ProfileSchema::default());
     let schema = ProfileSchema {
         attributes: BTreeMap::from([
@@ -99,8 +107,10 @@ fn consent(who: &str, at: &str) -> SetConsent {
     }
 }
 
-/// Recipients `<tag>-r<n>` for n in `0..count`: every third with two consent records (two
-/// audit items), every fifth with a device (an endpoint index item). Returns the ids.
+/// Recipients `<tag>-r<n>` for n in `0..count`, with `lifetime_value` n and `plan` "even" or
+/// "odd"; an email address unless n is a multiple of 7; every third with two consent
+/// records for news by email (two audit items), every fifth with a device (an endpoint
+/// index item). Returns the ids.
 pub async fn populate(t: &TestStack, count: usize) -> BTreeSet<String> {
     let store = recipients(t);
     let now = Utc::now();
@@ -108,14 +118,12 @@ pub async fn populate(t: &TestStack, count: usize) -> BTreeSet<String> {
     let work = ids.iter().enumerate().map(|(n, who)| {
         let store = &store;
         async move {
-            let attributes = json!({"n": n, "tier": if n % 2 == 0 { "even" } else { "odd" }});
-            store
-                .upsert(
-                    &upsert(json!({"recipient": who, "email": format!("{who}@example.org"), "attributes": attributes})),
-                    now,
-                )
-                .await
-                .unwrap();
+            let attributes = json!({"lifetime_value": n, "plan": if n % 2 == 0 { "even" } else { "odd" }});
+            let mut body = json!({"recipient": who, "attributes": attributes});
+            if n % 7 != 0 {
+                body["email"] = json!(format!("{who}@example.org"));
+            }
+            store.upsert(&upsert(body), now).await.unwrap();
             if n % 3 == 0 {
                 store.set_consent(&consent(who, "2026-01-01T00:00:00Z"), now).await.unwrap();
                 store.set_consent(&consent(who, "2026-01-02T00:00:00Z"), now).await.unwrap();
@@ -165,7 +173,10 @@ async fn a_parallel_scan_reads_every_profile_exactly_once_and_nothing_else() {
             assert!(page.recipients.len() <= page.items_read);
             for r in &page.recipients {
                 let id = r.id.as_ref().expect("a profile has its id").to_string();
-                assert!(r.email.is_some() && r.attributes.contains_key("n"), "the whole profile: {id}");
+                assert!(
+                    r.attributes.contains_key("lifetime_value") && r.created_at.is_some(),
+                    "the whole profile: {id}"
+                );
                 *seen.entry(id).or_default() += 1;
                 in_segment += 1;
             }
@@ -188,5 +199,52 @@ async fn a_parallel_scan_reads_every_profile_exactly_once_and_nothing_else() {
     assert_eq!(store.page(&bad, 10).await.unwrap_err().permanent_code(), Some("InvalidCursor"));
     let bad = ScanCursor { segment: 4, total_segments: 4, start: None };
     assert_eq!(store.page(&bad, 10).await.unwrap_err().permanent_code(), Some("InvalidCursor"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_a_pushed_segment_judges_every_profile_once() {
+    let t = TestStack::without_functions().await;
+    let ids = populate(&t, 300).await;
+    let store = templates(&t, Duration::ZERO);
+    let now = Utc::now();
+    let big = segment(json!({"name": "big", "topic": "news", "channels": ["email"], "exclude": "odd",
+                             "filter": {"field": "attributes.lifetime_value", "gte": 100}}));
+    let odd =
+        segment(json!({"name": "odd", "channels": ["email"], "filter": {"field": "attributes.plan", "equals": "odd"}}));
+    store.put_segment(&big, now).await.unwrap();
+    store.put_segment(&odd, now).await.unwrap();
+    let audience = resolve_audience(&store, &SegmentName::new("big").unwrap()).await.unwrap().unwrap();
+
+    let count = herald_cli::segments::count(&recipients(&t), &audience, now, 3, 40, 5).await.unwrap();
+    // What each person should be, from how `populate` made them.
+    let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut members = BTreeSet::new();
+    for n in 0..300 {
+        let verdict = if n < 100 {
+            "filter"
+        } else if n % 2 == 1 {
+            "excluded"
+        } else if n % 7 == 0 {
+            "unreachable"
+        } else if n % 3 != 0 {
+            "no_consent"
+        } else {
+            members.insert(format!("{}-r{n}", t.tag));
+            "matched"
+        };
+        *expected.entry(verdict).or_default() += 1;
+    }
+    let mut got: BTreeMap<&str, usize> = count.missed.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    got.insert("matched", count.matched);
+    assert_eq!(got, expected);
+    assert_eq!(count.profiles, ids.len());
+    assert_eq!(count.items_read, 300 + 2 * 100 + 60, "the whole table, once");
+    assert_eq!(count.on_channel.get(&herald::domain::Channel::Email), Some(&count.matched));
+    assert_eq!(count.sample.len(), 5);
+    assert!(count.sample.iter().all(|id| members.contains(id.as_str())), "{:?}", count.sample);
+    let report = count.to_string();
+    assert!(report.starts_with("segment big v1 (excluding odd v1): 300 profile(s) judged"), "{report}");
+    assert!(!report.contains("@example.org"), "ids only, never contacts: {report}");
     t.stop().await;
 }

@@ -133,9 +133,12 @@ fn hot_paths(c: &mut Criterion) {
     });
 
     let (t, data) = (template(), data());
-    g.bench_function("render_push", |b| b.iter(|| t.render_push(black_box(Some("fr-FR")), black_box(&data))));
-    g.bench_function("render_email", |b| b.iter(|| t.render_email(black_box(Some("fr-FR")), black_box(&data))));
-    g.bench_function("render_sms", |b| b.iter(|| t.render_sms(black_box(Some("fr-FR")), black_box(&data))));
+    let person = herald::domain::template::RecipientView { id: "user-42".into(), ..Default::default() };
+    g.bench_function("render_push", |b| b.iter(|| t.render_push(black_box(Some("fr-FR")), black_box(&data), &person)));
+    g.bench_function("render_email", |b| {
+        b.iter(|| t.render_email(black_box(Some("fr-FR")), black_box(&data), &person))
+    });
+    g.bench_function("render_sms", |b| b.iter(|| t.render_sms(black_box(Some("fr-FR")), black_box(&data), &person)));
 
     let ses = ses_body();
     let Ok(Receipt::Ses(event)) = Receipt::parse(&ses) else { panic!("the SES delivery fixture does not parse") };

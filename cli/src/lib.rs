@@ -8,6 +8,7 @@ pub mod funnel;
 pub mod local;
 pub mod moto;
 pub mod runner;
+pub mod segments;
 pub mod stack;
 pub mod templates;
 pub mod web;

@@ -35,7 +35,7 @@ pub const LOCAL_RECIPIENT_WAIT_SECS: u32 = 2;
 /// Creates what a team creates by hand before deploying (the SES identity, the SNS
 /// platform applications), then the stack from `template.yaml`, then does what the team
 /// does after the deploy: puts a custom provider in the providers' secret and uploads the
-/// templates.
+/// templates (with the campaigns, segments and profile schema beside them).
 pub async fn provision(sdk: &SdkConfig, root: &Path, prefix: &str) -> anyhow::Result<Stack> {
     provision_with_web_port(sdk, root, prefix, 0).await
 }
@@ -96,12 +96,7 @@ pub async fn provision_with_web_port(
 
     let table = stack.tables.get("TemplatesTable").context("the template declares no TemplatesTable")?;
     let store = DynamoTemplates::new(aws_sdk_dynamodb::Client::new(sdk), table, Duration::from_secs(60));
-    for t in templates::load_dir(&root.join("templates"))? {
-        store.put(&t.doc, Utc::now()).await?;
-    }
-    for c in templates::load_campaigns(&root.join("campaigns"))? {
-        store.put_campaign(&c, Utc::now()).await?;
-    }
+    templates::push_all(&store, &root.join("templates"), Utc::now()).await?;
     Ok(stack)
 }
 

@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: TemplatesCommand,
     },
+    /// Segment files, and a pushed segment's audience.
+    Segments {
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
     /// One message's history, by idempotency key (uses the standard AWS environment).
     Message {
         key: String,
@@ -132,12 +137,44 @@ enum TemplatesCommand {
         #[arg(long, default_value_t = 3)]
         max_sms_segments: usize,
     },
-    /// Upload every template to the templates table (uses the standard AWS environment).
+    /// Upload every template to the templates table, with the campaigns, segments and profile
+    /// schema beside the folder (uses the standard AWS environment).
     Push {
         #[arg(long, default_value = "templates")]
         dir: PathBuf,
         #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
         table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SegmentsCommand {
+    /// Check every segment against the profile schema (declared attributes, operators,
+    /// exclusions).
+    Check {
+        #[arg(long, default_value = "segments")]
+        dir: PathBuf,
+        #[arg(long, default_value = "profile.toml")]
+        profile: PathBuf,
+    },
+    /// How many recipients a pushed segment matches now, why the others are missed, and a
+    /// sample of matched recipient ids (scans the recipients table in parallel: an operator
+    /// command; uses the standard AWS environment). Sends nothing.
+    Count {
+        segment: String,
+        /// How many matched recipient ids to print.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        /// Parallel scan segments.
+        #[arg(long, default_value_t = 4)]
+        scan_segments: u32,
+        /// Items read per scan request.
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+        #[arg(long, env = "HERALD_RECIPIENTS_TABLE")]
+        recipients_table: String,
+        #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
+        templates_table: String,
     },
 }
 
@@ -165,7 +202,12 @@ async fn main() -> anyhow::Result<()> {
             println!("AWS_REGION=us-east-1");
             println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
             println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
-            println!("HERALD_TEMPLATES_TABLE={}", local.stack.tables.get("TemplatesTable").context("TemplatesTable")?);
+            // For `herald segments count` and `herald templates push` against this stack.
+            for (table, var) in
+                [("RecipientsTable", "HERALD_RECIPIENTS_TABLE"), ("TemplatesTable", "HERALD_TEMPLATES_TABLE")]
+            {
+                println!("{var}={}", local.stack.tables.get(table).context(table)?);
+            }
             println!("HERALD_WEBHOOK_URL={}", local.web.url("WebhooksFunction").context("WebhooksFunction URL")?);
             // This run's secrets, read back from the local Secrets Manager, so a developer can
             // sign unsubscribe links and provider reports (and add a provider to the secret).
@@ -183,8 +225,10 @@ async fn main() -> anyhow::Result<()> {
             init_logs("warn");
             let templates = herald_cli::templates::load_dir(&dir)?;
             let campaigns = herald_cli::templates::load_campaigns(&dir.with_file_name("campaigns"))?;
+            let schema = herald_cli::segments::load_profile(&dir.with_file_name("profile.toml"))?;
             let limits = herald::domain::template::Limits { max_sms_segments, ..Default::default() };
-            let problems = herald_cli::templates::check_all(&templates, &limits);
+            let mut problems = herald_cli::templates::check_all(&templates, &limits);
+            problems.extend(herald_cli::templates::check_profile_all(&templates, &schema));
             for p in &problems {
                 eprintln!("{p}");
             }
@@ -201,14 +245,50 @@ async fn main() -> anyhow::Result<()> {
                 table,
                 std::time::Duration::ZERO,
             );
-            for t in herald_cli::templates::load_dir(&dir)? {
-                store.put(&t.doc, chrono::Utc::now()).await?;
-                println!("pushed {} v{}", t.doc.name, t.doc.version);
+            for line in herald_cli::templates::push_all(&store, &dir, chrono::Utc::now()).await? {
+                println!("{line}");
             }
-            for c in herald_cli::templates::load_campaigns(&dir.with_file_name("campaigns"))? {
-                store.put_campaign(&c, chrono::Utc::now()).await?;
-                println!("pushed campaign {}", c.name);
+        }
+        Command::Segments { command: SegmentsCommand::Check { dir, profile } } => {
+            init_logs("warn");
+            let (docs, schema, problems) = herald_cli::segments::check(&dir, &profile)?;
+            for p in &problems {
+                eprintln!("{p}");
             }
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in {} segment(s)", problems.len(), docs.len());
+            }
+            println!(
+                "{} segment(s) checked against {} declared attribute(s), no problems",
+                docs.len(),
+                schema.attributes.len()
+            );
+        }
+        Command::Segments {
+            command:
+                SegmentsCommand::Count { segment, sample, scan_segments, page_size, recipients_table, templates_table },
+        } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+            let store = herald::aws::dynamodb::DynamoTemplates::new(
+                dynamodb.clone(),
+                templates_table,
+                std::time::Duration::ZERO,
+            );
+            let name = herald::domain::SegmentName::new(segment)?;
+            let audience = herald::ports::resolve_audience(&store, &name).await?.map_err(anyhow::Error::msg)?;
+            let recipients = herald::aws::dynamodb::DynamoRecipients::new(dynamodb, recipients_table);
+            let count = herald_cli::segments::count(
+                &recipients,
+                &audience,
+                chrono::Utc::now(),
+                scan_segments,
+                page_size,
+                sample,
+            )
+            .await?;
+            println!("{count}");
         }
         Command::Message { key, table } => {
             init_logs("warn");

@@ -1,7 +1,11 @@
-//! Template files (`templates/*.toml`): load, check, upload to the templates table.
+//! Template files (`templates/*.toml`): load, check, upload to the templates table,
+//! with what is kept beside them (`campaigns/`, `segments/`, `profile.toml`).
 
 use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use herald::aws::dynamodb::{DynamoTemplates, Pushed};
 use herald::domain::campaign::CampaignDoc;
+use herald::domain::profile::ProfileSchema;
 use herald::domain::template::{CompiledTemplate, Limits, TemplateDoc};
 use std::path::Path;
 
@@ -34,6 +38,48 @@ pub fn check_all(templates: &[CompiledTemplate], limits: &Limits) -> Vec<String>
         .iter()
         .flat_map(|t| t.check().into_iter().chain(t.check_limits(limits)).map(move |p| format!("{}: {p}", t.name())))
         .collect()
+}
+
+/// Checks the profile attributes every template uses against `profile.toml`'s.
+pub fn check_profile_all(templates: &[CompiledTemplate], schema: &ProfileSchema) -> Vec<String> {
+    templates
+        .iter()
+        .flat_map(|t| t.check_profile(schema).into_iter().map(move |p| format!("{}: {p}", t.name())))
+        .collect()
+}
+
+/// Everything `herald templates push` uploads from the folder `templates` and its siblings
+/// (`campaigns/`, `segments/`, `profile.toml`), checked first: nothing is pushed unless it
+/// all passes. Returns what was pushed, one line each. The profile schema goes first, so a
+/// segment or template never arrives before the attributes it uses are declared.
+pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+    let compiled = load_dir(templates)?;
+    let campaigns = load_campaigns(&templates.with_file_name("campaigns"))?;
+    let (segments, schema, mut problems) =
+        crate::segments::check(&templates.with_file_name("segments"), &templates.with_file_name("profile.toml"))?;
+    problems.extend(check_profile_all(&compiled, &schema));
+    if !problems.is_empty() {
+        bail!("nothing pushed, {} problem(s):\n{}", problems.len(), problems.join("\n"));
+    }
+    let mut pushed = Vec::new();
+    store.put_profile_schema(&schema, now).await?;
+    pushed.push(format!("pushed profile schema ({} attribute(s))", schema.attributes.len()));
+    for t in &compiled {
+        store.put(&t.doc, now).await?;
+        pushed.push(format!("pushed {} v{}", t.doc.name, t.doc.version));
+    }
+    for c in &campaigns {
+        store.put_campaign(c, now).await?;
+        pushed.push(format!("pushed campaign {}", c.name));
+    }
+    for s in &segments {
+        let line = match store.put_segment(s, now).await? {
+            Pushed::Written => format!("pushed segment {} v{}", s.name, s.version),
+            Pushed::Unchanged => format!("segment {} v{} unchanged", s.name, s.version),
+        };
+        pushed.push(line);
+    }
+    Ok(pushed)
 }
 
 /// Loads and validates every campaign definition (`campaigns/*.toml`); a missing folder is none.
@@ -71,6 +117,16 @@ mod tests {
         let problems = check_all(&templates, &Limits::default());
         assert!(problems.is_empty(), "{problems:#?}");
         assert!(!load_campaigns(&repo_root().join("campaigns")).unwrap().is_empty());
+        let schema = crate::segments::load_profile(&repo_root().join("profile.toml")).unwrap();
+        assert!(check_profile_all(&templates, &schema).is_empty());
+        // Without profile.toml's declarations, the digest's use of first_name is refused.
+        assert_eq!(
+            check_profile_all(&templates, &ProfileSchema::default()),
+            [
+                "weekly_digest: en/email/html.html uses recipient.attributes.first_name, which profile.toml does not declare",
+                "weekly_digest: en/email/text.txt uses recipient.attributes.first_name, which profile.toml does not declare",
+            ]
+        );
     }
 
     #[test]

@@ -440,7 +440,7 @@ export class Herald extends Construct {
         queue: ingestQueue,
         environment: {
           HERALD_RECIPIENTS_TABLE: recipients.tableName,
-          HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
+                    HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_APNS_APP_ARN: push.apnsPlatformApplicationArn ?? '',
           HERALD_APNS_SANDBOX_APP_ARN: push.apnsSandboxPlatformApplicationArn ?? '',
           HERALD_FCM_APP_ARN: push.fcmPlatformApplicationArn ?? '',

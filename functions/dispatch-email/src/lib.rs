@@ -117,7 +117,11 @@ impl<E: EmailSender, K: Secret<UnsubscribeKey>> Deliver for Email<E, K> {
         let Contact::Email(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no email address".into() };
         };
-        let content = match template.render_email(job.locale.as_ref().map(|l| l.as_str()), &job.request.data) {
+        let content = match template.render_email(
+            job.locale.as_ref().map(|l| l.as_str()),
+            &job.request.data,
+            &job.recipient_view(),
+        ) {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };

@@ -66,7 +66,11 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
         let Contact::Push(devices) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no device".into() };
         };
-        let content = match template.render_push(job.locale.as_ref().map(|l| l.as_str()), &job.request.data) {
+        let content = match template.render_push(
+            job.locale.as_ref().map(|l| l.as_str()),
+            &job.request.data,
+            &job.recipient_view(),
+        ) {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };

@@ -68,7 +68,11 @@ impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
         let Contact::Sms(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no phone number".into() };
         };
-        let content = match template.render_sms(job.locale.as_ref().map(|l| l.as_str()), &job.request.data) {
+        let content = match template.render_sms(
+            job.locale.as_ref().map(|l| l.as_str()),
+            &job.request.data,
+            &job.recipient_view(),
+        ) {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };

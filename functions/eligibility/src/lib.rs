@@ -266,7 +266,14 @@ async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Ut
                 }
                 Group::Send(v) => v.cloned(),
             };
-            route(deps, job, &recipient, &candidates, variant, now).await
+            // The template dispatch renders (a variant's own, if it names one) picks the
+            // profile attributes its job carries.
+            let rendered = match variant.as_ref().and_then(|v| v.template.as_ref()) {
+                Some(name) => deps.templates.get(name).await?.unwrap_or(template),
+                None => template,
+            };
+            let attributes = rendered.profile_use().pick(&recipient.attributes);
+            route(deps, job, &recipient, &candidates, variant, attributes, now).await
         }
     }
 }
@@ -333,6 +340,7 @@ async fn route<P: Ports>(
     recipient: &Recipient,
     candidates: &[Channel],
     variant: Option<herald::domain::campaign::Variant>,
+    attributes: serde_json::Map<String, serde_json::Value>,
     now: DateTime<Utc>,
 ) -> PortResult<Routed> {
     let request = &job.request;
@@ -370,6 +378,8 @@ async fn route<P: Ports>(
                     may_fall_back: mode == Mode::First && position + 1 < candidates.len(),
                     slots: taken.clone(),
                     variant: variant.as_ref().map(|v| v.name.clone()),
+                    attributes: attributes.clone(),
+                    timezone: recipient.timezone,
                 };
                 let body = serde_json::to_string(&dispatch).map_err(|e| PortError::Unknown(e.into()))?;
                 // A job SQS will not carry (a person with hundreds of devices): this channel

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
-use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection, Track};
+use herald::contract::{IngestMessage, PushTokenCommand, RegisterPushToken, Rejection, Track, UpsertRecipient};
 use herald::domain::MessageId;
 use herald::domain::campaign;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
@@ -141,7 +141,11 @@ where
         IngestMessage::BroadcastControl(action, cmd) => {
             return broadcast::control(deps, &record, action, cmd, now).await;
         }
-        IngestMessage::UpsertRecipient(cmd) => deps.recipients.upsert(&cmd, now).await,
+        IngestMessage::UpsertRecipient(cmd) => match declared_types(deps, &cmd).await {
+            Ok(Ok(())) => deps.recipients.upsert(&cmd, now).await,
+            Ok(Err(rejection)) => return reject(deps, &record, rejection, now).await,
+            Err(e) => Err(e),
+        },
         IngestMessage::SetConsent(cmd) => deps.recipients.set_consent(&cmd, now).await.map(|applied| {
             if applied == ConsentApplied::Older {
                 tracing::info!(record = %record.id, recipient = %cmd.recipient, "consent older than the recorded one: kept in the audit trail only");
@@ -167,6 +171,21 @@ where
             reject(deps, &record, Rejection::new(code, e.to_string()), now).await
         }
     }
+}
+
+/// The command's attributes against the types the team declared (`profile.toml`): a
+/// declared attribute of another type refuses the whole command (`invalid_attribute`),
+/// naming the attribute and its type. The schema is read (cached) only when there are
+/// attributes to check.
+async fn declared_types<L, R, O, E, T: SegmentStore>(
+    deps: &Deps<L, R, O, E, T>,
+    cmd: &UpsertRecipient,
+) -> PortResult<Result<(), Rejection>> {
+    let Some(attributes) = cmd.attributes.as_ref().filter(|a| a.values().any(|v| !v.is_null())) else {
+        return Ok(Ok(()));
+    };
+    let schema = deps.templates.profile_schema().await?;
+    Ok(schema.check(attributes).map_err(|detail| Rejection::new("invalid_attribute", detail)))
 }
 
 async fn admit<L, R, O, E, T>(

@@ -1,11 +1,13 @@
 //! Messages between Herald's own stages (not part of the producer contract).
 
-use crate::contract::{Locale, NotifyRequest};
+use crate::contract::{Locale, NotifyRequest, TimeZone};
 use crate::domain::caps::CapSlot;
 use crate::domain::recipient::Device;
+use crate::domain::template::RecipientView;
 use crate::domain::{Channel, EmailAddress, MessageId, PhoneNumber};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The largest body Herald puts on a queue: SQS's long-standing limit for a message and
 /// for a whole `SendMessageBatch` request. (Queues created since August 2025 may take
@@ -120,11 +122,27 @@ pub struct DispatchJob {
     /// The campaign variant assigned to the recipient, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// The recipient's profile attributes that the template names (only those: a job
+    /// stays small), for `recipient.attributes` in the template.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZone>,
 }
 
 impl DispatchJob {
     pub fn channel(&self) -> Channel {
         self.contact.channel()
+    }
+
+    /// The person, as the template sees them (`recipient`).
+    pub fn recipient_view(&self) -> RecipientView {
+        RecipientView {
+            id: self.request.recipient.to_string(),
+            attributes: self.attributes.clone(),
+            locale: self.locale.as_ref().map(|l| l.as_str().to_owned()),
+            timezone: self.timezone.map(String::from),
+        }
     }
 
     /// The job that sends eligibility looking for the next channel, made at `at`.

@@ -11,6 +11,14 @@
 //! why. (Neutralizing the link instead would send an email whose link silently goes
 //! nowhere.) `check` reports a template whose literal hrefs already fail this.
 //!
+//! Besides the request's `data`, every part sees `recipient`: the person it is rendered
+//! for, as `{ id, attributes, locale, timezone }` ([`RecipientView`]). Only the profile
+//! attributes a template names (`recipient.attributes.first_name`) travel with its
+//! dispatch job ([`ProfileUse`]); an attribute the person does not have is undefined, so
+//! `{{ recipient.attributes.first_name | default("there") }}` is the way to use one (in a
+//! condition too: `{% if recipient.attributes.beta | default(false) %}`).
+//! `herald templates check` refuses an attribute that `profile.toml` does not declare.
+//!
 //! Templates live in the templates table as JSON documents (the repo keeps them
 //! as TOML under `templates/`; `herald templates push` uploads them), so a team
 //! changes one without rebuilding a function. Each document carries a `version`
@@ -139,11 +147,75 @@ pub enum TemplateError {
     Render { template: String, detail: String },
 }
 
+/// What a template sees of the person, as `recipient`. Absent values are undefined in
+/// the template (not `none`), so `default(...)` applies to them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecipientView {
+    pub id: String,
+    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// The name templates see the person by.
+pub const RECIPIENT_VAR: &str = "recipient";
+/// What `recipient` holds.
+const RECIPIENT_FIELDS: [&str; 4] = ["id", "attributes", "locale", "timezone"];
+
+/// Which profile attributes a template's parts use, so that only those travel in its jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileUse {
+    /// Each `recipient.attributes.<name>` named.
+    pub attributes: BTreeSet<String>,
+    /// `recipient` or `recipient.attributes` used as a whole (iterated, indexed by a
+    /// variable, printed): every attribute is needed. `herald templates check` refuses it.
+    pub all_attributes: bool,
+}
+
+impl ProfileUse {
+    fn add(&mut self, reference: &str) {
+        let mut path = reference.split('.');
+        if path.next() != Some(RECIPIENT_VAR) {
+            return;
+        }
+        match (path.next(), path.next()) {
+            (None, _) | (Some("attributes"), None) => self.all_attributes = true,
+            (Some("attributes"), Some(name)) => {
+                self.attributes.insert(name.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    /// Of `attributes`, those the template uses.
+    pub fn pick(&self, attributes: &Map<String, Value>) -> Map<String, Value> {
+        if self.all_attributes {
+            return attributes.clone();
+        }
+        attributes.iter().filter(|(k, _)| self.attributes.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// What a part refers to beyond plain variables: `recipient...` paths (minijinja's nested
+/// undeclared variables).
+fn recipient_refs(tmpl: &minijinja::Template<'_, '_>) -> Vec<String> {
+    let mut refs: Vec<String> = tmpl
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|v| v == RECIPIENT_VAR || v.starts_with("recipient."))
+        .collect();
+    refs.sort();
+    refs
+}
+
 /// A template compiled once and rendered many times (kept in the function's cache).
 #[derive(Debug)]
 pub struct CompiledTemplate {
     pub doc: TemplateDoc,
     env: Environment<'static>,
+    profile: ProfileUse,
 }
 
 fn part_name(locale: &str, channel: Channel, part: &str) -> String {
@@ -192,7 +264,20 @@ impl CompiledTemplate {
                     .map_err(|e| TemplateError::Syntax { template: doc.name.to_string(), detail: e.to_string() })?;
             }
         }
-        Ok(Self { doc, env })
+        let mut profile = ProfileUse::default();
+        for (locale, parts) in &doc.locales {
+            for (channel, part, _) in parts.sources() {
+                if let Ok(tmpl) = env.get_template(&part_name(locale, channel, part)) {
+                    recipient_refs(&tmpl).iter().for_each(|r| profile.add(r));
+                }
+            }
+        }
+        Ok(Self { doc, env, profile })
+    }
+
+    /// The profile attributes its parts use.
+    pub fn profile_use(&self) -> &ProfileUse {
+        &self.profile
     }
 
     pub fn name(&self) -> &TemplateName {
@@ -225,9 +310,13 @@ impl CompiledTemplate {
         self.env.get_template(&name).map_err(render_err)?.render(ctx).map_err(render_err)
     }
 
-    fn context(&self, data: &Map<String, Value>) -> minijinja::Value {
+    /// The template's defaults, the request's data over them, and `recipient` over both
+    /// (Herald's name: a `recipient` in the data does not reach the template).
+    fn context(&self, data: &Map<String, Value>, recipient: &RecipientView) -> minijinja::Value {
         let mut merged = self.doc.defaults.clone();
         merged.extend(data.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let person = serde_json::to_value(recipient).unwrap_or_default();
+        merged.insert(RECIPIENT_VAR.to_owned(), person);
         minijinja::Value::from(Serde(merged))
     }
 
@@ -245,9 +334,14 @@ impl CompiledTemplate {
             })
     }
 
-    pub fn render_push(&self, locale: Option<&str>, data: &Map<String, Value>) -> Result<PushContent, TemplateError> {
+    pub fn render_push(
+        &self,
+        locale: Option<&str>,
+        data: &Map<String, Value>,
+        recipient: &RecipientView,
+    ) -> Result<PushContent, TemplateError> {
         let (locale, parts) = self.parts_for(Channel::Push, locale)?;
-        let ctx = self.context(data);
+        let ctx = self.context(data, recipient);
         let has_link = parts.push.as_ref().is_some_and(|p| p.deep_link.is_some());
         Ok(PushContent {
             title: self.render_part(locale, Channel::Push, "title", &ctx)?,
@@ -259,9 +353,14 @@ impl CompiledTemplate {
     /// The email part, its subject made one line and every link of its HTML checked (see the
     /// module's documentation): a link that is not https, http, mailto or a fragment is a
     /// [`TemplateError::Render`].
-    pub fn render_email(&self, locale: Option<&str>, data: &Map<String, Value>) -> Result<EmailContent, TemplateError> {
+    pub fn render_email(
+        &self,
+        locale: Option<&str>,
+        data: &Map<String, Value>,
+        recipient: &RecipientView,
+    ) -> Result<EmailContent, TemplateError> {
         let (locale, _) = self.parts_for(Channel::Email, locale)?;
-        let ctx = self.context(data);
+        let ctx = self.context(data, recipient);
         let html = self.render_part(locale, Channel::Email, "html", &ctx)?;
         for (n, href) in hrefs(&html).into_iter().enumerate() {
             if let LinkVerdict::Refused(why) = link_verdict(href, true) {
@@ -278,9 +377,14 @@ impl CompiledTemplate {
         })
     }
 
-    pub fn render_sms(&self, locale: Option<&str>, data: &Map<String, Value>) -> Result<SmsContent, TemplateError> {
+    pub fn render_sms(
+        &self,
+        locale: Option<&str>,
+        data: &Map<String, Value>,
+        recipient: &RecipientView,
+    ) -> Result<SmsContent, TemplateError> {
         let (locale, _) = self.parts_for(Channel::Sms, locale)?;
-        let ctx = self.context(data);
+        let ctx = self.context(data, recipient);
         Ok(SmsContent { text: self.render_part(locale, Channel::Sms, "text", &ctx)? })
     }
 
@@ -297,8 +401,20 @@ impl CompiledTemplate {
         let mut problems = Vec::new();
         let id = crate::domain::MessageId::parse("0123456789abcdef0123456789abcdef");
         for locale in self.doc.locales.keys() {
+            // The person: each attribute the template names, as a ten-character stand-in.
+            let recipient = RecipientView {
+                id: "X".repeat(10),
+                attributes: self
+                    .profile
+                    .attributes
+                    .iter()
+                    .map(|a| (a.clone(), Value::String("X".repeat(10))))
+                    .collect(),
+                locale: Some(locale.clone()),
+                timezone: Some("Europe/Paris".into()),
+            };
             if self.doc.locales.get(locale).is_some_and(|p| p.push.is_some()) {
-                match self.render_push(Some(locale), &data) {
+                match self.render_push(Some(locale), &data, &recipient) {
                     Ok(content) => {
                         for platform in [crate::domain::Platform::Apns, crate::domain::Platform::Fcm] {
                             let size =
@@ -316,7 +432,7 @@ impl CompiledTemplate {
                 }
             }
             if self.doc.locales.get(locale).is_some_and(|p| p.sms.is_some()) {
-                match self.render_sms(Some(locale), &data) {
+                match self.render_sms(Some(locale), &data, &recipient) {
                     Ok(content) => {
                         let seg = crate::domain::sms::segments(&content.text);
                         if seg.count > limits.max_sms_segments {
@@ -341,6 +457,12 @@ impl CompiledTemplate {
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let declared: BTreeSet<&str> = self.doc.variables.iter().map(String::as_str).collect();
+        if declared.contains(RECIPIENT_VAR) {
+            problems.push(format!(
+                "variables: {RECIPIENT_VAR} is Herald's own (the person rendered for, with their profile): \
+                 name the data otherwise"
+            ));
+        }
         let Some(default_parts) = self.doc.locales.get(&self.doc.default_locale) else {
             return vec![format!("default locale {} has no parts", self.doc.default_locale)];
         };
@@ -354,11 +476,20 @@ impl CompiledTemplate {
             for (channel, part, _) in parts.sources() {
                 let name = part_name(locale, channel, part);
                 let Ok(tmpl) = self.env.get_template(&name) else { continue };
-                let mut unknown: Vec<String> =
-                    tmpl.undeclared_variables(false).into_iter().filter(|v| !declared.contains(v.as_str())).collect();
+                let mut unknown: Vec<String> = tmpl
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|v| v != RECIPIENT_VAR && !declared.contains(v.as_str()))
+                    .collect();
                 unknown.sort();
                 if !unknown.is_empty() {
                     problems.push(format!("{name} uses undeclared variables: {}", unknown.join(", ")));
+                }
+                for r in recipient_refs(&tmpl) {
+                    let field = r.split('.').nth(1);
+                    if field.is_some_and(|f| !RECIPIENT_FIELDS.contains(&f)) {
+                        problems.push(format!("{name} uses {r}: recipient has {}", RECIPIENT_FIELDS.join(", ")));
+                    }
                 }
             }
             if let Some(email) = &parts.email {
@@ -370,6 +501,31 @@ impl CompiledTemplate {
                         let name = part_name(locale, Channel::Email, "html");
                         problems.push(format!("{name}: link {} {why}", n + 1));
                     }
+                }
+            }
+        }
+        problems
+    }
+
+    /// Problems with the profile a template uses, against the team's declared attributes:
+    /// an attribute `profile.toml` does not declare, or `recipient.attributes` used whole
+    /// (which cannot be checked, and would carry every attribute in each job).
+    pub fn check_profile(&self, schema: &crate::domain::profile::ProfileSchema) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (locale, parts) in &self.doc.locales {
+            for (channel, part, _) in parts.sources() {
+                let name = part_name(locale, channel, part);
+                let Ok(tmpl) = self.env.get_template(&name) else { continue };
+                let mut used = ProfileUse::default();
+                recipient_refs(&tmpl).iter().for_each(|r| used.add(r));
+                if used.all_attributes {
+                    problems.push(format!(
+                        "{name} uses recipient.attributes as a whole: name each attribute it needs \
+                         (recipient.attributes.<name>)"
+                    ));
+                }
+                for a in used.attributes.iter().filter(|a| schema.get(a).is_none()) {
+                    problems.push(format!("{name} uses recipient.attributes.{a}, which profile.toml does not declare"));
                 }
             }
         }
@@ -593,30 +749,116 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    fn nobody() -> RecipientView {
+        RecipientView { id: "user-1".into(), ..RecipientView::default() }
+    }
+
+    fn greeting(text: &str) -> CompiledTemplate {
+        CompiledTemplate::compile(
+            serde_json::from_value(serde_json::json!({
+                "name": "hello", "channels": ["sms"], "default_locale": "en", "variables": ["code"],
+                "locales": {"en": {"sms": {"text": text}}}
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn templates_see_the_person_and_default_what_they_lack() {
+        let t = greeting(
+            "Hi {{ recipient.attributes.first_name | default(\"there\") }} ({{ recipient.id }}, \
+             {{ recipient.locale | default(\"?\") }}){% if recipient.attributes.beta | default(false) %} [beta]{% endif %}",
+        );
+        let ana = RecipientView {
+            id: "user-42".into(),
+            attributes: data(serde_json::json!({"first_name": "Ana", "beta": true})),
+            locale: Some("fr-FR".into()),
+            timezone: None,
+        };
+        assert_eq!(t.render_sms(None, &Map::new(), &ana).unwrap().text, "Hi Ana (user-42, fr-FR) [beta]");
+        assert_eq!(t.render_sms(None, &Map::new(), &nobody()).unwrap().text, "Hi there (user-1, ?)");
+        // Herald's recipient wins over a `recipient` in the data.
+        let spoof = data(serde_json::json!({"recipient": {"id": "someone-else"}}));
+        assert!(t.render_sms(None, &spoof, &nobody()).unwrap().text.contains("user-1"));
+        // Strict everywhere else: an attribute used without a default fails the render, in
+        // a condition too.
+        for text in ["Hi {{ recipient.attributes.first_name }}", "{% if recipient.attributes.beta %}b{% endif %}"] {
+            let bare = greeting(text);
+            assert!(
+                matches!(bare.render_sms(None, &Map::new(), &nobody()), Err(TemplateError::Render { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_attributes_a_template_uses_are_known_and_checked_against_the_profile() {
+        use crate::domain::profile::{AttributeType, ProfileSchema};
+        let t = greeting(
+            "{{ recipient.attributes.first_name | default(\"x\") }}{{ recipient.attributes.plan.upper() }}\
+             {% for i in recipient.attributes.interests %}{{ i }}{% endfor %}{{ recipient.timezone }}",
+        );
+        let used = t.profile_use();
+        assert_eq!(used.attributes.iter().collect::<Vec<_>>(), ["first_name", "interests", "plan"]);
+        assert!(!used.all_attributes);
+        let all = data(serde_json::json!({"first_name": "A", "plan": "pro", "other": 1}));
+        assert_eq!(used.pick(&all), data(serde_json::json!({"first_name": "A", "plan": "pro"})));
+        assert!(t.check().is_empty(), "{:?}", t.check());
+
+        let schema = ProfileSchema {
+            attributes: [
+                ("first_name".to_owned(), AttributeType::String),
+                ("interests".to_owned(), AttributeType::List),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(
+            t.check_profile(&schema),
+            ["en/sms/text.txt uses recipient.attributes.plan, which profile.toml does not declare"]
+        );
+        let whole = greeting("{% for k in recipient.attributes %}{{ k }}{% endfor %}{{ recipient.attributes[code] }}");
+        assert!(whole.profile_use().all_attributes);
+        assert_eq!(whole.profile_use().pick(&all), all);
+        assert_eq!(whole.check_profile(&schema).len(), 1);
+        let typo = greeting("{{ recipient.atributes.x }}");
+        assert_eq!(
+            typo.check(),
+            ["en/sms/text.txt uses recipient.atributes.x: recipient has id, attributes, locale, timezone"]
+        );
+        let mut shadow = greeting("{{ code }}").doc;
+        shadow.variables.push("recipient".into());
+        assert_eq!(CompiledTemplate::compile(shadow).unwrap().check().len(), 1, "recipient is Herald's");
+    }
+
     #[test]
     fn renders_with_defaults_and_escapes_html_only() {
         let t = CompiledTemplate::compile(doc()).unwrap();
         let d = data(serde_json::json!({"order_id": "<1234>"}));
-        let push = t.render_push(None, &d).unwrap();
+        let push = t.render_push(None, &d, &nobody()).unwrap();
         assert_eq!(push.body, "Order <1234> arrives soon.");
-        let email = t.render_email(Some("en-GB"), &d).unwrap();
+        let email = t.render_email(Some("en-GB"), &d, &nobody()).unwrap();
         assert_eq!(email.html, "<p>Order &lt;1234&gt;</p>");
         assert_eq!(email.text, "Order <1234>");
         let d = data(serde_json::json!({"order_id": "1", "eta": "mardi"}));
-        assert_eq!(t.render_sms(Some("fr-FR"), &d).unwrap().text, "Commande 1 : livraison mardi.");
+        assert_eq!(t.render_sms(Some("fr-FR"), &d, &nobody()).unwrap().text, "Commande 1 : livraison mardi.");
     }
 
     #[test]
     fn missing_data_and_parts_are_errors() {
         let t = CompiledTemplate::compile(doc()).unwrap();
-        let err = t.render_sms(None, &Map::new()).unwrap_err();
+        let err = t.render_sms(None, &Map::new(), &nobody()).unwrap_err();
         assert!(matches!(err, TemplateError::Render { .. }), "{err}");
         // French has no push part: the default locale's is used.
-        assert_eq!(t.render_push(Some("fr"), &data(serde_json::json!({"order_id": "1"}))).unwrap().title, "Shipped");
+        assert_eq!(
+            t.render_push(Some("fr"), &data(serde_json::json!({"order_id": "1"})), &nobody()).unwrap().title,
+            "Shipped"
+        );
         let mut no_sms = doc();
         no_sms.locales.values_mut().for_each(|p| p.sms = None);
         let t = CompiledTemplate::compile(no_sms).unwrap();
-        assert!(matches!(t.render_sms(None, &Map::new()), Err(TemplateError::MissingPart { .. })));
+        assert!(matches!(t.render_sms(None, &Map::new(), &nobody()), Err(TemplateError::MissingPart { .. })));
     }
 
     #[test]
@@ -735,7 +977,7 @@ mod tests {
         let t =
             CompiledTemplate::compile(email_doc(r##"<p><a href="{{ url }}">Track</a> or <a href="#faq">FAQ</a></p>"##))
                 .unwrap();
-        let sent = |url: &str| t.render_email(None, &data(serde_json::json!({"order_id": "1", "url": url})));
+        let sent = |url: &str| t.render_email(None, &data(serde_json::json!({"order_id": "1", "url": url})), &nobody());
         let email = sent("https://shop.example/track?id=1&o=2").unwrap();
         assert!(
             email.html.contains("href=\"https:&#x2f;&#x2f;shop.example&#x2f;track?id=1&amp;o=2\""),
@@ -759,7 +1001,8 @@ mod tests {
     #[test]
     fn a_rendered_subject_is_one_line() {
         let t = CompiledTemplate::compile(doc()).unwrap();
-        let email = t.render_email(None, &data(serde_json::json!({"order_id": "1\r\nBcc: x@example.com"}))).unwrap();
+        let email =
+            t.render_email(None, &data(serde_json::json!({"order_id": "1\r\nBcc: x@example.com"})), &nobody()).unwrap();
         assert_eq!(email.subject, "Order 1 Bcc: x@example.com");
         // The body keeps its lines.
         assert_eq!(email.text, "Order 1\r\nBcc: x@example.com");
