@@ -54,7 +54,7 @@ fn marketing() -> Kind {
 
 mod opt_hhmm {
     use chrono::NaiveTime;
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &Option<NaiveTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
@@ -63,8 +63,11 @@ mod opt_hhmm {
         }
     }
 
+    /// `null` is absent, as for every optional field.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveTime>, D::Error> {
-        crate::domain::recipient::hhmm::deserialize(d).map(Some)
+        #[derive(serde::Deserialize)]
+        struct Hhmm(#[serde(with = "crate::domain::recipient::hhmm")] NaiveTime);
+        Option::<Hhmm>::deserialize(d).map(|t| t.map(|t| t.0))
     }
 }
 
