@@ -32,7 +32,10 @@ fn pages(broadcast: &Broadcast, now: DateTime<Utc>) -> Step {
 
 /// The segment and every segment it excludes, read from the store and checked against the
 /// pushed profile schema (a segment pushed before an attribute was dropped from it is refused).
-async fn audience<T: SegmentStore>(templates: &T, name: &SegmentName) -> Result<Result<Audience, Rejection>, PortError> {
+async fn audience<T: SegmentStore>(
+    templates: &T,
+    name: &SegmentName,
+) -> Result<Result<Audience, Rejection>, PortError> {
     let audience = match resolve_audience(templates, name).await? {
         Ok(a) => a,
         Err(why) if templates.segment(name).await?.is_none() => {
