@@ -86,6 +86,19 @@ pub fn report(b: &Broadcast, outcomes: &Outcomes, now: DateTime<Utc>) -> String 
     out.trim_end().to_owned()
 }
 
+/// Reads a broadcast's record and its messages (a Scan of the ledger, as `herald funnel`)
+/// and writes its status report; `None` when the campaign has no broadcast.
+pub async fn status(ledger: &herald::aws::dynamodb::DynamoLedger, campaign: &str) -> anyhow::Result<Option<String>> {
+    use herald::ports::Broadcasts;
+    let name = herald::domain::CampaignId::new(campaign)?;
+    let Some(b) = ledger.broadcast(&name).await? else { return Ok(None) };
+    let mut outcomes = Outcomes::default();
+    for entry in ledger.campaign_entries(campaign).await? {
+        outcomes.add(&entry);
+    }
+    Ok(Some(report(&b, &outcomes, Utc::now())))
+}
+
 fn remaining(b: &Broadcast, o: &Outcomes) -> String {
     let unread = b.segments.iter().filter(|s| !s.done).count();
     let mut parts = vec![format!(

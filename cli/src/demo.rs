@@ -243,7 +243,84 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
 
     let mut all = samples;
     all.extend(after);
-    report(local, &ledger, &all, &sent_ids).await
+    let mut out = report(local, &ledger, &all, &sent_ids).await?;
+    out.push_str(&broadcast(local, &ledger).await?);
+    Ok(out)
+}
+
+/// Shoppers for the broadcast: who they are decides whether the `spring_shoppers` segment
+/// (segments/spring_shoppers.toml) takes them.
+fn shoppers() -> Vec<Value> {
+    let recent = (Utc::now() - TimeDelta::days(3)).to_rfc3339();
+    let shopper = |n: u32, locale: &str, attributes: Value| {
+        json!({"type": "upsert_recipient", "recipient": format!("shopper-{n:02}"), "email": format!("shopper{n:02}@example.org"),
+               "locale": locale, "attributes": attributes})
+    };
+    let fan = |name: &str, interest: &str| json!({"first_name": name, "lifetime_value": 80, "interests": [interest], "plan": "member"});
+    let mut people = vec![
+        shopper(1, "en-GB", fan("Amy", "shoes")),
+        shopper(2, "fr-FR", fan("Bruno", "bags")),
+        shopper(3, "en-US", fan("Cleo", "shoes")),
+        shopper(4, "en", fan("Dev", "bags")),
+        shopper(5, "fr", fan("Elsa", "shoes")),
+        shopper(6, "en", fan("Femi", "shoes")),
+        shopper(7, "en", fan("Gil", "bags")),
+        shopper(8, "en", fan("Hana", "shoes")),
+        // Left out by the filter: staff, never spent, into hats.
+        shopper(9, "en", json!({"lifetime_value": 500, "interests": ["shoes"], "plan": "staff"})),
+        shopper(13, "en", json!({"lifetime_value": 0, "interests": ["shoes"]})),
+        shopper(14, "en", json!({"lifetime_value": 60, "interests": ["hats"]})),
+        // Excluded: a recent buyer.
+        shopper(10, "en", json!({"lifetime_value": 60, "interests": ["bags"], "last_purchase_at": recent})),
+        // In the filter, but never opted in.
+        shopper(11, "en", fan("Kai", "shoes")),
+        // In the filter, opted in, but no email and no device.
+        json!({"type": "upsert_recipient", "recipient": "shopper-12", "phone": "+15555550112", "locale": "en",
+               "attributes": {"lifetime_value": 30, "interests": ["bags"]}}),
+    ];
+    for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14] {
+        people.push(json!({"type": "set_consent", "recipient": format!("shopper-{n:02}"), "channel": "email",
+                           "topic": "news", "granted": true, "source": "signup-form"}));
+    }
+    people
+}
+
+/// A broadcast of the `spring-launch` campaign to the `spring_shoppers` segment, a few
+/// purchases, and its status and funnel as `herald broadcast status` and `herald funnel`
+/// print them.
+async fn broadcast(local: &Local, ledger: &DynamoLedger) -> anyhow::Result<String> {
+    let idle = Duration::from_secs(90);
+    eprintln!("herald demo: a broadcast to the spring_shoppers segment");
+    for body in shoppers() {
+        publish(local, &body.to_string()).await?;
+    }
+    local.stack.wait_idle(&local.sdk, idle).await?;
+    let command = json!({"type": "broadcast", "campaign": "spring-launch", "segment": "spring_shoppers",
+                         "template": "weekly_digest", "rate_per_second": 20,
+                         "data": {"headline": "The spring collection is in"}});
+    publish(local, &command.to_string()).await?;
+    local.stack.wait_idle(&local.sdk, idle).await?;
+    // Purchases within the week: two of the shoppers the broadcast reached, one it held out,
+    // and one it never sent anything (no message: nothing is attributed).
+    let entries = ledger.campaign_entries("spring-launch").await?;
+    let reached = entries.iter().filter(|e| e.reason.is_none()).map(|e| e.recipient.clone()).take(2);
+    let held = entries.iter().filter(|e| e.reason.as_deref() == Some("holdout")).map(|e| e.recipient.clone()).take(1);
+    for (n, who) in reached.chain(held).chain(["shopper-09".to_owned()]).enumerate() {
+        let track = json!({"type": "track", "idempotency_key": format!("order-s{n}"), "recipient": who,
+                           "event": "purchase", "at": Utc::now().to_rfc3339(), "value": 49.5});
+        publish(local, &track.to_string()).await?;
+    }
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
+    let status = crate::broadcast::status(ledger, "spring-launch").await?.context("the broadcast was not recorded")?;
+    let templates = local.stack.tables.get("TemplatesTable").context("TemplatesTable")?;
+    let ledger_table = local.stack.tables.get("LedgerTable").context("LedgerTable")?;
+    let global = herald::domain::campaign::GlobalControl::new(0.0).map_err(anyhow::Error::msg)?;
+    let funnel = crate::funnel::report(&local.sdk, ledger_table, Some(templates), "spring-launch", global).await?;
+    Ok(format!(
+        "\n\nA broadcast: campaign spring-launch to segment spring_shoppers (14 shoppers, 8 in the audience)\n\
+         $ herald broadcast status spring-launch\n{status}\n\n$ herald funnel spring-launch\n{funnel}\n"
+    ))
 }
 
 /// Plays SNS after the platform refused a token it had already taken a push for: a

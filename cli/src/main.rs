@@ -405,16 +405,10 @@ async fn broadcast(command: BroadcastCommand) -> anyhow::Result<()> {
             println!("cancel of {campaign} queued");
         }
         BroadcastCommand::Status { campaign, table } => {
-            use herald::ports::Broadcasts;
             let sdk = herald::aws::sdk_config().await;
             let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-            let name = herald::domain::CampaignId::new(campaign.clone())?;
-            let b = ledger.broadcast(&name).await?.with_context(|| format!("campaign {campaign} has no broadcast"))?;
-            let mut outcomes = herald_cli::broadcast::Outcomes::default();
-            for entry in ledger.campaign_entries(&campaign).await? {
-                outcomes.add(&entry);
-            }
-            println!("{}", herald_cli::broadcast::report(&b, &outcomes, chrono::Utc::now()));
+            let report = herald_cli::broadcast::status(&ledger, &campaign).await?;
+            println!("{}", report.with_context(|| format!("campaign {campaign} has no broadcast"))?);
         }
     }
     Ok(())

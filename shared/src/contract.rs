@@ -721,7 +721,18 @@ mod tests {
                 "attributes have names of 1 to 64 letters, digits, _, - or .",
             ),
             (r#"{"type": "ana@example.org"}"#.into(), "unknown_type", "type is not one of notify, upsert_recipient, \
-              set_consent, register_push_token, remove_push_token, erase_recipient, track"),
+              set_consent, register_push_token, remove_push_token, erase_recipient, track, broadcast, pause_broadcast, \
+              resume_broadcast, cancel_broadcast"),
+            (
+                r#"{"type": "broadcast", "campaign": "c", "segment": "s", "rate_per_second": 0}"#.into(),
+                "invalid_field",
+                "rate_per_second must be between 1 and 10000",
+            ),
+            (
+                r#"{"type": "broadcast", "campaign": "c", "segment": "ana@example.org", "rate_per_second": 5}"#.into(),
+                "invalid_field",
+                "segment contains the character '@', which is not allowed",
+            ),
             (
                 r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "purchase", "at": "2026-11-25T18:00:00Z", "value": -15555550100}"#
                     .into(),
