@@ -325,7 +325,8 @@ async fn run(s: &Settings) -> anyhow::Result<bool> {
 /// - every function queue's `VisibilityTimeout` 60 -> 15 s: a record a handler
 ///   reports failed (or an invocation that failed) comes back after 15 s. The
 ///   template's 60 is 6 x the 10 s function timeout; 15 still outlasts the timeout,
-///   so a running invocation's records are not delivered twice.
+///   so a running invocation's records are not delivered twice. (The broadcast queue's
+///   function has 60 s, but the run sends no broadcast: its queue stays empty.)
 /// - `RecipientWaitSeconds` 60 -> 2, as every local stack (`herald_cli::local`).
 /// - `MaxReceiveCount` stays 5, the deployed default: the retry budget is what is tested.
 async fn local_time_scale(stack: &mut herald_cli::stack::Stack, sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
