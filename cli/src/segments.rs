@@ -1,7 +1,8 @@
 //! Segment files (`segments/*.toml`) and the profile schema (`profile.toml`): load,
 //! check, and count a pushed segment's audience by scanning the recipients table.
 
-use anyhow::{Context as _, bail};
+use crate::templates::{read_toml, toml_files};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 use herald::domain::profile::ProfileSchema;
 use herald::domain::segment::{Audience, AudienceVerdict, MissReason, SegmentDoc, check_segments};
@@ -16,9 +17,7 @@ pub fn load_profile(path: &Path) -> anyhow::Result<ProfileSchema> {
     if !path.exists() {
         return Ok(ProfileSchema::default());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let schema: ProfileSchema =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid profile schema", path.display()))?;
+    let schema: ProfileSchema = read_toml(path, "a valid profile schema")?;
     schema.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(schema)
 }
@@ -26,21 +25,10 @@ pub fn load_profile(path: &Path) -> anyhow::Result<ProfileSchema> {
 /// Reads every `*.toml` in `dir`, sorted by name (a missing folder is none); each file is
 /// named after its segment.
 pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SegmentDoc>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    paths
+    toml_files(dir, true)?
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let doc: SegmentDoc =
-                toml::from_str(&text).with_context(|| format!("{} is not a valid segment", p.display()))?;
+            let doc: SegmentDoc = read_toml(p, "a valid segment")?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             if doc.name.as_str() != stem {
                 bail!("{}: the segment is named {} but the file {stem}", p.display(), doc.name);

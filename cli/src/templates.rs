@@ -7,23 +7,35 @@ use herald::aws::dynamodb::{DynamoTemplates, Pushed};
 use herald::domain::campaign::CampaignDoc;
 use herald::domain::profile::ProfileSchema;
 use herald::domain::template::{CompiledTemplate, Limits, TemplateDoc};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Loads and compiles every `*.toml` in `dir`, sorted by name.
-pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<CompiledTemplate>> {
+/// Every `*.toml` in `dir`, sorted by name; `missing_ok`: a folder that does not exist has none.
+pub fn toml_files(dir: &Path, missing_ok: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if missing_ok && !dir.exists() {
+        return Ok(Vec::new());
+    }
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    paths.iter().map(|p| load(p)).collect()
+    Ok(paths)
+}
+
+/// One TOML document of type `T`; `what` names it in the error ("a template").
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not {what}", path.display()))
+}
+
+/// Loads and compiles every `*.toml` in `dir`, sorted by name.
+pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<CompiledTemplate>> {
+    toml_files(dir, false)?.iter().map(|p| load(p)).collect()
 }
 
 pub fn load(path: &Path) -> anyhow::Result<CompiledTemplate> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: TemplateDoc =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid template", path.display()))?;
+    let doc: TemplateDoc = read_toml(path, "a valid template")?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if doc.name.as_str() != stem {
         bail!("{}: the template is named {} but the file {stem}", path.display(), doc.name);
@@ -84,21 +96,10 @@ pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<U
 
 /// Loads and validates every campaign definition (`campaigns/*.toml`); a missing folder is none.
 pub fn load_campaigns(dir: &Path) -> anyhow::Result<Vec<CampaignDoc>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    paths
+    toml_files(dir, true)?
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let doc: CampaignDoc =
-                toml::from_str(&text).with_context(|| format!("{} is not a valid campaign", p.display()))?;
+            let doc: CampaignDoc = read_toml(p, "a valid campaign")?;
             doc.validate().map_err(anyhow::Error::msg)?;
             Ok(doc)
         })

@@ -237,17 +237,7 @@ where
     L: Ledger,
 {
     let id = herald::domain::MessageId::for_key(&request.idempotency_key);
-    let admitted = deps
-        .ledger
-        .admit(Admit {
-            id: &id,
-            source_id: &record.id,
-            request,
-            now,
-            dedupe_until: now + deps.dedupe_window,
-            expires_at: now + deps.retention.max(deps.dedupe_window),
-        })
-        .await;
+    let admitted = deps.ledger.admit(deps.admission(&id, record, request, now)).await;
     match admitted {
         Ok(Admission::New) | Ok(Admission::Duplicate { status: herald::domain::ledger::Status::Accepted, .. }) => {}
         Ok(Admission::Duplicate { .. }) => return Step::Done,

@@ -68,6 +68,26 @@ pub struct Deps<L, R, O, E, T> {
     pub retention: TimeDelta,
 }
 
+impl<L, R, O, E, T> Deps<L, R, O, E, T> {
+    /// The ledger's admission of `request`, carried by `record`, at `now`.
+    fn admission<'a>(
+        &self,
+        id: &'a MessageId,
+        record: &'a Record,
+        request: &'a herald::contract::NotifyRequest,
+        now: DateTime<Utc>,
+    ) -> Admit<'a> {
+        Admit {
+            id,
+            source_id: &record.id,
+            request,
+            now,
+            dedupe_until: now + self.dedupe_window,
+            expires_at: now + self.retention.max(self.dedupe_window),
+        }
+    }
+}
+
 /// Records in flight at once: each costs one or two DynamoDB requests.
 const CONCURRENCY: usize = 10;
 
@@ -210,17 +230,7 @@ where
         return reject(deps, record, Rejection::new(why.code(), why.to_string()), now).await;
     }
     let request = &job.request;
-    let admission = deps
-        .ledger
-        .admit(Admit {
-            id: &id,
-            source_id: &record.id,
-            request,
-            now,
-            dedupe_until: now + deps.dedupe_window,
-            expires_at: now + deps.retention.max(deps.dedupe_window),
-        })
-        .await;
+    let admission = deps.ledger.admit(deps.admission(&id, record, request, now)).await;
     match admission {
         Ok(Admission::New) => {
             tracing::info!(message_id = %id, record = %record.id, template = %request.template, "accepted");

@@ -631,25 +631,8 @@ impl DynamoLedger {
     /// would be cheaper to read but would cost a write on every status change of
     /// every campaign message, which the per-notification write budget forbids.
     pub async fn campaign_entries(&self, campaign: &str) -> PortResult<Vec<LedgerEntry>> {
-        let mut entries = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("campaign = :c")
-                .expression_attribute_values(":c", s(campaign))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| classify("Scan", e))?;
-            entries.extend(page.items.unwrap_or_default().iter().filter_map(Self::parse_entry));
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
-        Ok(entries)
+        let values = HashMap::from([(":c".to_owned(), s(campaign))]);
+        let items = scan_all(&self.client, &self.table, "campaign = :c", values, None).await?;
+        Ok(items.iter().filter_map(Self::parse_entry).collect())
     }
 }

@@ -141,6 +141,37 @@ async fn put(client: &Client, table: &str, item: Item) -> PortResult<()> {
         .map_err(|e| classify("PutItem", e))
 }
 
+/// Every item a whole-table `Scan` keeps with `filter` (`values` its placeholders), page by
+/// page: for operator commands and rare, cached reads, never a hot path (a Scan is billed
+/// for every item it reads, kept or not).
+async fn scan_all(
+    client: &Client,
+    table: &str,
+    filter: &str,
+    values: Item,
+    projection: Option<&str>,
+) -> PortResult<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression(filter)
+            .set_expression_attribute_values(Some(values.clone()))
+            .set_projection_expression(projection.map(str::to_owned))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(k) => start = Some(k),
+            None => return Ok(items),
+        }
+    }
+}
+
 fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }

@@ -105,31 +105,15 @@ impl DynamoTemplates {
     /// a few dozen small items, once per cache lifetime. A document that does not read is
     /// logged and left out: one bad campaign does not stop the others' conversions.
     async fn list_campaigns(&self) -> PortResult<Arc<Vec<Arc<CampaignDoc>>>> {
+        let values = HashMap::from([(":p".to_owned(), s("campaign#"))]);
+        let items = scan_all(&self.client, &self.table, "begins_with(pk, :p)", values, Some("pk, doc")).await?;
         let mut docs = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(pk, :p)")
-                .projection_expression("pk, doc")
-                .expression_attribute_values(":p", s("campaign#"))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| classify("Scan", e))?;
-            for item in page.items.unwrap_or_default() {
-                let pk = get_s(&item, "pk").unwrap_or_default();
-                let doc = get_s(&item, "doc").map(serde_json::from_str::<CampaignDoc>);
-                match doc {
-                    Some(Ok(doc)) if doc.validate().is_ok() => docs.push(Arc::new(doc)),
-                    _ => tracing::warn!(item = pk, "campaign document does not read: left out"),
-                }
-            }
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => break,
+        for item in &items {
+            let pk = get_s(item, "pk").unwrap_or_default();
+            let doc = get_s(item, "doc").map(serde_json::from_str::<CampaignDoc>);
+            match doc {
+                Some(Ok(doc)) if doc.validate().is_ok() => docs.push(Arc::new(doc)),
+                _ => tracing::warn!(item = pk, "campaign document does not read: left out"),
             }
         }
         Ok(Arc::new(docs))
