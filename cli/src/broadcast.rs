@@ -71,7 +71,14 @@ pub fn report(b: &Broadcast, outcomes: &Outcomes, now: DateTime<Utc>) -> String 
     let rows: Vec<(&str, u64, String)> = vec![
         ("scan", read as u64, format!("of {} scan segment(s) read to the end", b.segments.len())),
         ("scanned", c.scanned, "profiles read".into()),
-        ("matched", c.matched, format!("in the audience; not: {}", breakdown(&c.missed))),
+        (
+            "matched",
+            c.matched,
+            match breakdown(&c.missed) {
+                none if none.is_empty() => "in the audience".to_owned(),
+                missed => format!("in the audience; not: {missed}"),
+            },
+        ),
         ("queued", c.queued, "handed to the pipeline".into()),
         ("sent", sum(&outcomes.sent), breakdown(&outcomes.sent)),
         ("suppressed", sum(&outcomes.suppressed), breakdown(&outcomes.suppressed)),
