@@ -219,11 +219,20 @@ pub fn median_max(mut xs: Vec<f64>) -> (f64, f64) {
     (med, xs.last().copied().unwrap_or(f64::NAN))
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (as `make bench` passes it
+/// on), else `target/` in the repository.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// Where a function's artifacts are.
 pub fn x86_binary(root: &Path, function: &str) -> PathBuf {
-    root.join("target/release").join(function)
+    target_dir(root).join("release").join(function)
 }
 
 pub fn arm_artifact(root: &Path, function: &str) -> PathBuf {
-    root.join("target/lambda").join(function).join("bootstrap")
+    target_dir(root).join("lambda").join(function).join("bootstrap")
 }

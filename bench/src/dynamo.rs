@@ -91,6 +91,98 @@ pub struct Snapshot {
     pub keys: BTreeMap<String, Vec<String>>,
     /// (table, key text) -> item size in bytes
     pub sizes: HashMap<(String, String), usize>,
+    /// What each filtered Scan read (by its request body): see [`size_scans`].
+    pub scans: HashMap<Vec<u8>, ScanRead>,
+}
+
+/// What one Scan request read: every item it evaluated, before its filter, which is
+/// what DynamoDB bills (the response shows only the items the filter kept).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ScanRead {
+    pub items: u64,
+    pub bytes: u64,
+    /// By kind of item (see [`recipients_item_kind`]): (items, bytes).
+    pub by_kind: BTreeMap<String, (u64, u64)>,
+}
+
+impl ScanRead {
+    pub fn add(&mut self, other: &ScanRead) {
+        self.items += other.items;
+        self.bytes += other.bytes;
+        for (kind, (n, b)) in &other.by_kind {
+            let e = self.by_kind.entry(kind.clone()).or_default();
+            e.0 += n;
+            e.1 += b;
+        }
+    }
+}
+
+/// What an item of the recipients table is, from its sort key: a profile, a consent
+/// audit item (`consent#<at>#<scope>`), a push endpoint's index item (`device`).
+pub fn recipients_item_kind(item: &HashMap<String, AttributeValue>) -> &'static str {
+    match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
+        Some("profile") => "profile",
+        Some(sk) if sk.starts_with("consent#") => "consent audit",
+        Some("device") => "endpoint index",
+        _ => "other",
+    }
+}
+
+/// A DynamoDB-JSON key (`{"pk": {"S": ".."}}`) as the SDK's.
+fn sdk_key(json: &Value) -> Option<HashMap<String, AttributeValue>> {
+    json.as_object().map(|o| {
+        o.iter()
+            .filter_map(|(k, v)| {
+                let (kind, inner) = v.as_object()?.iter().next()?;
+                let text = inner.as_str()?.to_owned();
+                let value = match kind.as_str() {
+                    "S" => AttributeValue::S(text),
+                    "N" => AttributeValue::N(text),
+                    _ => return None,
+                };
+                Some((k.clone(), value))
+            })
+            .collect()
+    })
+}
+
+/// Reads again, without its filter, what each recorded Scan read: the same table,
+/// segment, start and `Limit` give the same items while the table is unchanged (call
+/// this before anything writes to it). Moto, as DynamoDB, counts `Limit` in items
+/// evaluated before the filter.
+pub async fn size_scans(
+    client: &aws_sdk_dynamodb::Client,
+    calls: &[&Call],
+) -> anyhow::Result<HashMap<Vec<u8>, ScanRead>> {
+    let mut out = HashMap::new();
+    for call in calls.iter().filter(|c| c.service == "dynamodb" && c.operation == "Scan" && c.status < 300) {
+        if out.contains_key(&call.request.body) {
+            continue;
+        }
+        let Some(req) = call.request_json() else { continue };
+        let int = |name: &str| req.get(name).and_then(Value::as_i64).and_then(|v| i32::try_from(v).ok());
+        let table = req.get("TableName").and_then(Value::as_str).unwrap_or_default();
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_segment(int("Segment"))
+            .set_total_segments(int("TotalSegments"))
+            .set_limit(int("Limit"))
+            .set_exclusive_start_key(req.get("ExclusiveStartKey").and_then(sdk_key))
+            .send()
+            .await?;
+        let mut read = ScanRead::default();
+        for item in page.items.unwrap_or_default() {
+            let size = item_size(&item) as u64;
+            read.items += 1;
+            read.bytes += size;
+            let e = read.by_kind.entry(recipients_item_kind(&item).to_owned()).or_default();
+            e.0 += 1;
+            e.1 += size;
+        }
+        out.insert(call.request.body.clone(), read);
+    }
+    Ok(out)
 }
 
 impl Snapshot {
@@ -228,6 +320,10 @@ pub fn units(calls: &[Call], snap: &Snapshot) -> Units {
             "GetItem" => {
                 let size = call.response_json().and_then(|r| r.get("Item").map(json_item_size)).unwrap_or(0);
                 u.read_units += read_units(size, consistent);
+            }
+            "Scan" if snap.scans.contains_key(&call.request.body) => {
+                let bytes = snap.scans.get(&call.request.body).map_or(0, |r| r.bytes);
+                u.read_units += read_units(usize::try_from(bytes).unwrap_or(usize::MAX), consistent);
             }
             "Query" | "Scan" => {
                 let resp = call.response_json().unwrap_or_default();

@@ -2,10 +2,13 @@
 //! and quick the functions are. One table, each figure beside its budget
 //! (SPEC.md, "Budgets"), printed and written to `bench/results/latest.{json,md}`.
 //!
-//! `herald-bench [--notifications N] [--quick] [--skip-artifacts] [--skip-growth]`
+//! `herald-bench [--notifications N] [--quick] [--skip-artifacts] [--skip-growth]
+//! [--skip-broadcast] [--broadcast-people N]`
 //! (`make bench` runs the criterion hot paths first; this folds their means in).
 
 mod artifacts;
+mod broadcast;
+mod broadcast_report;
 mod costs;
 mod counting;
 mod dynamo;
@@ -34,11 +37,21 @@ struct Args {
     quick: bool,
     skip_artifacts: bool,
     skip_growth: bool,
+    skip_broadcast: bool,
+    broadcast_people: Option<usize>,
     start_runs: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { notifications: 1000, quick: false, skip_artifacts: false, skip_growth: false, start_runs: 15 };
+    let mut a = Args {
+        notifications: 1000,
+        quick: false,
+        skip_artifacts: false,
+        skip_growth: false,
+        skip_broadcast: false,
+        broadcast_people: None,
+        start_runs: 15,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -46,6 +59,8 @@ fn args() -> anyhow::Result<Args> {
             "--quick" => a.quick = true,
             "--skip-artifacts" => a.skip_artifacts = true,
             "--skip-growth" => a.skip_growth = true,
+            "--skip-broadcast" => a.skip_broadcast = true,
+            "--broadcast-people" => a.broadcast_people = Some(it.next().context("--broadcast-people N")?.parse()?),
             "--start-runs" => a.start_runs = it.next().context("--start-runs N")?.parse()?,
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -109,6 +124,17 @@ async fn main() -> anyhow::Result<()> {
             growth.push((format!("{k} cap window(s), {n} recipients"), phase, snap));
         }
     }
+
+    // 3b. A broadcast to a segment: to SES and back, a single notification beside it, the
+    // fan-out alone on tables of growing size and against its floor.
+    let broadcast_run = if args.skip_broadcast {
+        None
+    } else {
+        let people = args.broadcast_people.unwrap_or(if args.quick { 600 } else { 10_000 });
+        let sizes = broadcast::Sizes { people, single: if args.quick { 60 } else { 200 }, growth: [1, 2, 4] };
+        eprintln!("herald-bench: broadcast to a segment, {people} people in the recipients table");
+        Some(broadcast::run(&env, sizes, memory_mb, &prices).await?)
+    };
 
     // 4. The functions' artifacts.
     let functions = if args.skip_artifacts {
@@ -346,21 +372,35 @@ async fn main() -> anyhow::Result<()> {
         growth_json.push(json!({"point": label, "cost": c, "breakdown": breakdown_json(phase.pipeline_calls())}));
     }
 
+    let mut broadcast_json = Value::Null;
+    let mut broadcast_detail = String::new();
+    if let Some(b) = &broadcast_run {
+        let quotas = broadcast_report::Quotas::load(&root.join("bench/quotas.json")).context("bench/quotas.json")?;
+        let defaults = broadcast_report::Defaults::read(&root);
+        broadcast_json = broadcast_report::rows(&mut t, b, memory_mb, &prices, &quotas, &defaults);
+        let phases: Vec<&Phase> = b.broadcast.iter().filter_map(|i| b.phase(*i)).collect();
+        broadcast_detail = format!(
+            "\n<details><summary>Requests per recipient reached by stage and operation (the broadcast, scan to delivery receipt)</summary>\n\n{}\n</details>\n",
+            detail_markdown(&phases, b.reached).replace("per notification", "per recipient reached")
+        );
+    }
+
     // Output.
     let machine = machine();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     let elapsed = started.elapsed().as_secs_f64() / 60.0;
     let detail = detail_markdown(&[txn, txn_rc], txn.items);
     let header = format!(
-        "Measured {date} on {machine}; moto {} on loopback; prices read {} ({}). Run took {elapsed:.1} min.",
+        "Measured {date} on {machine}; moto {} on loopback; prices read {} ({}). Run took {elapsed:.1} min{}.",
         moto_version(&root),
         prices.read_on,
-        prices.region
+        prices.region,
+        if args.quick { " (a quick run, --quick: smaller samples)" } else { "" }
     );
     let text = t.text();
     println!("{header}\n{text}");
     let md = format!(
-        "{header}\n{}\n\n<details><summary>Requests per notification by stage and operation (single-channel transactional email, ingest to delivery receipt)</summary>\n\n{detail}\n</details>\n",
+        "{header}\n{}\n\n<details><summary>Requests per notification by stage and operation (single-channel transactional email, ingest to delivery receipt)</summary>\n\n{detail}\n</details>\n{broadcast_detail}",
         t.markdown()
     );
     let out = root.join("bench/results");
@@ -388,10 +428,22 @@ async fn main() -> anyhow::Result<()> {
             "start_max_ms": f.start_max_ms, "start_runs": f.start_runs, "peak_kib": f.peak_kib, "memory_for": f.memory_for,
         })).collect::<Vec<_>>(),
         "growth": growth_json,
+        "quick": args.quick,
+        "broadcast": broadcast_json,
     });
     std::fs::write(out.join("latest.json"), serde_json::to_string_pretty(&json_out)?)?;
     if report::update_readme(&root.join("README.md"), &md)? {
         eprintln!("herald-bench: README.md's Benchmarks table updated");
+    }
+    if broadcast_run.is_some() {
+        let mut broadcast_rows = report::Table::default();
+        broadcast_rows.rows =
+            t.rows.iter().filter(|r| ["7.", "8.", "9."].iter().any(|p| r.section.starts_with(p))).cloned().collect();
+        let block = format!("{header}\n{}{broadcast_detail}", broadcast_rows.markdown());
+        let doc = root.join("docs/broadcast-costs.md");
+        if report::update_block(&doc, report::BROADCAST_START, report::BROADCAST_END, &block)? {
+            eprintln!("herald-bench: docs/broadcast-costs.md's figures updated");
+        }
     }
     eprintln!("herald-bench: wrote bench/results/latest.json and latest.md");
     Ok(())
@@ -633,6 +685,14 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
             record(run("receipts", take(&sqs, &stack, "ReceiptsQueue", 10).await?, "a batch of 10 SES events").await?);
         }
     }
+    // A page of a broadcast: the segment pushed, 2,000 people in the table, the command
+    // through ingest; the broadcast function reads the first page of one scan segment.
+    broadcast::push_segment(env, &stack).await?;
+    broadcast::seed(env, &stack, 0..2_000, broadcast::kind).await?;
+    send_all(&sqs, &ingest_url, &[broadcast::command("bench-memory")]).await?;
+    record(run("ingest", take(&sqs, &stack, "IngestQueue", 1).await?, "a broadcast command").await?);
+    let page = format!("a broadcast page of {} items", herald::domain::broadcast::MAX_PAGE_ITEMS);
+    record(run("broadcast", take(&sqs, &stack, "BroadcastQueue", 1).await?, &page).await?);
     let tick =
         json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}).to_string();
     record(run("scheduler", tick, "one scheduled run, nothing due").await?);
@@ -648,9 +708,9 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
     Ok(peaks)
 }
 
-/// Criterion's mean estimate for each hot path, in ns (`cargo bench` writes them under target/criterion).
+/// Criterion's mean estimate for each hot path, in ns (`cargo bench` writes them under <target>/criterion).
 fn hot_paths(root: &Path) -> BTreeMap<String, f64> {
-    let dir = root.join("target/criterion/hot");
+    let dir = artifacts::target_dir(root).join("criterion/hot");
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let path = entry.path().join("new/estimates.json");

@@ -67,7 +67,22 @@ impl Pipeline {
         overrides: &[(&str, &str, String)],
         scheduler: bool,
     ) -> anyhow::Result<Self> {
-        let mut stack = herald_cli::local::provision(&env.plain, &env.root, prefix).await?;
+        let stack = herald_cli::local::provision(&env.plain, &env.root, prefix).await?;
+        Self::start_on(env, stack, overrides, scheduler, None).await
+    }
+
+    /// As [`Pipeline::start`], on a stack already provisioned; with `only`, just those
+    /// functions run (and the pipeline waits on their queues alone).
+    pub async fn start_on(
+        env: &Env,
+        mut stack: Stack,
+        overrides: &[(&str, &str, String)],
+        scheduler: bool,
+        only: Option<&[&str]>,
+    ) -> anyhow::Result<Self> {
+        if let Some(only) = only {
+            stack.functions.retain(|f| only.contains(&f.name.as_str()));
+        }
         for spec in &mut stack.functions {
             for (function, var, value) in overrides {
                 if spec.name == *function {

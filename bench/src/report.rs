@@ -116,15 +116,23 @@ impl Table {
 pub const README_START: &str = "<!-- bench:start -->";
 pub const README_END: &str = "<!-- bench:end -->";
 
+pub const BROADCAST_START: &str = "<!-- bench:broadcast:start -->";
+pub const BROADCAST_END: &str = "<!-- bench:broadcast:end -->";
+
 /// Replaces the block between the markers in the README, if the markers are there.
 pub fn update_readme(readme: &Path, block: &str) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(readme)?;
-    let (Some(a), Some(b)) = (text.find(README_START), text.find(README_END)) else { return Ok(false) };
+    update_block(readme, README_START, README_END, block)
+}
+
+/// Replaces the block between `start` and `end` in a file, if the markers are there.
+pub fn update_block(path: &Path, start: &str, end: &str, block: &str) -> anyhow::Result<bool> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(false) };
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else { return Ok(false) };
     if b < a {
         return Ok(false);
     }
-    let updated = format!("{}{README_START}\n{block}\n{}", &text[..a], &text[b..]);
-    std::fs::write(readme, updated)?;
+    let updated = format!("{}{start}\n{block}\n{}", &text[..a], &text[b..]);
+    std::fs::write(path, updated)?;
     Ok(true)
 }
 

@@ -71,7 +71,7 @@ pub async fn run_phase(
 
 /// [`run_phase`], then SES's delivery events for the emails it sent: two phases, each
 /// with the fates of `keys` after it.
-async fn run_with_receipts(
+pub async fn run_with_receipts(
     env: &Env,
     pipe: &Pipeline,
     (name, receipts_name): (&str, &str),
@@ -102,7 +102,7 @@ pub async fn setup_phase(
     let mark = env.recorder.mark();
     let imark = pipe.invocation_mark();
     send_all(&driver, &url, bodies).await?;
-    pipe.stack.wait_idle(&env.plain, Duration::from_secs(600)).await?;
+    pipe.stack.wait_idle(&env.plain, idle_timeout(items)).await?;
     let phase = Phase {
         name: name.to_owned(),
         items,
@@ -113,6 +113,12 @@ pub async fn setup_phase(
     };
     eprintln!("herald-bench: {name}: {items}, {} requests", phase.pipeline_calls().count());
     Ok(phase)
+}
+
+/// How long a phase of `items` may take to drain: ten minutes, and half a second more
+/// per item (a local pipeline goes at about ten notifications a second).
+fn idle_timeout(items: usize) -> Duration {
+    Duration::from_secs(600) + Duration::from_millis(500).saturating_mul(u32::try_from(items).unwrap_or(u32::MAX))
 }
 
 /// Pauses every poller (letting in-flight long polls finish), runs `queue_input`,
@@ -135,7 +141,7 @@ where
     queue_input().await.with_context(|| format!("queueing the input of {name}"))?;
     let t0 = env.recorder.now();
     pipe.pause_all(false);
-    pipe.stack.wait_idle(&env.plain, Duration::from_secs(600)).await?;
+    pipe.stack.wait_idle(&env.plain, idle_timeout(items)).await?;
     let calls = env.recorder.since(mark);
     let invocations = pipe.invocations_since(imark);
     let mut phase = Phase { name: name.to_owned(), items, calls, invocations, seconds: 0.0, outcomes: BTreeMap::new() };
