@@ -171,16 +171,17 @@ pub fn rows(
         ..Cost::default()
     };
     let producer_cost = Cost { usd_per_million_aws: producer_cost.usd_per_million_sqs, ..producer_cost };
-    // Its share of the scan: everything the fan-out does per page (the Scan, the
-    // record, the hand-off), that is the fan-out less its sends to ingest, which stand
-    // for the producer's sends of a single notification.
+    // Its share of the scan: what the broadcast does beyond its messages, that is the
+    // command (once) and every page (the Scan, the record, the hand-off): the fan-out
+    // less its sends to ingest, which stand for the producer's sends of a single
+    // notification, plus ingest's handling of the command.
     let scan_share = Cost {
-        requests: fan_out.requests - to_ingest.requests,
-        write_units: fan_out.write_units - to_ingest.write_units,
-        read_units: fan_out.read_units - to_ingest.read_units,
-        sqs_billed: fan_out.sqs_billed - to_ingest.sqs_billed,
+        requests: fan_out.requests - to_ingest.requests + start.requests,
+        write_units: fan_out.write_units - to_ingest.write_units + start.write_units,
+        read_units: fan_out.read_units - to_ingest.read_units + start.read_units,
+        sqs_billed: fan_out.sqs_billed - to_ingest.sqs_billed + start.sqs_billed,
         invocations: fan_out.invocations,
-        usd_per_million_aws: fan_out.usd_per_million_aws - to_ingest.usd_per_million_aws,
+        usd_per_million_aws: fan_out.usd_per_million_aws - to_ingest.usd_per_million_aws + start.usd_per_million_aws,
         usd_per_million_lambda: fan_out.usd_per_million_lambda,
         ..Cost::default()
     };
@@ -291,7 +292,7 @@ pub fn rows(
     );
     let basis = |f: &dyn Fn(&Cost) -> f64| {
         format!(
-            "single {} + producer's send {} + share of the scan {} (the fan-out less its sends to ingest)",
+            "single {} + producer's send {} + share of the scan {} (the command, and each page's Scan, record and hand-off)",
             num(f(&single)),
             num(f(&producer_cost)),
             num(f(&scan_share))
@@ -324,15 +325,14 @@ pub fn rows(
         );
         budget_json.insert(label.to_owned(), json!({"broadcast": got, "budget": limit, "met": ok}));
     }
-    // Where a difference comes from: what the broadcast does that neither a single
-    // notification nor the fan-out's pages do, and its messages' way beside the single's.
+    // Where a difference comes from: what the broadcast's messages do that a single
+    // notification does not, and their way beside the single's.
     let path = |c: &Cost| c.requests;
     t.info(
         "broadcast less (single + share of the scan), requests",
         format!("{:+.3} req", path(&all) - path(&budget)),
         format!(
-            "ingest's handling of the command {:+.3} (once per broadcast), ingest's state reads {:+.3} (RCU {:+.3}), its messages from ingest to receipt and its sends to ingest against the single's and the producer's {:+.3} (the event sources' batches: {} records an invocation for the broadcast's messages, {} for the single's)",
-            start.requests,
+            "ingest's state reads {:+.3} (RCU {:+.3}), its messages from ingest to receipt and its sends to ingest against the single's and the producer's {:+.3} (the event sources' batches: {} records an invocation for the broadcast's messages, {} for the single's)",
             state_reads.requests,
             state_reads.read_units,
             notification.requests + to_ingest.requests - single.requests - producer,
