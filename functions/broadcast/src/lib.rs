@@ -150,8 +150,14 @@ where
                 tracing::info!(campaign = %job.campaign, scanned = after.counts.scanned, queued = after.counts.queued, "broadcast fully read");
             }
         }
+        // Another copy committed it, or this commit's own first attempt did (applied, then
+        // answered with an error and retried by the SDK): either way, if that was the last
+        // page, the broadcast is finished here, or nobody would mark it done.
         None => {
-            tracing::info!(campaign = %job.campaign, segment = job.segment, page = job.page, "page committed by another copy")
+            tracing::info!(campaign = %job.campaign, segment = job.segment, page = job.page, "page already committed");
+            if deps.broadcasts.broadcast(&job.campaign).await?.is_some_and(|b| b.all_read()) {
+                deps.broadcasts.finish(&job.campaign).await?;
+            }
         }
     }
     Ok(())
