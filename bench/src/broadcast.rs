@@ -5,7 +5,7 @@
 //!
 //! The recipients table is filled straight through the recipients adapter (one person
 //! of each kind) and copies of those items (everyone else, by `BatchWriteItem`): the
-//! commands that create people are measured elsewhere, and 10,000 of them through the
+//! commands that create people are measured elsewhere, and thousands of them through the
 //! pipeline would take longer than the broadcast itself. A third of the people are not
 //! in the segment's audience: the filter misses them, they gave no consent, or they
 //! cannot be reached on the segment's channel.

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let broadcast_run = if args.skip_broadcast {
         None
     } else {
-        let people = args.broadcast_people.unwrap_or(if args.quick { 600 } else { 10_000 });
+        let people = args.broadcast_people.unwrap_or(if args.quick { 600 } else { 3_000 });
         let sizes = broadcast::Sizes { people, single: if args.quick { 60 } else { 200 }, growth: [1, 2, 4] };
         eprintln!("herald-bench: broadcast to a segment, {people} people in the recipients table");
         Some(broadcast::run(&env, sizes, memory_mb, &prices).await?)
