@@ -4,6 +4,8 @@
 CARGO ?= cargo
 # A Python with moto and cfn-lint at the pinned versions (installs them into .venv if needed).
 PYTHON = $(shell scripts/python.sh)
+# Where cargo builds: target/, unless CARGO_TARGET_DIR (or a cargo config) moves it. Asked of cargo.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
 .PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate chaos chaos-short
 
@@ -38,7 +40,7 @@ cfn-lint:
 ## smoke-local: `herald local` serves a notification published with another language's SDK (boto3)
 smoke-local:
 	$(CARGO) build --quiet -p herald-cli --bin herald
-	HERALD_PYTHON=$(PYTHON) $(PYTHON) scripts/local_smoke.py target/debug/herald
+	HERALD_PYTHON=$(PYTHON) $(PYTHON) scripts/local_smoke.py $(TARGET_DIR)/debug/herald
 
 ## chaos: the local stack behind a fault-injecting proxy (throttling, 5xx, a several-second outage of each
 ## service, DynamoDB writes and SQS sends applied then answered 500), 120 notifications on email, SMS, push and
@@ -54,12 +56,15 @@ chaos-short:
 
 ## build: the Lambda artifacts, target/lambda/<function>/bootstrap, one per crate under functions/
 ## (cargo-lambda and zig from requirements-build.txt, into .venv/build). SAM and the CDK construct deploy these.
+## With CARGO_TARGET_DIR elsewhere, the artifacts are copied to target/lambda, where template.yaml's CodeUri looks.
 FUNCTIONS = $(notdir $(patsubst %/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
 build:
-	@set -e; tools=$$(scripts/tool_venv.sh build); \
+	@set -e; tools=$$(scripts/tool_venv.sh build); target="$(TARGET_DIR)"; \
 	for f in $(FUNCTIONS); do \
 	  echo "cargo lambda build --release --arm64 --package $$f"; \
 	  PATH="$$tools:$$PATH" $(CARGO) lambda build --release --arm64 --package $$f; \
+	  if [ "$$target/lambda" -ef target/lambda ]; then :; else \
+	    mkdir -p target/lambda/$$f && cp "$$target/lambda/$$f/bootstrap" target/lambda/$$f/; fi; \
 	done
 	@ls -l target/lambda/*/bootstrap
 
