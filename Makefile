@@ -9,7 +9,8 @@ TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | python3 -c
 
 .PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate chaos chaos-short
 
-## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a report
+## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a
+## report; fails when a row differs from what it should be (part of `make test`)
 demo:
 	HERALD_PYTHON=$(PYTHON) $(CARGO) run --quiet -p herald-cli --bin herald -- demo
 
@@ -18,7 +19,7 @@ local:
 	HERALD_PYTHON=$(PYTHON) HERALD_LOCAL_PORT=$(or $(PORT),0) $(CARGO) run --quiet -p herald-cli --bin herald -- local
 
 ## test: everything CI runs
-test: fmt lint unit check-templates cfn-lint smoke-local infra-test chaos-short
+test: fmt lint unit check-templates cfn-lint smoke-local demo infra-test chaos-short
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -11,15 +11,63 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// One sample request and what the demo expects of it.
+/// One sample request and what the demo expects of it: `expect` in words, `want` as the
+/// report's columns must read (checked: `make demo` fails when a row differs).
 struct Sample {
     label: &'static str,
     expect: &'static str,
+    want: Want,
     body: String,
 }
 
-fn notify(label: &'static str, expect: &'static str, body: Value) -> Sample {
-    Sample { label, expect, body: body.to_string() }
+/// A report row's expected columns, written `"<status>[|<status>...] <channel> <reason> [<words>]"`
+/// (`-` for none; the reason is the column's first word): `"sent|delivered email -"`,
+/// `"suppressed - opted_out"`, `"delivered email - push failed first"` (the reason and
+/// provider columns must contain the words).
+#[derive(Debug, Clone, Copy)]
+struct Want(&'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::Want;
+
+    fn row(cols: [&str; 4]) -> (String, String, String, String) {
+        cols.map(str::to_owned).into()
+    }
+
+    #[test]
+    fn a_row_matches_only_what_is_wanted() {
+        let fell_back = row(["delivered", "email", "-", "0100-abc (push failed first)"]);
+        assert!(Want("sent|delivered email - push failed first").matches(&fell_back));
+        assert!(!Want("sent email -").matches(&fell_back), "another status");
+        assert!(!Want("delivered push -").matches(&fell_back), "another channel");
+        assert!(!Want("delivered email - variant b").matches(&fell_back), "words not there");
+        let duplicate = row(["duplicate", "-", "seen 1 more time(s)", "not sent again"]);
+        assert!(Want("duplicate - seen 1 more time(s)").matches(&duplicate));
+        assert!(!Want("duplicate - seen 2 more time(s)").matches(&duplicate));
+        assert!(Want("suppressed - opted_out").matches(&row(["suppressed", "-", "opted_out", "-"])));
+        assert!(!Want("suppressed - opted_out").matches(&row(["suppressed", "-", "no_consent", "-"])));
+        assert!(!Want("suppressed").matches(&row(["suppressed", "-", "-", "-"])), "a malformed want never matches");
+    }
+}
+
+impl Want {
+    /// Whether a row (status, channel, reason, note) is as wanted.
+    fn matches(&self, row: &(String, String, String, String)) -> bool {
+        let mut parts = self.0.splitn(4, ' ');
+        let (Some(statuses), Some(channel), Some(reason)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        let note = parts.next();
+        statuses.split('|').any(|s| s == row.0)
+            && channel == row.1
+            && row.2.split(' ').next() == Some(reason)
+            && note.is_none_or(|n| format!("{} {}", row.2, row.3).contains(n))
+    }
+}
+
+fn notify(label: &'static str, expect: &'static str, want: &'static str, body: Value) -> Sample {
+    Sample { label, expect, want: Want(want), body: body.to_string() }
 }
 
 fn setup_commands() -> Vec<String> {
@@ -70,71 +118,99 @@ fn notifications() -> Vec<Sample> {
         notify(
             "ana: order shipped (push, in French)",
             "sent on push",
+            "sent push -",
             shipped("order-1001-shipped", "user-ana", "1001"),
         ),
         notify(
             "ana: the same request again",
             "duplicate, not sent twice",
+            "duplicate - seen 1 more time(s)",
             shipped("order-1001-shipped", "user-ana", "1001"),
         ),
-        notify("bob: order shipped (no device)", "sent on email", shipped("order-1002-shipped", "user-bob", "1002")),
+        notify(
+            "bob: order shipped (no device)",
+            "sent on email",
+            "sent|delivered email -",
+            shipped("order-1002-shipped", "user-bob", "1002"),
+        ),
         notify(
             "carol: security code",
             "sent on sms",
+            "sent sms -",
             json!({"idempotency_key": "code-carol-1", "recipient": "user-carol", "template": "security_code",
                    "kind": "transactional", "data": {"code": "482913"}}),
         ),
         notify(
             "dan: digest (opted out of news)",
             "suppressed: opted_out",
+            "suppressed - opted_out",
             digest("digest-dan-48", "user-dan", "digest-48"),
         ),
-        notify("erin: digest (opted in)", "sent on email", digest("digest-erin-48", "user-erin", "digest-48")),
+        notify(
+            "erin: digest (opted in)",
+            "sent on email",
+            "sent|delivered email -",
+            digest("digest-erin-48", "user-erin", "digest-48"),
+        ),
         notify(
             "finn: digest during quiet hours",
             "deferred: quiet_hours_deferred",
+            "deferred - quiet_hours_deferred",
             digest("digest-finn-48", "user-finn", "digest-48"),
         ),
         notify(
             "gus: order shipped (address bounces)",
             "bounced after SES reports it",
+            "bounced email suppressed_bounce",
             shipped("order-1003-shipped", "user-gus", "1003"),
         ),
         notify(
             "hal: order shipped (stale push token)",
             "push fails, falls back to email",
+            "sent|delivered email - push failed first",
             shipped("order-1004-shipped", "user-hal", "1004"),
         ),
         notify(
             "ivy: order shipped (app uninstalled)",
             "push fails late, falls to email",
+            "sent|delivered email - push failed first",
             shipped("order-1006-shipped", "user-ivy", "1006"),
         ),
         notify(
             "kim: spring sale (20% holdout)",
             "suppressed: holdout",
+            "suppressed - holdout",
             digest("spring-kim", "user-kim", "spring-sale"),
         ),
-        notify("lea: spring sale", "sent on email, variant b", digest("spring-lea", "user-lea", "spring-sale")),
+        notify(
+            "lea: spring sale",
+            "sent on email, variant b",
+            "sent|delivered email - variant b",
+            digest("spring-lea", "user-lea", "spring-sale"),
+        ),
         notify(
             "an unknown template",
             "rejected: unknown_template",
+            "rejected - unknown_template",
             json!({"idempotency_key": "welcome-zoe", "recipient": "user-bob", "template": "welcome_v9", "kind": "transactional"}),
         ),
         notify(
             "an unknown recipient",
             "rejected: unknown_recipient",
+            "rejected - unknown_recipient",
             json!({"idempotency_key": "order-9-zoe", "recipient": "user-zoe", "template": "order_shipped", "kind": "transactional",
                    "data": {"order_id": "9"}}),
         ),
         Sample {
             label: "malformed JSON",
             expect: "rejected: malformed_json",
+            want: Want("rejected - malformed_json"),
             body: r#"{"idempotency_key": "broken", "#.into(),
         },
         notify(
             "a request without a template",
             "rejected: invalid_field",
+            "rejected - invalid_field",
             json!({"idempotency_key": "no-template", "recipient": "user-bob", "kind": "transactional"}),
         ),
     ]
@@ -186,7 +262,13 @@ pub async fn simulate_ses_events(local: &Local, ledger: &DynamoLedger, keys: &[&
     Ok(published)
 }
 
-pub async fn run(local: &Local) -> anyhow::Result<String> {
+/// What `make demo` prints, and how many of its rows differ from what they should be.
+pub struct Outcome {
+    pub report: String,
+    pub differences: usize,
+}
+
+pub async fn run(local: &Local) -> anyhow::Result<Outcome> {
     let idle = Duration::from_secs(90);
     let ledger = DynamoLedger::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
@@ -225,14 +307,21 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
         notify(
             "gus: another order, after the bounce",
             "suppressed: suppressed_bounce",
+            "suppressed - suppressed_bounce",
             json!({"idempotency_key": "order-1005-shipped", "recipient": "user-gus", "template": "order_shipped",
                    "kind": "transactional", "channels": ["email"], "data": {"order_id": "1005"}}),
         ),
-        notify("lea: the spring sale again", "suppressed: cooldown", digest("spring-lea-2", "user-lea", "spring-sale")),
+        notify(
+            "lea: the spring sale again",
+            "suppressed: cooldown",
+            "suppressed - cooldown",
+            digest("spring-lea-2", "user-lea", "spring-sale"),
+        ),
         // After her first digest went out: the same hour, another campaign.
         notify(
             "erin: a second digest this hour",
             "suppressed: cap_reached",
+            "suppressed - cap_reached",
             digest("digest-erin-48b", "user-erin", "digest-48b"),
         ),
     ];
@@ -243,9 +332,9 @@ pub async fn run(local: &Local) -> anyhow::Result<String> {
 
     let mut all = samples;
     all.extend(after);
-    let mut out = report(local, &ledger, &all, &sent_ids).await?;
-    out.push_str(&broadcast(local, &ledger).await?);
-    Ok(out)
+    let (mut report, differences) = report(local, &ledger, &all, &sent_ids).await?;
+    report.push_str(&broadcast(local, &ledger).await?);
+    Ok(Outcome { report, differences })
 }
 
 /// Shoppers for the broadcast: who they are decides whether the `spring_shoppers` segment
@@ -357,19 +446,21 @@ async fn disable_endpoints_of(local: &Local, token: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The report of each sample, and how many rows differ from what was expected.
 async fn report(
     local: &Local,
     ledger: &DynamoLedger,
     samples: &[Sample],
     sqs_ids: &[String],
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, usize)> {
     let mut out = String::new();
+    let mut differ = 0;
     writeln!(
         out,
-        "\n{:<40} {:<34} {:<11} {:<8} {:<22} provider id",
-        "request", "expected", "status", "channel", "reason"
+        "\n{:<40} {:<34} {:<7} {:<11} {:<8} {:<22} provider id",
+        "request", "expected", "as", "status", "channel", "reason"
     )?;
-    writeln!(out, "{}", "-".repeat(150))?;
+    writeln!(out, "{}", "-".repeat(158))?;
     let mut seen = std::collections::HashSet::new();
     for (sample, sqs_id) in samples.iter().zip(sqs_ids) {
         let key = serde_json::from_str::<Value>(&sample.body)
@@ -403,7 +494,17 @@ async fn report(
             }
             (None, None) => ("missing".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()),
         };
-        writeln!(out, "{:<40} {:<34} {:<11} {:<8} {:<22} {}", sample.label, sample.expect, row.0, row.1, row.2, row.3)?;
+        let verdict = if sample.want.matches(&row) {
+            "ok"
+        } else {
+            differ += 1;
+            "DIFFERS"
+        };
+        writeln!(
+            out,
+            "{:<40} {:<34} {:<7} {:<11} {:<8} {:<22} {}",
+            sample.label, sample.expect, verdict, row.0, row.1, row.2, row.3
+        )?;
     }
     let data = local.moto.data().await?;
     let emails = data["ses"]["Message"].as_array().map_or(0, Vec::len);
@@ -418,7 +519,7 @@ async fn report(
         out,
         "\nWhat the providers received (moto /moto-api/data.json): {emails} email(s), {sms} SMS, {pushes} push(es)."
     )?;
-    Ok(out)
+    Ok((out, differ))
 }
 
 fn shorten(s: &str, max: usize) -> String {

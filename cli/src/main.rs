@@ -191,9 +191,16 @@ async fn main() -> anyhow::Result<()> {
             init_logs("warn");
             herald::metrics::disable();
             let local = Local::up(&repo_root(), 0, "herald-").await?;
-            let report = herald_cli::demo::run(&local).await;
+            let outcome = herald_cli::demo::run(&local).await;
             local.runner.stop().await;
-            println!("{}", report?);
+            let outcome = outcome?;
+            println!("{}", outcome.report);
+            if outcome.differences > 0 {
+                anyhow::bail!(
+                    "{} row(s) of the demo differ from what they should be (DIFFERS above)",
+                    outcome.differences
+                );
+            }
         }
         Command::Local { port, webhook_port } => {
             init_logs("info");
