@@ -45,10 +45,13 @@ const output = (name: string, value: string, description: string) =>
 output('IngestQueueUrl', herald.ingestQueue.queueUrl, 'Producers send notification requests and recipient commands here.');
 output('IngestQueueArn', herald.ingestQueue.queueArn, 'ARN of the ingest queue (grant producers sqs:SendMessage on it).');
 output('BroadcastQueueUrl', herald.broadcastQueue.queueUrl, 'Broadcast page jobs (internal: producers start a broadcast on the ingest queue); its depth is how many pages wait to be read.');
+output('DigestQueueUrl', herald.digestQueue.queueUrl, "Digest windows' close jobs (internal: producers send digest items as notifications on the ingest queue); one message closes one window.");
+output('JourneyQueueUrl', herald.journeyQueue.queueUrl, "Journey steps' wake-ups (internal: people enter a journey on the ingest queue); one message moves one person one step on.");
 output('SesEventsTopicArn', herald.sesEventsTopic.topicArn, 'SNS topic receiving SES sending events.');
 output('PushEventsTopicArn', herald.pushEventsTopic.topicArn, 'SNS topic to set as the event topic of the SNS platform applications.');
 output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configuration set used for every email.');
 output('LedgerTableName', herald.ledgerTable.tableName, 'DynamoDB message ledger table.');
+output('JourneysTableName', herald.journeysTable.tableName, 'Where each person stands in each journey; `herald journey status` reads it.');
 output('TemplatesTableName', herald.templatesTable.tableName, 'Where `herald templates push --table` uploads templates and campaigns.');
 output('WebhookUrl', herald.webhookUrl, "Herald's HTTPS endpoint: <url>sns for SNS HTTPS subscriptions, <url>providers/<name> for custom providers, <url>unsubscribe for one-click unsubscribe links.");
 output('WebhookProviderSecretsArn', herald.webhookProviderSecrets.secretArn, 'Secrets Manager secret of the custom webhook providers, {"<name>": {"secret": "<shared secret>", "channels": ["sms"]}}: aws secretsmanager put-secret-value --secret-id <arn> --secret-string \'{"acme": {"secret": "...", "channels": ["sms"]}}\'');

@@ -217,6 +217,16 @@ export class Herald extends Construct {
    */
   public readonly broadcastQueue: sqs.IQueue;
   /**
+   * Digest windows' close jobs, read by the digest function (internal: items are ordinary
+   * notify requests with a `digest` on the ingest queue); one message closes one window.
+   */
+  public readonly digestQueue: sqs.IQueue;
+  /**
+   * Journey steps' wake-ups, read by the journeys function (internal: people enter a journey on
+   * the ingest queue); one message moves one person one step on.
+   */
+  public readonly journeyQueue: sqs.IQueue;
+  /**
    * Herald's HTTPS endpoint (the webhook function's URL): `<url>sns` for SNS HTTPS subscriptions,
    * `<url>providers/<name>` for custom providers, `<url>unsubscribe` for one-click unsubscribe links.
    */
@@ -225,8 +235,13 @@ export class Herald extends Construct {
   public readonly recipientsTable: dynamodb.ITable;
   public readonly suppressionTable: dynamodb.ITable;
   public readonly capsTable: dynamodb.ITable;
-  /** Sends due later than an SQS delay allows, handed back to eligibility by the scheduler function. */
+  /**
+   * Jobs due later than an SQS delay allows (sends, digest windows' ends, journey waits), handed
+   * to their queue (eligibility, digest, journey) by the scheduler function.
+   */
   public readonly scheduleTable: dynamodb.ITable;
+  /** Where each person stands in each journey (pk journey name, sk recipient id): `herald journey status` reads it. */
+  public readonly journeysTable: dynamodb.ITable;
   /** Upload the templates here: `herald templates push --table <tableName>`. */
   public readonly templatesTable: dynamodb.ITable;
   /** SES sending events (through the configuration set). */
@@ -283,7 +298,12 @@ export class Herald extends Construct {
     const suppression = table('SuppressionTable', { pitr: true, retain: true });
     const caps = table('CapsTable', { ttl: true });
     const templates = table('TemplatesTable', {});
-    // Sends waiting longer than an SQS delay (15 min): pk = due#<minute UTC>, sk = message id.
+    // Where each person stands in each journey: pk = journey name, sk = recipient id (one item
+    // per person and journey, the truth the journey function's wake-ups are checked against).
+    // `herald journey status` reads a journey's partition.
+    const journeys = table('JourneysTable', { sort: true, ttl: true, pitr: true, retain: true });
+    // Jobs waiting longer than an SQS delay (15 min): pk = due#<minute UTC>, sk = the job's id,
+    // `to` = the queue it goes to (eligibility, digest, journey).
     const schedule = table('ScheduleTable', { sort: true, ttl: true, pitr: true, retain: true });
     const noPitr = 'PITR is kept for the tables that hold what cannot be rebuilt (recipients, suppression list), as in template.yaml.';
     acknowledge(ledger, 'AwsSolutions-DDB3', `${noPitr} The ledger expires by TTL (LedgerRetentionDays) and is an audit trail, not a source of truth.`);
@@ -336,6 +356,10 @@ export class Herald extends Construct {
     // Broadcast page jobs: one message reads one page of the recipients table (one scan segment's
     // next page) and queues the next; ingest starts each segment's chain.
     const broadcastQueue = queue('BroadcastQueue', 'broadcast', Duration.seconds(360));
+    // Digest windows' close jobs: one message closes one window (or finds it closed).
+    const digestQueue = queue('DigestQueue', 'digest');
+    // Journey steps' wake-ups: one message moves one person one step on.
+    const journeyQueue = queue('JourneyQueue', 'journey');
 
     // ----------------------------------------------------------------- SNS
     const sesEventsTopic = new sns.Topic(this, 'SesEventsTopic', { displayName: 'Herald SES events' });
@@ -440,7 +464,7 @@ export class Herald extends Construct {
         queue: ingestQueue,
         environment: {
           HERALD_RECIPIENTS_TABLE: recipients.tableName,
-                    HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
+          HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
           HERALD_APNS_APP_ARN: push.apnsPlatformApplicationArn ?? '',
           HERALD_APNS_SANDBOX_APP_ARN: push.apnsSandboxPlatformApplicationArn ?? '',
           HERALD_FCM_APP_ARN: push.fcmPlatformApplicationArn ?? '',
@@ -453,6 +477,11 @@ export class Herald extends Construct {
           HERALD_BROADCAST_QUEUE_URL: broadcastQueue.queueUrl,
           HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
           HERALD_BROADCAST_SCAN_SEGMENTS: String(broadcast.scanSegments ?? 4),
+          // Digest items: a window's close job; journeys: entries, exits, the first step.
+          HERALD_DIGEST_QUEUE_URL: digestQueue.queueUrl,
+          HERALD_JOURNEY_QUEUE_URL: journeyQueue.queueUrl,
+          HERALD_JOURNEYS_TABLE: journeys.tableName,
+          HERALD_SCHEDULE_TABLE: schedule.tableName,
         },
         statements: [
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
@@ -463,6 +492,15 @@ export class Herald extends Construct {
           allow('Templates', ['dynamodb:GetItem', 'dynamodb:Scan'], [templates.tableArn]),
           // A broadcast's first page of each scan segment.
           allow('BroadcastQueue', ['sqs:SendMessage'], [broadcastQueue.queueArn]),
+          // A digest window's close job (delayed to its end, or at once when full).
+          allow('DigestQueue', ['sqs:SendMessage'], [digestQueue.queueArn]),
+          // A journey's first step for a person who enters it.
+          allow('JourneyQueue', ['sqs:SendMessage'], [journeyQueue.queueArn]),
+          // Entries (enter_journey, a track naming a journey's entry event), exits (a track
+          // naming an exit event), erasure.
+          allow('Journeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], [journeys.tableArn]),
+          // A digest window that ends more than 15 minutes ahead waits in the schedule table.
+          allow('Schedule', ['dynamodb:PutItem'], [schedule.tableArn]),
           // A broadcast message that arrives while its broadcast is paused is put back, delayed.
           allow('PutBackWhilePaused', ['sqs:SendMessage'], [ingestQueue.queueArn]),
           // Only the platform applications that were given, and their endpoints; none, no statement.
@@ -506,6 +544,59 @@ export class Herald extends Construct {
         ],
       },
       {
+        id: 'DigestFunction',
+        artifact: 'digest',
+        description: "Closes digest windows and hands each window's one message to ingest.",
+        // Event source: DigestFunctionJobs in template.yaml (EventSource statement added below).
+        queue: digestQueue,
+        environment: {
+          HERALD_TEMPLATES_TABLE: templates.tableName,
+          HERALD_SCHEDULE_TABLE: schedule.tableName,
+          HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
+          HERALD_DIGEST_QUEUE_URL: digestQueue.queueUrl,
+        },
+        statements: [
+          ledgerAccess('GetItem', 'UpdateItem', 'BatchGetItem'),
+          allow('Templates', ['dynamodb:GetItem'], [templates.tableArn]),
+          // A window that ends more than 15 minutes ahead waits in the schedule table.
+          allow('Schedule', ['dynamodb:PutItem'], [schedule.tableArn]),
+          // Each window's message, as an ordinary notification.
+          allow('IngestQueue', ['sqs:SendMessage'], [ingestQueue.queueArn]),
+          // A sliding window's close job, delayed again.
+          allow('DigestQueue', ['sqs:SendMessage'], [digestQueue.queueArn]),
+        ],
+      },
+      {
+        id: 'JourneyFunction',
+        artifact: 'journeys',
+        description: 'Moves each person through a journey\'s steps; every send is an ordinary notification on the ingest queue.',
+        // Event source: JourneyFunctionSteps in template.yaml (EventSource statement added below).
+        queue: journeyQueue,
+        environment: {
+          HERALD_JOURNEYS_TABLE: journeys.tableName,
+          HERALD_RECIPIENTS_TABLE: recipients.tableName,
+          HERALD_TEMPLATES_TABLE: templates.tableName,
+          HERALD_SCHEDULE_TABLE: schedule.tableName,
+          HERALD_INGEST_QUEUE_URL: ingestQueue.queueUrl,
+          HERALD_JOURNEY_QUEUE_URL: journeyQueue.queueUrl,
+        },
+        statements: [
+          allow('Journeys', ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [journeys.tableArn]),
+          // A branch reads the status of the step's message.
+          ledgerAccess('GetItem'),
+          // Consent, time zone and attributes, before each step.
+          allow('Recipients', ['dynamodb:GetItem'], [recipients.tableArn]),
+          // The journey's definition, at the version the person entered.
+          allow('Templates', ['dynamodb:GetItem'], [templates.tableArn]),
+          // A wait of more than 15 minutes waits in the schedule table.
+          allow('Schedule', ['dynamodb:PutItem'], [schedule.tableArn]),
+          // Each send step, as an ordinary notification.
+          allow('IngestQueue', ['sqs:SendMessage'], [ingestQueue.queueArn]),
+          // The person's next step.
+          allow('JourneyQueue', ['sqs:SendMessage'], [journeyQueue.queueArn]),
+        ],
+      },
+      {
         id: 'EligibilityFunction',
         artifact: 'eligibility',
         description: 'Applies consent, suppression, quiet hours, caps and holdouts; routes to a channel queue.',
@@ -537,17 +628,21 @@ export class Herald extends Construct {
       {
         id: 'SchedulerFunction',
         artifact: 'scheduler',
-        description: 'Every minute, hands sends that are due from the schedule table back to eligibility.',
+        description: 'Every minute, hands the jobs that are due in the schedule table to their queues (eligibility, digest, journey).',
         schedule: { id: 'EveryMinute', expression: 'rate(1 minute)' },
         timeout: Duration.seconds(50),
         reservedConcurrency: 1,
         environment: {
           HERALD_SCHEDULE_TABLE: schedule.tableName,
           HERALD_ELIGIBILITY_QUEUE_URL: eligibilityQueue.queueUrl,
+          HERALD_DIGEST_QUEUE_URL: digestQueue.queueUrl,
+          HERALD_JOURNEY_QUEUE_URL: journeyQueue.queueUrl,
         },
         statements: [
           allow('Schedule', ['dynamodb:Query', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:BatchWriteItem'], [schedule.tableArn]),
           allow('EligibilityQueue', ['sqs:SendMessage'], [eligibilityQueue.queueArn]),
+          allow('DigestQueue', ['sqs:SendMessage'], [digestQueue.queueArn]),
+          allow('JourneyQueue', ['sqs:SendMessage'], [journeyQueue.queueArn]),
         ],
       },
       {
@@ -906,7 +1001,7 @@ export class Herald extends Construct {
             : ['...', q.queueName])) } },
         { type: 'metric', x: 16, y: 14, width: 8, height: 6, properties: {
           title: 'Function errors', region, stat: 'Sum', period: 300, view: 'timeSeries',
-          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast'].map((name, i) => (i === 0
+          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast', 'digest', 'journeys'].map((name, i) => (i === 0
             ? ['AWS/Lambda', 'Errors', 'FunctionName', functions[name].functionName]
             : ['...', functions[name].functionName])) } },
       ],
@@ -925,6 +1020,8 @@ export class Herald extends Construct {
 
     this.ingestQueue = ingestQueue;
     this.broadcastQueue = broadcastQueue;
+    this.digestQueue = digestQueue;
+    this.journeyQueue = journeyQueue;
     if (webhookUrl === undefined) {
       throw new Error('Herald: no function has a URL (the webhooks function should)');
     }
@@ -934,6 +1031,7 @@ export class Herald extends Construct {
     this.suppressionTable = suppression;
     this.capsTable = caps;
     this.scheduleTable = schedule;
+    this.journeysTable = journeys;
     this.templatesTable = templates;
     this.sesEventsTopic = sesEventsTopic;
     this.pushEventsTopic = pushEventsTopic;
