@@ -9,7 +9,7 @@
 //! redelivered item is not counted twice, across a seal too), what the opening item asked
 //! for ([`Opening`]), and, between a seal and its hand-off, the sealed window ([`SealedWindow`]).
 
-use crate::contract::{DigestSpec, Kind, MAX_REQUEST_BYTES, Mode, NotifyRequest, instant};
+use crate::contract::{DigestSpec, Kind, MAX_REQUEST_BYTES, Mode, NotifyRequest, TimeZone, instant};
 use crate::domain::broadcast::local_send_at;
 use crate::domain::{CampaignId, Channel, IdempotencyKey, MessageId, RecipientId, TemplateName, Topic};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -303,20 +303,21 @@ pub struct FollowUp {
 
 /// The follow-up of an append. A redelivered item that is in the open window again does
 /// what its first delivery did (that delivery's hand-offs may have failed); one in the
-/// sealed window, nothing (the close job handles it). `zone`: the recipient's, used for `until`.
+/// sealed window, nothing (the close job handles it). `zone`: the recipient's, used for
+/// `until` (UTC without one).
 pub fn follow_up(
     id: &DigestId,
     spec: &DigestSpec,
     appended: &Appended,
     now: DateTime<Utc>,
-    zone: chrono_tz::Tz,
+    zone: Option<TimeZone>,
 ) -> FollowUp {
     let mut out = FollowUp::default();
     if appended.in_previous {
         return out;
     }
     if appended.opened {
-        let due = first_close(spec, appended.opened_at, zone);
+        let due = first_close(spec, appended.opened_at, zone.map_or(chrono_tz::UTC, |z| z.0));
         out.close.push(CloseJob { digest: id.clone(), win: appended.win, due });
         out.flush = spec.flush_first;
     }
@@ -511,18 +512,18 @@ mod tests {
         let id = DigestId::parse(&format!("digest#{}", "a".repeat(32))).unwrap();
         let now = at("2026-03-01T10:00:00Z");
         let opened = Appended { win: 2, total: 1, opened_at: now, opened: true, already: false, in_previous: false };
-        let f = follow_up(&id, &s, &opened, now, chrono_tz::UTC);
+        let f = follow_up(&id, &s, &opened, now, None);
         assert_eq!(f.close, vec![CloseJob { digest: id.clone(), win: 2, due: at("2026-03-01T10:15:00Z") }]);
         assert!(f.flush);
         let middle = Appended { total: 2, opened: false, ..opened.clone() };
-        assert_eq!(follow_up(&id, &s, &middle, now, chrono_tz::UTC), FollowUp::default());
+        assert_eq!(follow_up(&id, &s, &middle, now, None), FollowUp::default());
         let full = Appended { total: 3, opened: false, ..opened.clone() };
         assert_eq!(
-            follow_up(&id, &s, &full, now, chrono_tz::UTC).close,
+            follow_up(&id, &s, &full, now, None).close,
             vec![CloseJob { digest: id.clone(), win: 2, due: now }]
         );
         let sealed = Appended { already: true, in_previous: true, ..opened };
-        assert_eq!(follow_up(&id, &s, &sealed, now, chrono_tz::UTC), FollowUp::default());
+        assert_eq!(follow_up(&id, &s, &sealed, now, None), FollowUp::default());
     }
 
     #[test]
