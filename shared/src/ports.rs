@@ -600,6 +600,8 @@ pub struct DigestAppend<'a> {
     /// What the item fixes for the window when it opens it.
     pub opening: &'a Opening,
     pub now: DateTime<Utc>,
+    /// When the window closes if this item opens it ([`crate::domain::digest::first_close`]).
+    pub due: DateTime<Utc>,
 }
 
 /// Digest heads (one per recipient, template and key) and their items' data, in the ledger

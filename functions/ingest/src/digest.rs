@@ -39,20 +39,21 @@ pub(crate) async fn admit<P: Ports>(deps: &Deps<P>, record: &Record, request: No
         }
         Err(e) => return Step::Retry(e.to_string()),
     }
-    let append = DigestAppend { head: &head, item: &id, request: &request, opening: &opening, now };
+    // The recipient's zone is read only for a window that ends at a local time.
+    let zone = match spec.until {
+        Some(_) => match deps.recipients.get(&request.recipient).await {
+            Ok(r) => r.and_then(|r| r.timezone),
+            Err(e) => return Step::Retry(e.to_string()),
+        },
+        None => None,
+    };
+    let due = digest::first_close(&spec, now, zone);
+    let append = DigestAppend { head: &head, item: &id, request: &request, opening: &opening, now, due };
     let appended = match deps.digests.append(append).await {
         Ok(appended) => appended,
         Err(e) => return Step::Retry(e.to_string()),
     };
-    // The recipient's zone is read only for a window it opens that ends at a local time.
-    let zone = match (appended.opened, spec.until) {
-        (true, Some(_)) => match deps.recipients.get(&request.recipient).await {
-            Ok(r) => r.and_then(|r| r.timezone),
-            Err(e) => return Step::Retry(e.to_string()),
-        },
-        _ => None,
-    };
-    let follow = digest::follow_up(&head, &spec, &appended, now, zone);
+    let follow = digest::follow_up(&head, &spec, &appended, now);
     tracing::info!(
         message_id = %id, record = %record.id, digest = %head, window = appended.win, total = appended.total,
         already = appended.already, outcome = "digested", "digest item counted"

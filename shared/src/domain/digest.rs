@@ -193,6 +193,9 @@ pub struct DigestHead {
     pub total: u64,
     pub opened_at: Option<DateTime<Utc>>,
     pub last_at: Option<DateTime<Utc>>,
+    /// When it closes ([`first_close`], fixed by the item that opened it; a sliding
+    /// window's end moves on from there, see [`close_at`]).
+    pub due: Option<DateTime<Utc>>,
     /// Its first item ids, in arrival order, at most [`MAX_FIRST`].
     pub first: Vec<MessageId>,
     pub opening: Option<Opening>,
@@ -207,6 +210,8 @@ pub struct Appended {
     /// That window's items so far.
     pub total: u64,
     pub opened_at: DateTime<Utc>,
+    /// When that window closes, as its opening item fixed it.
+    pub due: DateTime<Utc>,
     /// The item opened that window.
     pub opened: bool,
     /// The item was there already (a redelivery): nothing was counted. `win` is the open
@@ -228,10 +233,13 @@ pub struct CloseJob {
 /// later (a sliding one may be moved on by later items), or at the next `until` time of
 /// day in `zone` strictly after it opened (a time a DST gap skips, just after the gap; a
 /// time a fall-back repeats, at its first occurrence).
-pub fn first_close(spec: &DigestSpec, opened_at: DateTime<Utc>, zone: chrono_tz::Tz) -> DateTime<Utc> {
+/// `zone`: the recipient's (UTC without one).
+pub fn first_close(spec: &DigestSpec, opened_at: DateTime<Utc>, zone: Option<TimeZone>) -> DateTime<Utc> {
     match (&spec.window, spec.until) {
         (Some(w), _) => opened_at + w.delta(),
-        (None, Some(time)) => local_send_at(time, zone, opened_at + TimeDelta::seconds(1)),
+        (None, Some(time)) => {
+            local_send_at(time, zone.map_or(chrono_tz::UTC, |z| z.0), opened_at + TimeDelta::seconds(1))
+        }
         (None, None) => opened_at,
     }
 }
@@ -281,7 +289,8 @@ pub fn decide(job: &CloseJob, head: Option<&DigestHead>, now: DateTime<Utc>) -> 
     if head.total == 0 {
         return CloseStep::Drop("window has no items");
     }
-    let close = close_at(&opening.spec, head.total, opened_at, head.last_at.unwrap_or(opened_at), job.due);
+    let due = head.due.unwrap_or(job.due);
+    let close = close_at(&opening.spec, head.total, opened_at, head.last_at.unwrap_or(opened_at), due);
     if close > now { CloseStep::Wait(close) } else { CloseStep::Seal }
 }
 
@@ -303,22 +312,14 @@ pub struct FollowUp {
 
 /// The follow-up of an append. A redelivered item that is in the open window again does
 /// what its first delivery did (that delivery's hand-offs may have failed); one in the
-/// sealed window, nothing (the close job handles it). `zone`: the recipient's, used for
-/// `until` (UTC without one).
-pub fn follow_up(
-    id: &DigestId,
-    spec: &DigestSpec,
-    appended: &Appended,
-    now: DateTime<Utc>,
-    zone: Option<TimeZone>,
-) -> FollowUp {
+/// sealed window, nothing (the close job handles it).
+pub fn follow_up(id: &DigestId, spec: &DigestSpec, appended: &Appended, now: DateTime<Utc>) -> FollowUp {
     let mut out = FollowUp::default();
     if appended.in_previous {
         return out;
     }
     if appended.opened {
-        let due = first_close(spec, appended.opened_at, zone.map_or(chrono_tz::UTC, |z| z.0));
-        out.close.push(CloseJob { digest: id.clone(), win: appended.win, due });
+        out.close.push(CloseJob { digest: id.clone(), win: appended.win, due: appended.due });
         out.flush = spec.flush_first;
     }
     if appended.total >= u64::from(spec.max_items()) {
@@ -416,14 +417,14 @@ mod tests {
     fn fixed_sliding_and_until_windows_close_when_they_should() {
         let opened = at("2026-03-01T10:00:00Z");
         let fixed = spec(json!({"key": "k", "window": "15m"}));
-        assert_eq!(first_close(&fixed, opened, chrono_tz::UTC), at("2026-03-01T10:15:00Z"));
+        assert_eq!(first_close(&fixed, opened, None), at("2026-03-01T10:15:00Z"));
         assert_eq!(
             close_at(&fixed, 3, opened, opened + TimeDelta::minutes(14), at("2026-03-01T10:15:00Z")),
             at("2026-03-01T10:15:00Z")
         );
 
         let sliding = spec(json!({"key": "k", "window": "10m", "sliding": true, "max_wait": "30m"}));
-        let due = first_close(&sliding, opened, chrono_tz::UTC);
+        let due = first_close(&sliding, opened, None);
         assert_eq!(due, at("2026-03-01T10:10:00Z"));
         // Each item moves the end on, up to max_wait after the window opened.
         assert_eq!(close_at(&sliding, 2, opened, at("2026-03-01T10:08:00Z"), due), at("2026-03-01T10:18:00Z"));
@@ -438,6 +439,7 @@ mod tests {
     fn until_is_the_next_such_local_time_across_dst() {
         let daily = spec(json!({"key": "k", "until": "18:00"}));
         let paris = chrono_tz::Europe::Paris;
+        let zone = Some(TimeZone(paris));
         let cases = [
             // Winter (UTC+1): 18:00 in Paris is 17:00 UTC; the same day, then the next.
             ("2026-01-10T09:00:00Z", "2026-01-10T17:00:00Z"),
@@ -449,16 +451,16 @@ mod tests {
             ("2026-10-24T17:00:00Z", "2026-10-25T17:00:00Z"),
         ];
         for (opened, closes) in cases {
-            assert_eq!(first_close(&daily, at(opened), paris), at(closes), "opened {opened}");
+            assert_eq!(first_close(&daily, at(opened), zone), at(closes), "opened {opened}");
         }
         // Without a zone: UTC.
-        assert_eq!(first_close(&daily, at("2026-01-10T09:00:00Z"), chrono_tz::UTC), at("2026-01-10T18:00:00Z"));
+        assert_eq!(first_close(&daily, at("2026-01-10T09:00:00Z"), None), at("2026-01-10T18:00:00Z"));
         // A time the spring gap skips (02:30 on 29 March in Paris) is taken just after it.
         let gap = spec(json!({"key": "k", "until": "02:30"}));
-        let closes = first_close(&gap, at("2026-03-28T12:00:00Z"), paris);
+        let closes = first_close(&gap, at("2026-03-28T12:00:00Z"), zone);
         assert_eq!(closes, paris.with_ymd_and_hms(2026, 3, 29, 3, 30, 0).unwrap().with_timezone(&Utc));
         // A time the autumn change repeats (02:30 on 25 October) is its first occurrence.
-        let repeated = first_close(&gap, at("2026-10-24T12:00:00Z"), paris);
+        let repeated = first_close(&gap, at("2026-10-24T12:00:00Z"), zone);
         assert_eq!(repeated, at("2026-10-25T00:30:00Z"));
     }
 
@@ -472,6 +474,7 @@ mod tests {
             total,
             opened_at: Some(at("2026-03-01T10:00:00Z")),
             last_at: Some(at("2026-03-01T10:05:00Z")),
+            due: None,
             first: Vec::new(),
             opening: Opening::of(&r),
             sealed: None,
@@ -511,19 +514,27 @@ mod tests {
         let s = spec(json!({"key": "k", "window": "15m", "max_items": 3, "flush_first": true}));
         let id = DigestId::parse(&format!("digest#{}", "a".repeat(32))).unwrap();
         let now = at("2026-03-01T10:00:00Z");
-        let opened = Appended { win: 2, total: 1, opened_at: now, opened: true, already: false, in_previous: false };
-        let f = follow_up(&id, &s, &opened, now, None);
+        let opened = Appended {
+            win: 2,
+            total: 1,
+            opened_at: now,
+            due: at("2026-03-01T10:15:00Z"),
+            opened: true,
+            already: false,
+            in_previous: false,
+        };
+        let f = follow_up(&id, &s, &opened, now);
         assert_eq!(f.close, vec![CloseJob { digest: id.clone(), win: 2, due: at("2026-03-01T10:15:00Z") }]);
         assert!(f.flush);
         let middle = Appended { total: 2, opened: false, ..opened.clone() };
-        assert_eq!(follow_up(&id, &s, &middle, now, None), FollowUp::default());
+        assert_eq!(follow_up(&id, &s, &middle, now), FollowUp::default());
         let full = Appended { total: 3, opened: false, ..opened.clone() };
         assert_eq!(
-            follow_up(&id, &s, &full, now, None).close,
+            follow_up(&id, &s, &full, now).close,
             vec![CloseJob { digest: id.clone(), win: 2, due: now }]
         );
         let sealed = Appended { already: true, in_previous: true, ..opened };
-        assert_eq!(follow_up(&id, &s, &sealed, now, None), FollowUp::default());
+        assert_eq!(follow_up(&id, &s, &sealed, now), FollowUp::default());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! items, kept on each item's own ledger entry.
 //!
 //! A head's attributes: `recipient`, `template`, `dkey`; the open window `d_win`,
-//! `d_total`, `d_opened`, `d_last`, `d_first` (its first item ids), `d_ids` (the short
+//! `d_total`, `d_opened`, `d_last`, `d_due`, `d_first` (its first item ids), `d_ids` (the short
 //! hashes of its item ids), `d_req` (the opening item's [`Opening`], JSON); `d_prev`, the
 //! hashes of the window sealed before it; the sealed window awaiting its hand-off,
 //! `s_win`, `s_total`, `s_first`, `s_req`; `ttl`. Never an item's data: a head's size is
@@ -53,6 +53,7 @@ fn parse_head(item: &Item) -> Option<DigestHead> {
         total: get_n(item, "d_total").unwrap_or(0),
         opened_at: parse_instant(item, "d_opened"),
         last_at: parse_instant(item, "d_last"),
+        due: parse_instant(item, "d_due"),
         first: ids(item, "d_first"),
         opening: opening(item, "d_req"),
         sealed,
@@ -67,6 +68,7 @@ fn already(old: &Item, item: &MessageId, hash: &str, now: DateTime<Utc>) -> Opti
         win: get_n(old, "d_win").unwrap_or(1),
         total: get_n(old, "d_total").unwrap_or(0),
         opened_at: parse_instant(old, "d_opened").unwrap_or(now),
+        due: parse_instant(old, "d_due").unwrap_or(now),
         opened: in_open && ids(old, "d_first").first() == Some(item),
         already: true,
         in_previous,
@@ -94,6 +96,7 @@ impl Digests for DynamoLedger {
                 "d_win = if_not_exists(d_win, :one)",
                 "d_total = if_not_exists(d_total, :zero) + :one",
                 "d_opened = if_not_exists(d_opened, :now)",
+                "d_due = if_not_exists(d_due, :due)",
                 "d_last = :now",
                 "d_req = if_not_exists(d_req, :req)",
             ];
@@ -114,6 +117,7 @@ impl Digests for DynamoLedger {
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":now", ts(a.now))
+                .expression_attribute_values(":due", ts(a.due))
                 .expression_attribute_values(":req", s(&req))
                 .expression_attribute_values(":h", s(hash))
                 .expression_attribute_values(":hs", AttributeValue::Ss(vec![hash.to_owned()]))
@@ -140,6 +144,7 @@ impl Digests for DynamoLedger {
                         win: get_n(&new, "d_win").unwrap_or(1),
                         total,
                         opened_at: parse_instant(&new, "d_opened").unwrap_or(a.now),
+                        due: parse_instant(&new, "d_due").unwrap_or(a.due),
                         opened: total == 1,
                         already: false,
                         in_previous: false,
@@ -177,7 +182,7 @@ impl Digests for DynamoLedger {
             .update_expression(
                 "SET s_win = d_win, s_total = d_total, s_first = d_first, s_req = d_req, d_prev = d_ids, \
                  d_win = d_win + :one, d_total = :zero, #ttl = :ttl \
-                 REMOVE d_ids, d_first, d_req, d_opened, d_last",
+                 REMOVE d_ids, d_first, d_req, d_opened, d_last, d_due",
             )
             .condition_expression(
                 "d_win = :w AND d_total > :zero AND attribute_exists(d_ids) AND attribute_exists(d_first) \
