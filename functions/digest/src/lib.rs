@@ -149,14 +149,14 @@ async fn wait<P: Ports>(
         Err(e) => return Outcome::Retry(e.to_string()),
     };
     let result = match digest::delay_secs(until, now) {
-        Some(delay_secs) => deps
-            .outbox
-            .send(Destination::Digest, vec![Outgoing { id: "0".into(), body, delay_secs }])
-            .await
-            .and_then(|refused| match refused.is_empty() {
-                true => Ok(()),
-                false => Err(PortError::Transient("the digest queue refused the job".into())),
-            }),
+        Some(delay_secs) => {
+            deps.outbox.send(Destination::Digest, vec![Outgoing { id: "0".into(), body, delay_secs }]).await.and_then(
+                |refused| match refused.is_empty() {
+                    true => Ok(()),
+                    false => Err(PortError::Transient("the digest queue refused the job".into())),
+                },
+            )
+        }
         None => {
             let id = format!("{}#{}", job.digest.hex(), job.win);
             deps.schedule.schedule(&id, &body, until, Destination::Digest).await

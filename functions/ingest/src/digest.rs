@@ -13,7 +13,12 @@ use herald::domain::digest::{self, DigestId, Opening};
 use herald::lambda::Record;
 use herald::ports::*;
 
-pub(crate) async fn admit<P: Ports>(deps: &Deps<P>, record: &Record, request: NotifyRequest, now: DateTime<Utc>) -> Step {
+pub(crate) async fn admit<P: Ports>(
+    deps: &Deps<P>,
+    record: &Record,
+    request: NotifyRequest,
+    now: DateTime<Utc>,
+) -> Step {
     let (Some(spec), Some(opening)) = (request.digest.clone(), Opening::of(&request)) else {
         return Step::Retry("not a digest item".into());
     };

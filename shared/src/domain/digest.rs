@@ -529,10 +529,7 @@ mod tests {
         let middle = Appended { total: 2, opened: false, ..opened.clone() };
         assert_eq!(follow_up(&id, &s, &middle, now), FollowUp::default());
         let full = Appended { total: 3, opened: false, ..opened.clone() };
-        assert_eq!(
-            follow_up(&id, &s, &full, now).close,
-            vec![CloseJob { digest: id.clone(), win: 2, due: now }]
-        );
+        assert_eq!(follow_up(&id, &s, &full, now).close, vec![CloseJob { digest: id.clone(), win: 2, due: now }]);
         let sealed = Appended { already: true, in_previous: true, ..opened };
         assert_eq!(follow_up(&id, &s, &sealed, now), FollowUp::default());
     }

@@ -37,12 +37,9 @@ fn opening(item: &Item, name: &str) -> Option<Opening> {
 
 fn parse_head(item: &Item) -> Option<DigestHead> {
     let sealed = match (get_n::<u64>(item, "s_win"), opening(item, "s_req")) {
-        (Some(win), Some(opening)) => Some(SealedWindow {
-            win,
-            total: get_n(item, "s_total").unwrap_or(0),
-            first: ids(item, "s_first"),
-            opening,
-        }),
+        (Some(win), Some(opening)) => {
+            Some(SealedWindow { win, total: get_n(item, "s_total").unwrap_or(0), first: ids(item, "s_first"), opening })
+        }
         _ => None,
     };
     Some(DigestHead {
