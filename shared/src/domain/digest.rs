@@ -500,6 +500,12 @@ mod tests {
             ..after
         };
         assert_eq!(decide(&job, Some(&pending), at("2026-03-01T10:16:00Z")), CloseStep::HandOff);
+        // The head's end is the truth, not the job's.
+        let fixed_end = DigestHead { due: Some(at("2026-03-01T10:20:00Z")), ..h.clone() };
+        assert_eq!(
+            decide(&job, Some(&fixed_end), at("2026-03-01T10:16:00Z")),
+            CloseStep::Wait(at("2026-03-01T10:20:00Z"))
+        );
         // A sliding window's job comes back when the last item moved the end on.
         let sliding = head(1, 2, json!({"key": "k", "window": "10m", "sliding": true, "max_wait": "1h"}));
         let early = CloseJob { digest: sliding.id.clone(), win: 1, due: at("2026-03-01T10:10:00Z") };
