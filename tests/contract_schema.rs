@@ -342,6 +342,15 @@ fn rules_only_rust_checks() {
         ("timezone that does not exist", upsert(json!({"timezone": "Mars/Olympus_Mons"})).to_string()),
         ("timezone in the wrong case", upsert(json!({"timezone": "europe/paris"})).to_string()),
         ("body over 64 KiB", oversized),
+        ("digest window over 7 days", notify(json!({"digest": {"key": "k", "window": "8d"}})).to_string()),
+        (
+            "digest max_wait shorter than its window",
+            notify(json!({"digest": {"key": "k", "window": "2h", "sliding": true, "max_wait": "1h"}})).to_string(),
+        ),
+        (
+            "digest max_wait over 7 days",
+            notify(json!({"digest": {"key": "k", "window": "2h", "sliding": true, "max_wait": "169h"}})).to_string(),
+        ),
         // The schema sees the parsed object. (Herald keeps the last value of a repeated member
         // in typed messages other than a notify without `type`.)
         (

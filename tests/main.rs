@@ -7,6 +7,7 @@ mod bodies;
 mod broadcasts;
 mod campaign_results;
 mod contract_schema;
+mod digests;
 mod dispatching;
 mod idempotency;
 mod pipeline;

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod broadcast;
+mod digest;
 pub use broadcast::{BroadcastControl, BroadcastRequest, ControlAction, MAX_RATE_PER_SECOND};
+pub use digest::{DigestKey, DigestSpec};
 
 pub const CONTRACT_VERSION: u32 = 1;
 
@@ -74,6 +76,9 @@ pub struct NotifyRequest {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<CampaignId>,
+    /// Collect it with others of the same key into one message ([`DigestSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestSpec>,
 }
 
 /// The only `type` a notify body may carry.
@@ -458,6 +463,9 @@ impl NotifyRequest {
         {
             return Err(Rejection::new("invalid_field", "expires_at must be after send_at"));
         }
+        if let Some(digest) = &self.digest {
+            digest.check_rules(self.send_at.is_some())?;
+        }
         Ok(())
     }
 }
@@ -670,13 +678,13 @@ mod tests {
                 format!(r#"{{{notify}, "recipient": "u", "ana@example.org": 1}}"#),
                 "invalid_field",
                 "unknown field, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, `topic`, \
-                 `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign` at line 1 column 116",
+                 `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest` at line 1 column 116",
             ),
             (
                 format!(r#"{{{notify}, "recipient": "u", "mail": 1}}"#),
                 "invalid_field",
                 "unknown field `mail`, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, \
-                 `topic`, `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign` at line 1 column 105",
+                 `topic`, `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest` at line 1 column 105",
             ),
             (
                 format!(r#"{{{notify}, "recipient": "u", "send_at": "+15555550100"}}"#),

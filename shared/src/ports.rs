@@ -5,6 +5,7 @@ use crate::contract::{ControlAction, Kind, NotifyRequest, SetConsent, UpsertReci
 use crate::domain::broadcast::{Broadcast, BroadcastState, Counts, PageJob};
 use crate::domain::campaign::CampaignDoc;
 use crate::domain::caps::CapSlot;
+use crate::domain::digest::{Appended, DigestHead, DigestId, Opening};
 use crate::domain::jobs::EligibilityJob;
 use crate::domain::ledger::{Reason, Status, SuppressionCause};
 use crate::domain::profile::ProfileSchema;
@@ -585,6 +586,49 @@ pub trait AudienceScan: Send + Sync {
 pub trait CampaignCatalog: Send + Sync {
     /// Every valid campaign document, as last listed: a cached read, not one per call.
     fn campaigns(&self) -> impl Future<Output = PortResult<Arc<Vec<Arc<CampaignDoc>>>>> + Send;
+}
+
+// ---------------------------------------------------------------- digests
+
+/// A digest item to count in its head's open window.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestAppend<'a> {
+    pub head: &'a DigestId,
+    pub item: &'a MessageId,
+    /// The item's request: its recipient, template and digest key name the head.
+    pub request: &'a NotifyRequest,
+    /// What the item fixes for the window when it opens it.
+    pub opening: &'a Opening,
+    pub now: DateTime<Utc>,
+    /// When the window closes if this item opens it ([`crate::domain::digest::first_close`]).
+    pub due: DateTime<Utc>,
+}
+
+/// Digest heads (one per recipient, template and key) and their items' data, in the ledger
+/// table. See [`crate::domain::digest`].
+pub trait Digests: Send + Sync {
+    /// [`Ledger::admit`] for a digest item: recorded `digested`, with its `data` (JSON
+    /// text) and its head, in the same one conditional write.
+    fn admit_item(
+        &self,
+        admit: Admit<'_>,
+        head: &DigestId,
+        data: &str,
+    ) -> impl Future<Output = PortResult<Admission>> + Send;
+    /// Counts the item in its head's open window, once: one conditional write (a second only
+    /// when the window's first ids are full). An item counted already, in the open window or
+    /// the one sealed before it, is counted no more ([`Appended::already`]).
+    fn append(&self, append: DigestAppend<'_>) -> impl Future<Output = PortResult<Appended>> + Send;
+    /// The head, read consistently; `None` when no item ever came (or TTL removed it).
+    fn head(&self, id: &DigestId) -> impl Future<Output = PortResult<Option<DigestHead>>> + Send;
+    /// Seals window `win` (it becomes the head's sealed window, and window `win + 1` opens
+    /// empty) in one conditional write: only while `win` is open and no sealed window waits
+    /// for its hand-off. `false` when it was not (another copy sealed it, or a hand-off is due).
+    fn seal(&self, id: &DigestId, win: u64, now: DateTime<Utc>) -> impl Future<Output = PortResult<bool>> + Send;
+    /// Forgets sealed window `win` after its message was handed on; a second call changes nothing.
+    fn handed_off(&self, id: &DigestId, win: u64) -> impl Future<Output = PortResult<()>> + Send;
+    /// The data of these items, in this order (an item without one is left out).
+    fn item_data(&self, ids: &[MessageId]) -> impl Future<Output = PortResult<Vec<serde_json::Value>>> + Send;
 }
 
 // ---------------------------------------------------------------- schedule

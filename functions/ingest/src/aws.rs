@@ -16,6 +16,7 @@ impl Ports for Aws {
     type Outbox = SqsOutbox;
     type Endpoints = SnsEndpoints;
     type Templates = DynamoTemplates;
+    type Digests = DynamoLedger;
 }
 
 pub type AwsDeps = Deps<Aws>;
@@ -29,6 +30,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     Deps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
+        digests: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
         templates: DynamoTemplates::new(dynamodb, &config.templates_table, CAMPAIGN_LIST_TTL),
         scan_segments: config.broadcast_scan_segments,
         outbox: SqsOutbox::new(
@@ -37,6 +39,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
                 ingest: Some(config.ingest_queue_url.clone()),
                 eligibility: Some(config.eligibility_queue_url.clone()),
                 broadcast: Some(config.broadcast_queue_url.clone()),
+                digest: Some(config.digest_queue_url.clone()),
                 ..QueueUrls::default()
             },
         ),

@@ -17,6 +17,7 @@ use herald::ports::*;
 #[cfg(feature = "aws")]
 pub mod aws;
 mod broadcast;
+mod digest;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +29,8 @@ pub struct Config {
     /// Its own queue, where a paused broadcast's messages wait.
     pub ingest_queue_url: String,
     pub broadcast_queue_url: String,
+    /// Digest windows' close jobs.
+    pub digest_queue_url: String,
     /// Parallel scan segments a new broadcast reads the recipients table in.
     pub broadcast_scan_segments: u32,
     pub apns_app_arn: Option<String>,
@@ -44,6 +47,7 @@ impl Config {
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             ingest_queue_url: required(get, "HERALD_INGEST_QUEUE_URL")?,
             broadcast_queue_url: required(get, "HERALD_BROADCAST_QUEUE_URL")?,
+            digest_queue_url: required(get, "HERALD_DIGEST_QUEUE_URL")?,
             broadcast_scan_segments: match parsed(get, "HERALD_BROADCAST_SCAN_SEGMENTS", 4u32)? {
                 n @ 1..=64 => n,
                 n => return Err(ConfigError(format!("HERALD_BROADCAST_SCAN_SEGMENTS={n} is not between 1 and 64"))),
@@ -64,6 +68,8 @@ pub trait Ports {
     type Endpoints: PushEndpoints;
     /// The templates table: templates, campaigns, segments and the profile schema.
     type Templates: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog;
+    /// Digest heads and items (in the ledger table).
+    type Digests: Digests;
 }
 
 /// What ingest needs: the ledger (and broadcasts in it), the recipients, its queues, SNS
@@ -74,6 +80,7 @@ pub struct Deps<P: Ports> {
     pub outbox: P::Outbox,
     pub endpoints: P::Endpoints,
     pub templates: P::Templates,
+    pub digests: P::Digests,
     pub scan_segments: u32,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
@@ -148,6 +155,9 @@ async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -
     };
     let kind = message.type_name();
     let result = match message {
+        IngestMessage::Notify(request) if request.digest.is_some() => {
+            return digest::admit(deps, &record, *request, now).await;
+        }
         IngestMessage::Notify(request) => {
             if let Some(step) = broadcast::in_flight(deps, &record, &request, now).await {
                 return step;

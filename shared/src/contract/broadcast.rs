@@ -52,7 +52,7 @@ fn marketing() -> Kind {
     Kind::Marketing
 }
 
-mod opt_hhmm {
+pub(super) mod opt_hhmm {
     use chrono::NaiveTime;
     use serde::{Deserialize, Deserializer, Serializer};
 

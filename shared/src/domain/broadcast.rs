@@ -271,6 +271,7 @@ impl Broadcast {
             send_at,
             expires_at: r.expires_at,
             campaign: Some(r.campaign.clone()),
+            digest: None,
         })
     }
 }

@@ -21,6 +21,8 @@ pub enum Status {
     Failed,
     Bounced,
     Complained,
+    /// A digest item: collected into its digest's message, never sent on its own.
+    Digested,
 }
 
 impl Status {
@@ -38,6 +40,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Bounced => "bounced",
             Status::Complained => "complained",
+            Status::Digested => "digested",
         }
     }
 
@@ -59,7 +62,7 @@ impl Status {
             Status::Failed => 70,
             Status::Bounced => 80,
             Status::Complained => 90,
-            Status::Rejected | Status::Suppressed | Status::Expired => 100,
+            Status::Rejected | Status::Suppressed | Status::Expired | Status::Digested => 100,
         }
     }
 
@@ -195,6 +198,8 @@ mod tests {
             (Opened, Complained, true),
             (Suppressed, Sent, false),
             (Deferred, Sent, true),
+            (Digested, Sent, false),
+            (Digested, Delivered, false),
         ];
         for (from, to, ok) in cases {
             assert_eq!(from.can_move_to(to), ok, "{from} -> {to}");
@@ -205,7 +210,7 @@ mod tests {
     fn text_forms_round_trip() {
         for s in [
             Accepted, Deferred, Sent, Delivered, Opened, Clicked, Rejected, Suppressed, Expired, Failed, Bounced,
-            Complained,
+            Complained, Digested,
         ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());

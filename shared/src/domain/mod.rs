@@ -4,6 +4,8 @@ pub mod broadcast;
 pub mod campaign;
 pub mod caps;
 pub mod contact;
+pub mod digest;
+pub mod duration;
 pub mod eligibility;
 pub mod ids;
 pub mod jobs;

@@ -52,8 +52,31 @@ pub struct TemplateDoc {
     /// Sender settings for the email part; the deployment's sender when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailSettings>,
+    /// A digest template: its messages carry `items` and `total` ([`DigestSettings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestSettings>,
     pub locales: BTreeMap<String, LocaleParts>,
 }
+
+/// `[digest]` in a template: its parts see `items` (the data of the window's first
+/// `items` items, in arrival order) and `total` (how many items the window had).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestSettings {
+    /// How many items' data the message carries: 1 to 50.
+    #[serde(default = "default_digest_items")]
+    pub items: usize,
+    /// Realistic items for `check`, which renders every part with them.
+    #[serde(default)]
+    pub example_items: Vec<Map<String, Value>>,
+}
+
+fn default_digest_items() -> usize {
+    crate::domain::digest::DEFAULT_TEMPLATE_ITEMS
+}
+
+/// What a digest template sees besides the template's own variables.
+pub const DIGEST_VARS: [&str; 2] = ["items", "total"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +298,15 @@ impl CompiledTemplate {
         Ok(Self { doc, env, profile })
     }
 
+    /// How many items' data a digest message of this template carries (`[digest] items`).
+    pub fn digest_items(&self) -> usize {
+        self.doc
+            .digest
+            .as_ref()
+            .map_or(crate::domain::digest::DEFAULT_TEMPLATE_ITEMS, |d| d.items)
+            .clamp(1, crate::domain::digest::MAX_FIRST)
+    }
+
     /// The profile attributes its parts use.
     pub fn profile_use(&self) -> &ProfileUse {
         &self.profile
@@ -393,6 +425,12 @@ impl CompiledTemplate {
     /// FCM, SMS over the segment budget.
     pub fn check_limits(&self, limits: &Limits) -> Vec<String> {
         let mut data = self.doc.example.clone();
+        if let Some(digest) = &self.doc.digest {
+            let items: Vec<Value> =
+                digest.example_items.iter().take(self.digest_items()).cloned().map(Value::Object).collect();
+            data.insert("total".to_owned(), digest.example_items.len().into());
+            data.insert("items".to_owned(), Value::Array(items));
+        }
         for v in &self.doc.variables {
             if !data.contains_key(v) && !self.doc.defaults.contains_key(v) {
                 data.insert(v.clone(), Value::String("X".repeat(10)));
@@ -463,8 +501,25 @@ impl CompiledTemplate {
                  name the data otherwise"
             ));
         }
+        let mut herald_vars = vec![RECIPIENT_VAR];
+        if let Some(digest) = &self.doc.digest {
+            herald_vars.extend(DIGEST_VARS);
+            if !(1..=crate::domain::digest::MAX_FIRST).contains(&digest.items) {
+                problems.push(format!("[digest] items is {}, it must be from 1 to 50", digest.items));
+            }
+            if digest.example_items.is_empty() {
+                problems.push(
+                    "[digest] example_items: a digest template needs example items, which check renders it with"
+                        .to_owned(),
+                );
+            }
+            for v in DIGEST_VARS.iter().filter(|v| declared.contains(**v)) {
+                problems.push(format!("variables: {v} is Herald's own in a digest template: name the data otherwise"));
+            }
+        }
         let Some(default_parts) = self.doc.locales.get(&self.doc.default_locale) else {
-            return vec![format!("default locale {} has no parts", self.doc.default_locale)];
+            problems.push(format!("default locale {} has no parts", self.doc.default_locale));
+            return problems;
         };
         for channel in &self.doc.channels {
             if !default_parts.has(*channel) {
@@ -479,7 +534,7 @@ impl CompiledTemplate {
                 let mut unknown: Vec<String> = tmpl
                     .undeclared_variables(false)
                     .into_iter()
-                    .filter(|v| v != RECIPIENT_VAR && !declared.contains(v.as_str()))
+                    .filter(|v| !herald_vars.contains(&v.as_str()) && !declared.contains(v.as_str()))
                     .collect();
                 unknown.sort();
                 if !unknown.is_empty() {
@@ -1044,5 +1099,45 @@ mod tests {
         let mut broken = doc();
         broken.locales.get_mut("en").unwrap().sms = Some(SmsPart { text: "{{ oops".into() });
         assert!(matches!(CompiledTemplate::compile(broken), Err(TemplateError::Syntax { .. })));
+    }
+
+    fn digest_doc(digest: Value, sms: &str) -> TemplateDoc {
+        serde_json::from_value(serde_json::json!({
+            "name": "new_comments", "channels": ["sms"], "default_locale": "en", "variables": ["post"],
+            "digest": digest,
+            "locales": {"en": {"sms": {"text": sms}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn digest_templates_see_items_and_total_and_are_checked_with_example_items() {
+        let sms = "{{ total }} new comments on {{ post }}: {% for i in items %}{{ i.author }} {% endfor %}";
+        let ok = CompiledTemplate::compile(digest_doc(
+            serde_json::json!({"items": 2, "example_items": [{"author": "Bo"}, {"author": "Cy"}, {"author": "Di"}]}),
+            sms,
+        ))
+        .unwrap();
+        assert_eq!(ok.check(), Vec::<String>::new());
+        assert_eq!(ok.check_limits(&Limits::default()), Vec::<String>::new());
+        assert_eq!(ok.digest_items(), 2);
+        let data =
+            data(serde_json::json!({"post": "Spring", "total": 12, "items": [{"author": "Bo"}, {"author": "Cy"}]}));
+        assert_eq!(ok.render_sms(None, &data, &nobody()).unwrap().text, "12 new comments on Spring: Bo Cy ");
+
+        // Without example items, or with more items than a head keeps, check refuses it.
+        let bare = CompiledTemplate::compile(digest_doc(serde_json::json!({"items": 60}), sms)).unwrap();
+        let problems = bare.check();
+        assert!(problems.iter().any(|p| p.contains("[digest] example_items")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("[digest] items is 60")), "{problems:?}");
+        // Example items that the parts cannot render with are found by check_limits.
+        let wrong =
+            CompiledTemplate::compile(digest_doc(serde_json::json!({"example_items": [{"name": "Bo"}]}), sms)).unwrap();
+        assert!(!wrong.check_limits(&Limits::default()).is_empty());
+        // Outside a digest template, items and total are ordinary undeclared variables.
+        let mut plain = digest_doc(serde_json::json!({}), sms);
+        plain.digest = None;
+        let problems = CompiledTemplate::compile(plain).unwrap().check();
+        assert!(problems.iter().any(|p| p.contains("undeclared variables: items, total")), "{problems:?}");
     }
 }

@@ -262,63 +262,7 @@ impl DynamoLedger {
 
 impl Ledger for DynamoLedger {
     async fn admit(&self, admit: Admit<'_>) -> PortResult<Admission> {
-        let r = admit.request;
-        let accepted = Transition::new(Status::Accepted, admit.now);
-        let mut item: Item = HashMap::from([
-            ("pk".to_owned(), s(admit.id.as_str())),
-            ("key".into(), s(r.idempotency_key.as_str())),
-            ("recipient".into(), s(r.recipient.as_str())),
-            ("template".into(), s(r.template.as_str())),
-            ("kind".into(), s(r.kind.as_str())),
-            ("status".into(), s(Status::Accepted.as_str())),
-            ("rank".into(), n(Status::Accepted.rank())),
-            ("source_id".into(), s(admit.source_id)),
-            ("history".into(), history_entry(&accepted)),
-            ("dedupe_until".into(), n(admit.dedupe_until.timestamp())),
-            ("ttl".into(), n(admit.expires_at.timestamp())),
-        ]);
-        if let Some(c) = &r.campaign {
-            item.insert("campaign".into(), s(c.as_str()));
-        }
-        if let Some(t) = &r.topic {
-            item.insert("topic".into(), s(t.as_str()));
-        }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR dedupe_until < :now")
-            .expression_attribute_values(":now", n(admit.now.timestamp()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let err = match put {
-            Ok(_) => return Ok(Admission::New),
-            Err(err) => err,
-        };
-        let old = match err.as_service_error() {
-            Some(e) if is_conditional_failure(e) => match e {
-                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
-                    c.item().cloned()
-                }
-                _ => None,
-            },
-            _ => return Err(classify("PutItem", err)),
-        };
-        // ALL_OLD saves a read; an endpoint that does not return it costs one GetItem.
-        let old = match old {
-            Some(item) => Some(item),
-            None => self.get_item(admit.id.as_str()).await?,
-        };
-        let status = old.as_ref().and_then(|i| get_s(i, "status")).and_then(Status::parse).unwrap_or(Status::Accepted);
-        let same_source = old.as_ref().and_then(|i| get_s(i, "source_id")) == Some(admit.source_id);
-        // The history's first entry is the admission.
-        let accepted_at = old
-            .as_ref()
-            .and_then(|i| i.get("history")?.as_l().ok()?.first()?.as_m().ok().and_then(|m| get_s(m, "at")))
-            .and_then(|at| at.parse().ok());
-        Ok(Admission::Duplicate { status, same_source, accepted_at })
+        self.put_admission(admit, Status::Accepted, Item::new()).await
     }
 
     async fn note_duplicate(&self, id: &MessageId, source_id: &str, at: DateTime<Utc>) -> PortResult<()> {
@@ -605,7 +549,72 @@ impl Ledger for DynamoLedger {
 }
 
 impl DynamoLedger {
-    async fn get_item(&self, pk: &str) -> PortResult<Option<Item>> {
+    /// [`Ledger::admit`] with the status `status` and the attributes `extra` in the same
+    /// conditional write (a digest item's data and head).
+    pub(super) async fn put_admission(&self, admit: Admit<'_>, status: Status, extra: Item) -> PortResult<Admission> {
+        let r = admit.request;
+        let accepted = Transition::new(status, admit.now);
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(admit.id.as_str())),
+            ("key".into(), s(r.idempotency_key.as_str())),
+            ("recipient".into(), s(r.recipient.as_str())),
+            ("template".into(), s(r.template.as_str())),
+            ("kind".into(), s(r.kind.as_str())),
+            ("status".into(), s(status.as_str())),
+            ("rank".into(), n(status.rank())),
+            ("source_id".into(), s(admit.source_id)),
+            ("history".into(), history_entry(&accepted)),
+            ("dedupe_until".into(), n(admit.dedupe_until.timestamp())),
+            ("ttl".into(), n(admit.expires_at.timestamp())),
+        ]);
+        if let Some(c) = &r.campaign {
+            item.insert("campaign".into(), s(c.as_str()));
+        }
+        if let Some(t) = &r.topic {
+            item.insert("topic".into(), s(t.as_str()));
+        }
+        item.extend(extra);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR dedupe_until < :now")
+            .expression_attribute_values(":now", n(admit.now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match put {
+            Ok(_) => return Ok(Admission::New),
+            Err(err) => err,
+        };
+        let old = match err.as_service_error() {
+            Some(e) if is_conditional_failure(e) => match e {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                    c.item().cloned()
+                }
+                _ => None,
+            },
+            _ => return Err(classify("PutItem", err)),
+        };
+        // ALL_OLD saves a read; an endpoint that does not return it costs one GetItem.
+        let old = match old {
+            Some(item) => Some(item),
+            None => self.get_item(admit.id.as_str()).await?,
+        };
+        let status = old.as_ref().and_then(|i| get_s(i, "status")).and_then(Status::parse).unwrap_or(Status::Accepted);
+        let same_source = old.as_ref().and_then(|i| get_s(i, "source_id")) == Some(admit.source_id);
+        // The history's first entry is the admission.
+        let accepted_at = old
+            .as_ref()
+            .and_then(|i| i.get("history")?.as_l().ok()?.first()?.as_m().ok().and_then(|m| get_s(m, "at")))
+            .and_then(|at| at.parse().ok());
+        Ok(Admission::Duplicate { status, same_source, accepted_at })
+    }
+}
+
+impl DynamoLedger {
+    pub(super) async fn get_item(&self, pk: &str) -> PortResult<Option<Item>> {
         self.client
             .get_item()
             .table_name(&self.table)

@@ -33,6 +33,7 @@ use std::time::Duration;
 mod broadcasts;
 mod caps;
 mod devices;
+mod digests;
 mod ledger;
 mod recipients;
 mod replay;
