@@ -27,30 +27,6 @@ struct Sample {
 #[derive(Debug, Clone, Copy)]
 struct Want(&'static str);
 
-#[cfg(test)]
-mod tests {
-    use super::Want;
-
-    fn row(cols: [&str; 4]) -> (String, String, String, String) {
-        cols.map(str::to_owned).into()
-    }
-
-    #[test]
-    fn a_row_matches_only_what_is_wanted() {
-        let fell_back = row(["delivered", "email", "-", "0100-abc (push failed first)"]);
-        assert!(Want("sent|delivered email - push failed first").matches(&fell_back));
-        assert!(!Want("sent email -").matches(&fell_back), "another status");
-        assert!(!Want("delivered push -").matches(&fell_back), "another channel");
-        assert!(!Want("delivered email - variant b").matches(&fell_back), "words not there");
-        let duplicate = row(["duplicate", "-", "seen 1 more time(s)", "not sent again"]);
-        assert!(Want("duplicate - seen 1 more time(s)").matches(&duplicate));
-        assert!(!Want("duplicate - seen 2 more time(s)").matches(&duplicate));
-        assert!(Want("suppressed - opted_out").matches(&row(["suppressed", "-", "opted_out", "-"])));
-        assert!(!Want("suppressed - opted_out").matches(&row(["suppressed", "-", "no_consent", "-"])));
-        assert!(!Want("suppressed").matches(&row(["suppressed", "-", "-", "-"])), "a malformed want never matches");
-    }
-}
-
 impl Want {
     /// Whether a row (status, channel, reason, note) is as wanted.
     fn matches(&self, row: &(String, String, String, String)) -> bool {
@@ -524,4 +500,28 @@ async fn report(
 
 fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max - 1).collect::<String>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Want;
+
+    fn row(cols: [&str; 4]) -> (String, String, String, String) {
+        cols.map(str::to_owned).into()
+    }
+
+    #[test]
+    fn a_row_matches_only_what_is_wanted() {
+        let fell_back = row(["delivered", "email", "-", "0100-abc (push failed first)"]);
+        assert!(Want("sent|delivered email - push failed first").matches(&fell_back));
+        assert!(!Want("sent email -").matches(&fell_back), "another status");
+        assert!(!Want("delivered push -").matches(&fell_back), "another channel");
+        assert!(!Want("delivered email - variant b").matches(&fell_back), "words not there");
+        let duplicate = row(["duplicate", "-", "seen 1 more time(s)", "not sent again"]);
+        assert!(Want("duplicate - seen 1 more time(s)").matches(&duplicate));
+        assert!(!Want("duplicate - seen 2 more time(s)").matches(&duplicate));
+        assert!(Want("suppressed - opted_out").matches(&row(["suppressed", "-", "opted_out", "-"])));
+        assert!(!Want("suppressed - opted_out").matches(&row(["suppressed", "-", "no_consent", "-"])));
+        assert!(!Want("suppressed").matches(&row(["suppressed", "-", "-", "-"])), "a malformed want never matches");
+    }
 }
