@@ -3,7 +3,7 @@
 //! (SPEC.md, "Budgets"), printed and written to `bench/results/latest.{json,md}`.
 //!
 //! `herald-bench [--notifications N] [--quick] [--skip-artifacts] [--skip-growth]
-//! [--skip-broadcast] [--broadcast-people N]`
+//! [--skip-broadcast] [--broadcast-people N] [--skip-engagement] [--engagement-people N]`
 //! (`make bench` runs the criterion hot paths first; this folds their means in).
 
 mod artifacts;
@@ -12,6 +12,7 @@ mod broadcast_report;
 mod costs;
 mod counting;
 mod dynamo;
+mod engagement;
 mod floor;
 mod pipeline;
 mod report;
@@ -39,6 +40,8 @@ struct Args {
     skip_growth: bool,
     skip_broadcast: bool,
     broadcast_people: Option<usize>,
+    skip_engagement: bool,
+    engagement_people: Option<usize>,
     start_runs: usize,
 }
 
@@ -50,6 +53,8 @@ fn args() -> anyhow::Result<Args> {
         skip_growth: false,
         skip_broadcast: false,
         broadcast_people: None,
+        skip_engagement: false,
+        engagement_people: None,
         start_runs: 15,
     };
     let mut it = std::env::args().skip(1);
@@ -61,6 +66,8 @@ fn args() -> anyhow::Result<Args> {
             "--skip-growth" => a.skip_growth = true,
             "--skip-broadcast" => a.skip_broadcast = true,
             "--broadcast-people" => a.broadcast_people = Some(it.next().context("--broadcast-people N")?.parse()?),
+            "--skip-engagement" => a.skip_engagement = true,
+            "--engagement-people" => a.engagement_people = Some(it.next().context("--engagement-people N")?.parse()?),
             "--start-runs" => a.start_runs = it.next().context("--start-runs N")?.parse()?,
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -134,6 +141,15 @@ async fn main() -> anyhow::Result<()> {
         let sizes = broadcast::Sizes { people, single: if args.quick { 60 } else { 200 }, growth: [1, 2, 4] };
         eprintln!("herald-bench: broadcast to a segment, {people} people in the recipients table");
         Some(broadcast::run(&env, sizes, memory_mb, &prices).await?)
+    };
+
+    // 3c. Digests and journeys, each person through the whole pipeline.
+    let engagement_run = if args.skip_engagement {
+        None
+    } else {
+        let people = args.engagement_people.unwrap_or(if args.quick { 10 } else { 50 });
+        eprintln!("herald-bench: digests and journeys, {people} people");
+        Some(engagement::run(&env, people).await?)
     };
 
     // 4. The functions' artifacts.
@@ -385,6 +401,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let engagement_json = match &engagement_run {
+        Some(run) => engagement::rows(&mut t, run, memory_mb, &prices),
+        None => Value::Null,
+    };
+
     // Output.
     let machine = machine();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -430,6 +451,7 @@ async fn main() -> anyhow::Result<()> {
         "growth": growth_json,
         "quick": args.quick,
         "broadcast": broadcast_json,
+        "engagement": engagement_json,
     });
     std::fs::write(out.join("latest.json"), serde_json::to_string_pretty(&json_out)?)?;
     if report::update_readme(&root.join("README.md"), &md)? {
