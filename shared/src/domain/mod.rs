@@ -7,6 +7,7 @@ pub mod contact;
 pub mod eligibility;
 pub mod ids;
 pub mod jobs;
+pub mod journey;
 pub mod ledger;
 pub mod profile;
 pub mod push;
