@@ -33,6 +33,7 @@ use std::time::Duration;
 mod broadcasts;
 mod caps;
 mod devices;
+mod journeys;
 mod ledger;
 mod recipients;
 mod replay;
@@ -42,6 +43,7 @@ mod templates;
 
 pub use broadcasts::STATE_CACHE;
 pub use caps::DynamoCaps;
+pub use journeys::DynamoJourneys;
 pub use ledger::DynamoLedger;
 pub use recipients::DynamoRecipients;
 pub use replay::DynamoReplayGuard;
