@@ -5,7 +5,7 @@ use crate::support::*;
 use chrono::{TimeDelta, Timelike, Utc};
 use herald::domain::jobs::EligibilityJob;
 use herald::domain::{IdempotencyKey, MessageId};
-use herald::ports::ScheduleStore;
+use herald::ports::{Destination, ScheduleStore};
 use serde_json::{Value, json};
 
 /// Receives everything waiting on a queue (up to 10) and deletes it.
@@ -58,7 +58,7 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     let waiting = scheduler_deps.schedule.due(now, now + TimeDelta::hours(1), 10).await.unwrap();
     assert_eq!(waiting.len(), 1, "the send waits in the schedule table");
     let id = MessageId::for_key(&IdempotencyKey::new(key.clone()).unwrap());
-    assert_eq!(waiting[0].id, id);
+    assert_eq!((waiting[0].id.as_str(), waiting[0].to), (id.as_str(), Destination::Eligibility));
 
     // A run before the window ends releases nothing; the run a minute after does.
     let early = scheduler::release_due(&scheduler_deps, quiet_end - TimeDelta::minutes(5)).await.unwrap();
@@ -80,6 +80,33 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     assert_eq!(emails_to(&provider_data().await, &address).len(), 1);
     let history: Vec<_> = t.entry(&key).await.unwrap().history.into_iter().map(|h| h.status).collect();
     assert_eq!(history, ["accepted", "deferred", "sent"]);
+}
+
+/// Digest windows and journey waits longer than an SQS delay wait in the same table, and
+/// each goes to its own queue; the same job scheduled twice is released once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_is_released_to_the_queue_it_names() {
+    let t = TestStack::without_functions().await;
+    let deps = scheduler::aws::deps(&t.sdk, &scheduler::Config::from_lookup(&t.lookup("scheduler")).unwrap());
+    let due = Utc::now() + TimeDelta::hours(3);
+    let jobs = [
+        ("window-7", "{\"close\":7}", Destination::Digest),
+        ("step-2", "{\"step\":2}", Destination::Journey),
+        ("send-1", "{\"send\":1}", Destination::Eligibility),
+    ];
+    for (id, body, to) in jobs {
+        deps.schedule.schedule(id, body, due, to).await.unwrap();
+    }
+    deps.schedule.schedule("step-2", "{\"step\":2}", due, Destination::Journey).await.unwrap();
+    assert!(deps.schedule.schedule("x", "{}", due, Destination::Ingest).await.is_err(), "only the timers' queues");
+
+    let run = scheduler::release_due(&deps, due + TimeDelta::seconds(1)).await.unwrap();
+    assert_eq!((run.released, run.failed), (3, 0));
+    assert_eq!(drain(&t, "DigestQueue").await, ["{\"close\":7}"]);
+    assert_eq!(drain(&t, "JourneyQueue").await, ["{\"step\":2}"]);
+    assert_eq!(drain(&t, "EligibilityQueue").await, ["{\"send\":1}"]);
+    let again = scheduler::release_due(&deps, due + TimeDelta::seconds(61)).await.unwrap();
+    assert_eq!(again.released, 0, "released once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

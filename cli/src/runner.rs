@@ -96,6 +96,20 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
                 Box::pin(async move { broadcast::handler(&d, e).await })
             })
         }
+        "digest" => {
+            let deps = Arc::new(digest::aws::deps(sdk, &digest::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { digest::handler(&d, e).await })
+            })
+        }
+        "journeys" => {
+            let deps = Arc::new(journeys::aws::deps(sdk, &journeys::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = deps.clone();
+                Box::pin(async move { journeys::handler(&d, e).await })
+            })
+        }
         "receipts" => {
             let deps = Arc::new(receipts::aws::deps(sdk, &receipts::Config::from_lookup(&get)?));
             Arc::new(move |e| {

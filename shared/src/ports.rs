@@ -595,14 +595,26 @@ pub trait CampaignCatalog: Send + Sync {
 /// A job waiting in the schedule for its time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheduled {
-    pub id: MessageId,
+    /// Names the job within its minute (a message id, a digest window, a journey step).
+    pub id: String,
     pub body: String,
     pub due: DateTime<Utc>,
+    /// The queue it goes to when due.
+    pub to: Destination,
 }
 
-/// Durable waiting for sends due more than an SQS delay (15 minutes) ahead.
+/// Durable waiting for jobs due more than an SQS delay (15 minutes) ahead: deferred
+/// sends, digest windows, journey waits.
 pub trait ScheduleStore: Send + Sync {
-    fn schedule(&self, id: &MessageId, body: &str, due: DateTime<Utc>) -> impl Future<Output = PortResult<()>> + Send;
+    /// Keeps `body` until `due`, then the scheduler puts it on `to`'s queue. The same `id`
+    /// and `due` scheduled twice is one job.
+    fn schedule(
+        &self,
+        id: &str,
+        body: &str,
+        due: DateTime<Utc>,
+        to: Destination,
+    ) -> impl Future<Output = PortResult<()>> + Send;
     /// Jobs due in `[from, to]`, oldest first, at most `limit`.
     fn due(
         &self,
@@ -680,6 +692,10 @@ pub enum Destination {
     Eligibility,
     /// The broadcast fan-out's page jobs.
     Broadcast,
+    /// Digest windows' close jobs.
+    Digest,
+    /// Journey steps' wake-ups.
+    Journey,
     Channel(Channel),
 }
 

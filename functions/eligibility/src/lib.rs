@@ -326,7 +326,7 @@ async fn defer<P: Ports>(
         .map_err(|e| PortError::Unknown(e.into()))?;
     let wait = (until - now).num_seconds().max(0);
     if wait > MAX_QUEUE_DELAY_SECS {
-        deps.schedule.schedule(id, &body, until).await?;
+        deps.schedule.schedule(id.as_str(), &body, until, Destination::Eligibility).await?;
         return Ok(Routed::done());
     }
     Ok(Routed { outcome: Outcome::Done, jobs: vec![(Destination::Eligibility, body, wait as u32)] })

@@ -1,13 +1,24 @@
 //! The AWS wiring of ingest's ports.
 
-use crate::{Config, Deps};
+use crate::{Config, Deps, Ports};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
 use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
-pub type AwsDeps = Deps<DynamoLedger, DynamoRecipients, SqsOutbox, SnsEndpoints, DynamoTemplates>;
+/// Ingest over DynamoDB, SQS and SNS.
+pub struct Aws;
+
+impl Ports for Aws {
+    type Ledger = DynamoLedger;
+    type Recipients = DynamoRecipients;
+    type Outbox = SqsOutbox;
+    type Endpoints = SnsEndpoints;
+    type Templates = DynamoTemplates;
+}
+
+pub type AwsDeps = Deps<Aws>;
 
 /// How long a warm function keeps templates, segments and the list of campaigns a `track`
 /// is matched against.

@@ -2,7 +2,7 @@
 //! hand the first page of each scan segment to the fan-out), pause, resume or cancel it,
 //! and hold a broadcast's message that arrives while its broadcast is paused.
 
-use crate::{Deps, Step, reject};
+use crate::{Deps, Ports, Step, reject};
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::contract::{BroadcastControl, BroadcastRequest, ControlAction, NotifyRequest, Rejection};
 use herald::domain::broadcast::{Broadcast, BroadcastState, PageJob};
@@ -79,16 +79,12 @@ async fn template<T: TemplateStore + CampaignStore>(
     Ok(Ok(main))
 }
 
-pub(crate) async fn start<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+pub(crate) async fn start<P: Ports>(
+    deps: &Deps<P>,
     record: &Record,
     request: BroadcastRequest,
     now: DateTime<Utc>,
-) -> Step
-where
-    L: Ledger + Broadcasts,
-    T: TemplateStore + CampaignStore + SegmentStore,
-{
+) -> Step {
     let checked = async {
         let mut audience = match audience(&deps.templates, &request.segment).await? {
             Ok(a) => a,
@@ -141,16 +137,13 @@ where
     }
 }
 
-pub(crate) async fn control<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+pub(crate) async fn control<P: Ports>(
+    deps: &Deps<P>,
     record: &Record,
     action: ControlAction,
     cmd: BroadcastControl,
     now: DateTime<Utc>,
-) -> Step
-where
-    L: Ledger + Broadcasts,
-{
+) -> Step {
     let at = cmd.at.unwrap_or(now);
     let current = match deps.ledger.broadcast(&cmd.campaign).await {
         Ok(Some(b)) => b,
@@ -206,15 +199,12 @@ where
 /// What becomes of a broadcast's message (its key is `<campaign>#<recipient>`) arriving
 /// now: `None` goes on as any notification; a paused broadcast's waits on the ingest queue;
 /// a cancelled one's is recorded as suppressed and goes no further.
-pub(crate) async fn in_flight<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+pub(crate) async fn in_flight<P: Ports>(
+    deps: &Deps<P>,
     record: &Record,
     request: &NotifyRequest,
     now: DateTime<Utc>,
-) -> Option<Step>
-where
-    L: Ledger + Broadcasts,
-{
+) -> Option<Step> {
     let campaign = herald::domain::broadcast::is_broadcast_message(request)?;
     match deps.ledger.state(campaign).await {
         Ok(Some(BroadcastState::Paused)) => {
@@ -227,15 +217,7 @@ where
     }
 }
 
-async fn cancelled<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
-    record: &Record,
-    request: &NotifyRequest,
-    now: DateTime<Utc>,
-) -> Step
-where
-    L: Ledger,
-{
+async fn cancelled<P: Ports>(deps: &Deps<P>, record: &Record, request: &NotifyRequest, now: DateTime<Utc>) -> Step {
     let id = herald::domain::MessageId::for_key(&request.idempotency_key);
     let admitted = deps.ledger.admit(deps.admission(&id, record, request, now)).await;
     match admitted {

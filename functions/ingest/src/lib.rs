@@ -55,20 +55,31 @@ impl Config {
     }
 }
 
+/// The ports ingest uses, bundled so handlers take one type parameter.
+pub trait Ports {
+    /// The ledger, and the broadcasts recorded in its table.
+    type Ledger: Ledger + Broadcasts;
+    type Recipients: RecipientStore + DeviceRegistry;
+    type Outbox: Outbox;
+    type Endpoints: PushEndpoints;
+    /// The templates table: templates, campaigns, segments and the profile schema.
+    type Templates: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog;
+}
+
 /// What ingest needs: the ledger (and broadcasts in it), the recipients, its queues, SNS
 /// endpoints, and the templates table (templates, campaigns, segments).
-pub struct Deps<L, R, O, E, T> {
-    pub ledger: L,
-    pub recipients: R,
-    pub outbox: O,
-    pub endpoints: E,
-    pub templates: T,
+pub struct Deps<P: Ports> {
+    pub ledger: P::Ledger,
+    pub recipients: P::Recipients,
+    pub outbox: P::Outbox,
+    pub endpoints: P::Endpoints,
+    pub templates: P::Templates,
     pub scan_segments: u32,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
 }
 
-impl<L, R, O, E, T> Deps<L, R, O, E, T> {
+impl<P: Ports> Deps<P> {
     /// The ledger's admission of `request`, carried by `record`, at `now`.
     fn admission<'a>(
         &self,
@@ -99,17 +110,10 @@ enum Step {
     Forward(Vec<(Destination, String, u32)>),
 }
 
-pub async fn handler<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+pub async fn handler<P: Ports>(
+    deps: &Deps<P>,
     event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, herald::lambda::Error>
-where
-    L: Ledger + Broadcasts,
-    R: RecipientStore + DeviceRegistry,
-    O: Outbox,
-    E: PushEndpoints,
-    T: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog,
-{
+) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
 
@@ -137,14 +141,7 @@ where
     Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
 }
 
-async fn process<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, record: Record, now: DateTime<Utc>) -> Step
-where
-    L: Ledger + Broadcasts,
-    R: RecipientStore + DeviceRegistry,
-    O: Outbox,
-    E: PushEndpoints,
-    T: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog,
-{
+async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -> Step {
     let message = match IngestMessage::parse(&record.body) {
         Ok(m) => m,
         Err(rejection) => return reject(deps, &record, rejection, now).await,
@@ -197,10 +194,7 @@ where
 /// declared attribute of another type refuses the whole command (`invalid_attribute`),
 /// naming the attribute and its type. The schema is read (cached) only when there are
 /// attributes to check.
-async fn declared_types<L, R, O, E, T: SegmentStore>(
-    deps: &Deps<L, R, O, E, T>,
-    cmd: &UpsertRecipient,
-) -> PortResult<Result<(), Rejection>> {
+async fn declared_types<P: Ports>(deps: &Deps<P>, cmd: &UpsertRecipient) -> PortResult<Result<(), Rejection>> {
     let Some(attributes) = cmd.attributes.as_ref().filter(|a| a.values().any(|v| !v.is_null())) else {
         return Ok(Ok(()));
     };
@@ -208,15 +202,12 @@ async fn declared_types<L, R, O, E, T: SegmentStore>(
     Ok(schema.check(attributes).map_err(|detail| Rejection::new("invalid_attribute", detail)))
 }
 
-async fn admit<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+async fn admit<P: Ports>(
+    deps: &Deps<P>,
     record: &Record,
     request: herald::contract::NotifyRequest,
     now: DateTime<Utc>,
-) -> Step
-where
-    L: Ledger,
-{
+) -> Step {
     let id = MessageId::for_key(&request.idempotency_key);
     // The job is written before the request is admitted: a request SQS could not carry on
     // to eligibility (a `\uFFFE` escape decodes to a character SQS refuses) is rejected
@@ -259,15 +250,12 @@ where
     }
 }
 
-pub(crate) async fn reject<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
+pub(crate) async fn reject<P: Ports>(
+    deps: &Deps<P>,
     record: &Record,
     rejection: Rejection,
     now: DateTime<Utc>,
-) -> Step
-where
-    L: Ledger,
-{
+) -> Step {
     tracing::warn!(record = %record.id, code = rejection.code, detail = %rejection.detail, "rejected");
     let key = serde_json::from_str::<serde_json::Value>(&record.body)
         .ok()
@@ -293,15 +281,7 @@ where
 
 /// Creates (or finds and re-enables) the token's platform endpoint and records the
 /// device; the endpoints of tokens it replaced on the same device are deleted.
-async fn register<L, R, O, E, T>(
-    deps: &Deps<L, R, O, E, T>,
-    cmd: &RegisterPushToken,
-    now: DateTime<Utc>,
-) -> PortResult<()>
-where
-    R: DeviceRegistry,
-    E: PushEndpoints,
-{
+async fn register<P: Ports>(deps: &Deps<P>, cmd: &RegisterPushToken, now: DateTime<Utc>) -> PortResult<()> {
     let endpoint_arn = deps.endpoints.register(cmd.platform, &cmd.token).await?;
     let device = Device { platform: cmd.platform, token: cmd.token.clone(), endpoint_arn };
     let replaced = deps.recipients.register_device(&cmd.recipient, &device, cmd.device_id.as_ref(), now).await?;
@@ -312,29 +292,21 @@ where
     Ok(())
 }
 
-async fn remove<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, cmd: &PushTokenCommand) -> PortResult<()>
-where
-    R: RecipientStore,
-    E: PushEndpoints,
-{
+async fn remove<P: Ports>(deps: &Deps<P>, cmd: &PushTokenCommand) -> PortResult<()> {
     if let Some(device) = deps.recipients.remove_device(&cmd.recipient, &cmd.token).await? {
         delete_endpoint(deps, &device).await?;
     }
     Ok(())
 }
 
-async fn erase<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, recipient: &herald::domain::RecipientId) -> PortResult<()>
-where
-    R: RecipientStore,
-    E: PushEndpoints,
-{
+async fn erase<P: Ports>(deps: &Deps<P>, recipient: &herald::domain::RecipientId) -> PortResult<()> {
     for device in deps.recipients.erase(recipient).await? {
         delete_endpoint(deps, &device).await?;
     }
     Ok(())
 }
 
-async fn delete_endpoint<L, R, O, E: PushEndpoints, T>(deps: &Deps<L, R, O, E, T>, device: &Device) -> PortResult<()> {
+async fn delete_endpoint<P: Ports>(deps: &Deps<P>, device: &Device) -> PortResult<()> {
     match deps.endpoints.delete(&device.endpoint_arn).await {
         Err(e) if e.permanent_code() == Some("NotFound") => Ok(()),
         other => other,
@@ -346,11 +318,7 @@ async fn delete_endpoint<L, R, O, E: PushEndpoints, T>(deps: &Deps<L, R, O, E, T
 /// campaign, none for a track no campaign counts. The ledger decides in the same write
 /// whether it counts (the message exists, the time is within the window, it is the
 /// earliest), so a retried or duplicate track changes nothing.
-async fn convert<L, R, O, E, T>(deps: &Deps<L, R, O, E, T>, record: &Record, track: &Track) -> PortResult<()>
-where
-    L: Ledger,
-    T: CampaignCatalog,
-{
+async fn convert<P: Ports>(deps: &Deps<P>, record: &Record, track: &Track) -> PortResult<()> {
     let campaigns = deps.templates.campaigns().await?;
     for doc in campaigns.iter().filter(|c| c.converts_on(&track.event)) {
         let Some(id) = campaign::message_id(&doc.name, &track.recipient) else { continue };

@@ -12,7 +12,12 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         schedule: DynamoSchedule::new(aws_sdk_dynamodb::Client::new(sdk), &config.schedule_table),
         outbox: SqsOutbox::new(
             aws_sdk_sqs::Client::new(sdk),
-            QueueUrls { eligibility: Some(config.eligibility_queue_url.clone()), ..QueueUrls::default() },
+            QueueUrls {
+                eligibility: Some(config.eligibility_queue_url.clone()),
+                digest: Some(config.digest_queue_url.clone()),
+                journey: Some(config.journey_queue_url.clone()),
+                ..QueueUrls::default()
+            },
         ),
     }
 }

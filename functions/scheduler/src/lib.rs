@@ -1,6 +1,7 @@
-//! Scheduler: runs every minute (an EventBridge schedule) and hands the sends
-//! that are due — `send_at` days ahead, quiet-hour deferrals past an SQS delay —
-//! back to eligibility, which decides again with what is true then.
+//! Scheduler: runs every minute (an EventBridge schedule) and hands the jobs
+//! that are due to their queues: sends (`send_at` days ahead, quiet-hour deferrals
+//! past an SQS delay) back to eligibility, which decides again with what is true
+//! then; digest windows' close jobs and journeys' waits to their functions.
 //!
 //! Each run reads the minutes since the last run's cursor, so a missed run is
 //! caught up by the next; a job leaves the table only once it is on the queue.
@@ -19,6 +20,8 @@ pub mod aws;
 pub struct Config {
     pub schedule_table: String,
     pub eligibility_queue_url: String,
+    pub digest_queue_url: String,
+    pub journey_queue_url: String,
 }
 
 impl Config {
@@ -26,6 +29,8 @@ impl Config {
         Ok(Self {
             schedule_table: required(get, "HERALD_SCHEDULE_TABLE")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            digest_queue_url: required(get, "HERALD_DIGEST_QUEUE_URL")?,
+            journey_queue_url: required(get, "HERALD_JOURNEY_QUEUE_URL")?,
         })
     }
 }
@@ -56,22 +61,28 @@ pub async fn handler<S: ScheduleStore, O: Outbox>(
     Ok(serde_json::json!({ "released": run.released, "failed": run.failed }))
 }
 
-/// Hands every job due by `now` to eligibility.
+/// Hands every job due by `now` to its queue.
 pub async fn release_due<S: ScheduleStore, O: Outbox>(deps: &Deps<S, O>, now: DateTime<Utc>) -> PortResult<Run> {
     let from = deps.schedule.cursor().await?.unwrap_or(now - FIRST_LOOKBACK);
     let due = deps.schedule.due(from, now, BATCH).await?;
-    let outgoing: Vec<Outgoing> = due
-        .iter()
-        .enumerate()
-        .map(|(i, j)| Outgoing { id: i.to_string(), body: j.body.clone(), delay_secs: 0 })
-        .collect();
-    let failed =
-        if outgoing.is_empty() { Vec::new() } else { deps.outbox.send(Destination::Eligibility, outgoing).await? };
+    // One send per queue; the ids are positions in `due`.
+    let mut failed: Vec<String> = Vec::new();
+    for to in [Destination::Eligibility, Destination::Digest, Destination::Journey] {
+        let outgoing: Vec<Outgoing> = due
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.to == to)
+            .map(|(i, j)| Outgoing { id: i.to_string(), body: j.body.clone(), delay_secs: 0 })
+            .collect();
+        if !outgoing.is_empty() {
+            failed.extend(deps.outbox.send(to, outgoing).await?);
+        }
+    }
     let handed: Vec<_> =
         due.iter().enumerate().filter(|(i, _)| !failed.contains(&i.to_string())).map(|(_, j)| j.clone()).collect();
     deps.schedule.remove(&handed).await?;
     for job in &handed {
-        tracing::info!(message_id = %job.id, due = %job.due, late_secs = (now - job.due).num_seconds(), "released");
+        tracing::info!(job = %job.id, to = ?job.to, due = %job.due, late_secs = (now - job.due).num_seconds(), "released");
     }
     if !handed.is_empty() {
         metrics::count("Released", &[("Stage", "scheduler")]);

@@ -26,11 +26,35 @@ impl DynamoSchedule {
     }
 }
 
+/// How the schedule names a destination; an item without one (written before jobs went
+/// anywhere else) goes to eligibility.
+fn destination_name(to: Destination) -> Option<&'static str> {
+    match to {
+        Destination::Eligibility => Some("eligibility"),
+        Destination::Digest => Some("digest"),
+        Destination::Journey => Some("journey"),
+        Destination::Ingest | Destination::Broadcast | Destination::Channel(_) => None,
+    }
+}
+
+fn destination(name: Option<&str>) -> Option<Destination> {
+    match name {
+        None | Some("eligibility") => Some(Destination::Eligibility),
+        Some("digest") => Some(Destination::Digest),
+        Some("journey") => Some(Destination::Journey),
+        Some(_) => None,
+    }
+}
+
 impl ScheduleStore for DynamoSchedule {
-    async fn schedule(&self, id: &MessageId, body: &str, due: DateTime<Utc>) -> PortResult<()> {
-        let mut item = Self::item_key(&Self::bucket(due), id.as_str());
+    async fn schedule(&self, id: &str, body: &str, due: DateTime<Utc>, to: Destination) -> PortResult<()> {
+        let Some(name) = destination_name(to) else {
+            return Err(PortError::Unknown(anyhow::anyhow!("the schedule does not release to {to:?}")));
+        };
+        let mut item = Self::item_key(&Self::bucket(due), id);
         item.insert("body".into(), s(body));
         item.insert("due".into(), ts(due));
+        item.insert("to".into(), s(name));
         // Kept a week past its time should every run fail, then forgotten.
         item.insert("ttl".into(), n((due + chrono::TimeDelta::days(7)).timestamp()));
         put(&self.client, &self.table, item).await
@@ -54,12 +78,13 @@ impl ScheduleStore for DynamoSchedule {
                     .map_err(|e| classify("Query", e))?;
                 for item in page.items.unwrap_or_default() {
                     let due = get_s(&item, "due").and_then(|d| d.parse::<DateTime<Utc>>().ok());
-                    let id = get_s(&item, "sk").and_then(MessageId::parse);
-                    if let (Some(due), Some(id), Some(body)) = (due, id, get_s(&item, "body"))
+                    let id = get_s(&item, "sk");
+                    let dest = destination(get_s(&item, "to"));
+                    if let (Some(due), Some(id), Some(body), Some(dest)) = (due, id, get_s(&item, "body"), dest)
                         && due <= to
                         && out.len() < limit
                     {
-                        out.push(Scheduled { id, body: body.to_owned(), due });
+                        out.push(Scheduled { id: id.to_owned(), body: body.to_owned(), due, to: dest });
                     }
                 }
                 match page.last_evaluated_key {
@@ -73,7 +98,7 @@ impl ScheduleStore for DynamoSchedule {
     }
 
     async fn remove(&self, jobs: &[Scheduled]) -> PortResult<()> {
-        let keys = jobs.iter().map(|j| Self::item_key(&Self::bucket(j.due), j.id.as_str())).collect();
+        let keys = jobs.iter().map(|j| Self::item_key(&Self::bucket(j.due), &j.id)).collect();
         batch_delete(&self.client, &self.table, keys).await
     }
 
