@@ -935,6 +935,28 @@ impl Journey {
             })
     }
 
+    /// The notify the step `state` is at sends, if it is a send step: an ordinary
+    /// request keyed `journey:<name>:<recipient>:<run>:<step>`, of the journey's kind,
+    /// topic and campaign, with the run's entry data.
+    pub fn send_of(&self, state: &RunState) -> Option<NotifyRequest> {
+        let (_, step) = self.step(state.step.as_ref()?)?;
+        let Action::Send { template, channels, .. } = &step.action else { return None };
+        Some(NotifyRequest {
+            type_tag: None,
+            idempotency_key: step_key(&self.doc.name, &state.recipient, state.run, &step.id)?,
+            recipient: state.recipient.clone(),
+            template: template.clone(),
+            data: state.data.clone(),
+            topic: self.doc.topic.clone(),
+            kind: self.doc.kind,
+            channels: channels.clone(),
+            mode: Default::default(),
+            send_at: None,
+            expires_at: None,
+            campaign: self.doc.campaign.clone(),
+        })
+    }
+
     /// Performs step `id` of `state`'s run at `now`: the send it makes (an ordinary notify,
     /// keyed by run and step, through ingest and eligibility) and where the person goes.
     /// A person whose profile is gone exits (`no_recipient`); one who withdrew consent on
@@ -953,26 +975,10 @@ impl Journey {
         }
         let tz = recipient.timezone.map(|t| t.0);
         let (send, next) = match &step.action {
-            Action::Send { template, channels, next } => {
-                let send = step_key(&self.doc.name, &state.recipient, state.run, &step.id).map(|key| NotifyRequest {
-                    type_tag: None,
-                    idempotency_key: key,
-                    recipient: state.recipient.clone(),
-                    template: template.clone(),
-                    data: state.data.clone(),
-                    topic: self.doc.topic.clone(),
-                    kind: self.doc.kind,
-                    channels: channels.clone(),
-                    mode: Default::default(),
-                    send_at: None,
-                    expires_at: None,
-                    campaign: self.doc.campaign.clone(),
-                });
-                match send {
-                    Some(send) => (Some(send), *next),
-                    None => return exit("key_too_long"),
-                }
-            }
+            Action::Send { next, .. } => match self.send_of(state) {
+                Some(send) => (Some(send), *next),
+                None => return exit("key_too_long"),
+            },
             Action::Wait { next, .. } | Action::WaitUntil { next, .. } => (None, *next),
             Action::OnStatus { status, yes, no, .. } => {
                 let reached = facts
@@ -984,6 +990,33 @@ impl Journey {
             Action::When { filter, yes, no } => (None, if filter.matches(recipient, now) { *yes } else { *no }),
         };
         Performed { send, next: self.arrive(next, now, tz) }
+    }
+}
+
+/// SQS's longest delay: a job due later waits in the schedule table (or is delayed again).
+pub const MAX_QUEUE_DELAY_SECS: u32 = 900;
+
+/// The SQS delay of a job due at `due` (at most [`MAX_QUEUE_DELAY_SECS`]; a job woken
+/// early is delayed again).
+pub fn queue_delay(due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u32 {
+    let secs = due.map_or(0, |d| (d - now).num_seconds().max(0));
+    u32::try_from(secs).unwrap_or(u32::MAX).min(MAX_QUEUE_DELAY_SECS)
+}
+
+impl Journey {
+    /// Until when an ended run is kept: for good (`None`) when the journey is never
+    /// entered again (the state is what refuses a second entry), else past the re-entry
+    /// period and `retention`, whichever is longer.
+    pub fn keep_until(&self, ended: DateTime<Utc>, retention: TimeDelta) -> Option<DateTime<Utc>> {
+        match self.reentry {
+            Reentry::Never => None,
+            Reentry::After(period) => Some(ended + period.max(retention)),
+        }
+    }
+
+    /// Whether the first step waits for a local time (and so needs the person's zone).
+    pub fn starts_with_local_time(&self) -> bool {
+        matches!(self.steps.first().map(|s| &s.action), Some(Action::WaitUntil { .. }))
     }
 }
 
