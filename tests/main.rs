@@ -9,6 +9,7 @@ mod campaign_results;
 mod contract_schema;
 mod dispatching;
 mod idempotency;
+mod journeys;
 mod pipeline;
 mod privacy;
 mod profiles;

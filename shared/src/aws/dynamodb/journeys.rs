@@ -372,9 +372,16 @@ impl DynamoTemplates {
 }
 
 impl JourneyStore for DynamoTemplates {
+    /// A version is cached (it never changes); the latest is read each time (one
+    /// eventually consistent read per entry), so a pushed version is entered at once.
     async fn journey(&self, name: &JourneyName, version: Option<u32>) -> PortResult<Option<Arc<Journey>>> {
-        let key = (name.clone(), version);
-        self.journeys.get_or_load(&key, || self.load_journey(name, version)).await
+        match version {
+            None => self.load_journey(name, None).await,
+            Some(_) => {
+                let key = (name.clone(), version);
+                self.journeys.get_or_load(&key, || self.load_journey(name, version)).await
+            }
+        }
     }
 
     async fn journeys(&self) -> PortResult<Arc<Vec<Arc<Journey>>>> {
