@@ -203,7 +203,10 @@ impl Journeys for DynamoJourneys {
             values.insert(format!(":v{i}"), n(*v));
         }
         let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
-        let mut set = "#status = :exited, exit_reason = :reason, ended_at = :now, seq = seq + :one".to_owned();
+        // `advanced_by` names the exit, so no job's redelivery takes this move for its own.
+        values.insert(":by".to_owned(), s(format!("exit:{reason}")));
+        let mut set =
+            "#status = :exited, exit_reason = :reason, ended_at = :now, seq = seq + :one, advanced_by = :by".to_owned();
         if let Some(until) = keep_until {
             set.push_str(", #ttl = :ttl");
             names.insert("#ttl".into(), "ttl".into());
