@@ -34,6 +34,7 @@ unit:
 check-templates:
 	$(CARGO) run --quiet -p herald-cli --bin herald -- templates check --dir templates
 	$(CARGO) run --quiet -p herald-cli --bin herald -- segments check --dir segments --profile profile.toml
+	$(CARGO) run --quiet -p herald-cli --bin herald -- journeys check --dir journeys --templates templates --profile profile.toml
 
 cfn-lint:
 	$(PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" template.yaml

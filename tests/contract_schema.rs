@@ -359,6 +359,12 @@ fn rules_only_rust_checks() {
                 .to_owned(),
         ),
         ("repeated type", r#"{"type": "erase_recipient", "type": "erase_recipient", "recipient": "a"}"#.to_owned()),
+        (
+            "enter_journey data over 512 bytes",
+            json!({"type": "enter_journey", "idempotency_key": "k", "recipient": "u", "journey": "j",
+                   "data": {"a": "x".repeat(600)}})
+            .to_string(),
+        ),
     ];
     let mut problems = Vec::new();
     for (label, body) in &cases {

@@ -10,6 +10,7 @@ mod contract_schema;
 mod digests;
 mod dispatching;
 mod idempotency;
+mod journeys;
 mod pipeline;
 mod privacy;
 mod profiles;

@@ -36,6 +36,16 @@ enum Command {
         #[command(subcommand)]
         command: SegmentsCommand,
     },
+    /// Journey files.
+    Journeys {
+        #[command(subcommand)]
+        command: JourneysCommand,
+    },
+    /// A pushed journey.
+    Journey {
+        #[command(subcommand)]
+        command: JourneyCommand,
+    },
     /// One message's history, by idempotency key (uses the standard AWS environment).
     Message {
         key: String,
@@ -144,6 +154,36 @@ enum TemplatesCommand {
         dir: PathBuf,
         #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
         table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum JourneysCommand {
+    /// Check every journey: its steps and their graph, the templates it sends (in the
+    /// templates folder), the profile attributes its branches read.
+    Check {
+        #[arg(long, default_value = "journeys")]
+        dir: PathBuf,
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
+        #[arg(long, default_value = "profile.toml")]
+        profile: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JourneyCommand {
+    /// People at each step, completed, exited by condition, and each send step's funnel
+    /// (reads the journey's partition and each person's messages: an operator command;
+    /// uses the standard AWS environment).
+    Status {
+        name: String,
+        #[arg(long, env = "HERALD_JOURNEYS_TABLE")]
+        table: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        ledger_table: String,
+        #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
+        templates_table: String,
     },
 }
 
@@ -296,6 +336,37 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("{count}");
+        }
+        Command::Journeys { command: JourneysCommand::Check { dir, templates, profile } } => {
+            init_logs("warn");
+            let names = herald_cli::templates::load_dir(&templates)?.iter().map(|t| t.name().clone()).collect();
+            let schema = herald_cli::segments::load_profile(&profile)?;
+            let (docs, problems) = herald_cli::journeys::check(&dir, &names, &schema)?;
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in {} journey(s)", problems.len(), docs.len());
+            }
+            println!("{} journey(s) checked, no problems", docs.len());
+        }
+        Command::Journey { command: JourneyCommand::Status { name, table, ledger_table, templates_table } } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+            let name = herald::domain::journey::JourneyName::new(name).map_err(anyhow::Error::msg)?;
+            let report = herald_cli::journeys::status(
+                &herald::aws::dynamodb::DynamoJourneys::new(dynamodb.clone(), table),
+                &herald::aws::dynamodb::DynamoTemplates::new(
+                    dynamodb.clone(),
+                    templates_table,
+                    std::time::Duration::from_secs(600),
+                ),
+                &herald::aws::dynamodb::DynamoLedger::new(dynamodb, ledger_table),
+                &name,
+            )
+            .await?;
+            print!("{report}");
         }
         Command::Message { key, table } => {
             init_logs("warn");

@@ -1,5 +1,5 @@
 //! Template files (`templates/*.toml`): load, check, upload to the templates table,
-//! with what is kept beside them (`campaigns/`, `segments/`, `profile.toml`).
+//! with what is kept beside them (`campaigns/`, `segments/`, `journeys/`, `profile.toml`).
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
@@ -70,6 +70,9 @@ pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<U
     let (segments, schema, mut problems) =
         crate::segments::check(&templates.with_file_name("segments"), &templates.with_file_name("profile.toml"))?;
     problems.extend(check_profile_all(&compiled, &schema));
+    let names = compiled.iter().map(|t| t.name().clone()).collect();
+    let (journeys, journey_problems) = crate::journeys::check(&templates.with_file_name("journeys"), &names, &schema)?;
+    problems.extend(journey_problems);
     if !problems.is_empty() {
         bail!("nothing pushed, {} problem(s):\n{}", problems.len(), problems.join("\n"));
     }
@@ -88,6 +91,14 @@ pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<U
         let line = match store.put_segment(s, now).await? {
             Pushed::Written => format!("pushed segment {} v{}", s.name, s.version),
             Pushed::Unchanged => format!("segment {} v{} unchanged", s.name, s.version),
+        };
+        pushed.push(line);
+    }
+    // After the templates they send.
+    for j in &journeys {
+        let line = match store.put_journey(j, now).await? {
+            Pushed::Written => format!("pushed journey {} v{}", j.name, j.version),
+            Pushed::Unchanged => format!("journey {} v{} unchanged", j.name, j.version),
         };
         pushed.push(line);
     }

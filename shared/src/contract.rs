@@ -18,6 +18,8 @@ mod broadcast;
 mod digest;
 pub use broadcast::{BroadcastControl, BroadcastRequest, ControlAction, MAX_RATE_PER_SECOND};
 pub use digest::{DigestKey, DigestSpec};
+mod journey;
+pub use journey::EnterJourney;
 
 pub const CONTRACT_VERSION: u32 = 1;
 
@@ -233,6 +235,7 @@ pub enum IngestMessage {
     /// Pause, resume or cancel a broadcast.
     BroadcastControl(ControlAction, BroadcastControl),
     Track(Track),
+    EnterJourney(EnterJourney),
 }
 
 /// Why a body was refused: stable machine-readable `code` plus a sentence a person can act on.
@@ -304,12 +307,13 @@ impl IngestMessage {
             "resume_broadcast" => Self::BroadcastControl(ControlAction::Resume, typed(body)?),
             "cancel_broadcast" => Self::BroadcastControl(ControlAction::Cancel, typed(body)?),
             "track" => Self::Track(typed(body)?),
+            "enter_journey" => Self::EnterJourney(typed(body)?),
             _ => {
                 return Err(Rejection::new(
                     "unknown_type",
                     "type is not one of notify, upsert_recipient, set_consent, register_push_token, \
                      remove_push_token, erase_recipient, track, broadcast, pause_broadcast, \
-                     resume_broadcast, cancel_broadcast",
+                     resume_broadcast, cancel_broadcast, enter_journey",
                 ));
             }
         })
@@ -328,6 +332,7 @@ impl IngestMessage {
             Self::BroadcastControl(ControlAction::Resume, _) => "resume_broadcast",
             Self::BroadcastControl(ControlAction::Cancel, _) => "cancel_broadcast",
             Self::Track(_) => "track",
+            Self::EnterJourney(_) => "enter_journey",
         }
     }
 }
@@ -730,7 +735,7 @@ mod tests {
             ),
             (r#"{"type": "ana@example.org"}"#.into(), "unknown_type", "type is not one of notify, upsert_recipient, \
               set_consent, register_push_token, remove_push_token, erase_recipient, track, broadcast, pause_broadcast, \
-              resume_broadcast, cancel_broadcast"),
+              resume_broadcast, cancel_broadcast, enter_journey"),
             (
                 r#"{"type": "broadcast", "campaign": "c", "segment": "s", "rate_per_second": 0}"#.into(),
                 "invalid_field",
@@ -763,6 +768,20 @@ mod tests {
                 r#"{"type": "track", "idempotency_key": "k", "recipient": "u", "event": "purchase"}"#.into(),
                 "invalid_field",
                 "missing field `at`",
+            ),
+            (
+                r#"{"type": "enter_journey", "idempotency_key": "k", "recipient": "u", "journey": "ana@example.org"}"#
+                    .into(),
+                "invalid_field",
+                "journey contains the character '@', which is not allowed",
+            ),
+            (
+                format!(
+                    r#"{{"type": "enter_journey", "idempotency_key": "k", "recipient": "u", "journey": "j", "data": {{"a": "{}"}}}}"#,
+                    "x".repeat(600)
+                ),
+                "invalid_field",
+                "data is 608 bytes as JSON, a journey keeps at most 512",
             ),
             (r#"{"type": 15555550100}"#.into(), "invalid_field", "type: invalid type: integer, expected a string at line 1 column 20"),
             (format!(r#"{{{notify}, "recipient": "u""#), "malformed_json", "EOF while parsing an object at line 1 column 97"),

@@ -22,6 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
+mod journeys;
+pub use journeys::{Advanced, JourneyStore, Journeys};
+
 /// A provider or store failure, classified so the caller knows what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {

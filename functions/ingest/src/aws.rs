@@ -3,7 +3,7 @@
 use crate::{Config, Deps, Ports};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoLedger, DynamoRecipients, DynamoTemplates};
+use herald::aws::dynamodb::{DynamoJourneys, DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
@@ -17,6 +17,7 @@ impl Ports for Aws {
     type Endpoints = SnsEndpoints;
     type Templates = DynamoTemplates;
     type Digests = DynamoLedger;
+    type Journeys = DynamoJourneys;
 }
 
 pub type AwsDeps = Deps<Aws>;
@@ -31,6 +32,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         ledger: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
         digests: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
+        journeys: DynamoJourneys::new(dynamodb.clone(), &config.journeys_table),
         templates: DynamoTemplates::new(dynamodb, &config.templates_table, CAMPAIGN_LIST_TTL),
         scan_segments: config.broadcast_scan_segments,
         outbox: SqsOutbox::new(
@@ -40,6 +42,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
                 eligibility: Some(config.eligibility_queue_url.clone()),
                 broadcast: Some(config.broadcast_queue_url.clone()),
                 digest: Some(config.digest_queue_url.clone()),
+                journey: Some(config.journey_queue_url.clone()),
                 ..QueueUrls::default()
             },
         ),

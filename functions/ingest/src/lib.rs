@@ -18,6 +18,7 @@ use herald::ports::*;
 pub mod aws;
 mod broadcast;
 mod digest;
+mod journeys;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +37,9 @@ pub struct Config {
     pub apns_app_arn: Option<String>,
     pub apns_sandbox_app_arn: Option<String>,
     pub fcm_app_arn: Option<String>,
+    /// Each person's place in each journey; a journey's first step goes on the journey queue.
+    pub journeys_table: String,
+    pub journey_queue_url: String,
 }
 
 impl Config {
@@ -55,6 +59,8 @@ impl Config {
             apns_app_arn: optional(get, "HERALD_APNS_APP_ARN"),
             apns_sandbox_app_arn: optional(get, "HERALD_APNS_SANDBOX_APP_ARN"),
             fcm_app_arn: optional(get, "HERALD_FCM_APP_ARN"),
+            journeys_table: required(get, "HERALD_JOURNEYS_TABLE")?,
+            journey_queue_url: required(get, "HERALD_JOURNEY_QUEUE_URL")?,
         })
     }
 }
@@ -66,10 +72,12 @@ pub trait Ports {
     type Recipients: RecipientStore + DeviceRegistry;
     type Outbox: Outbox;
     type Endpoints: PushEndpoints;
-    /// The templates table: templates, campaigns, segments and the profile schema.
-    type Templates: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog;
+    /// The templates table: templates, campaigns, segments, the profile schema, journeys.
+    type Templates: TemplateStore + CampaignStore + SegmentStore + CampaignCatalog + JourneyStore;
     /// Digest heads and items (in the ledger table).
     type Digests: Digests;
+    /// Where each person stands in each journey.
+    type Journeys: Journeys;
 }
 
 /// What ingest needs: the ledger (and broadcasts in it), the recipients, its queues, SNS
@@ -81,6 +89,7 @@ pub struct Deps<P: Ports> {
     pub endpoints: P::Endpoints,
     pub templates: P::Templates,
     pub digests: P::Digests,
+    pub journeys: P::Journeys,
     pub scan_segments: u32,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
@@ -181,7 +190,11 @@ async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -
         IngestMessage::RegisterPushToken(cmd) => register(deps, &cmd, now).await,
         IngestMessage::RemovePushToken(cmd) => remove(deps, &cmd).await,
         IngestMessage::EraseRecipient(cmd) => erase(deps, &cmd.recipient).await,
-        IngestMessage::Track(track) => convert(deps, &record, &track).await,
+        IngestMessage::Track(track) => match convert(deps, &record, &track).await {
+            Ok(()) => return journeys::on_track(deps, &record, &track, now).await,
+            Err(e) => Err(e),
+        },
+        IngestMessage::EnterJourney(cmd) => return journeys::enter(deps, &record, cmd, now).await,
     };
     match result {
         Ok(()) => {
@@ -310,6 +323,7 @@ async fn remove<P: Ports>(deps: &Deps<P>, cmd: &PushTokenCommand) -> PortResult<
 }
 
 async fn erase<P: Ports>(deps: &Deps<P>, recipient: &herald::domain::RecipientId) -> PortResult<()> {
+    journeys::erase(deps, recipient).await?;
     for device in deps.recipients.erase(recipient).await? {
         delete_endpoint(deps, &device).await?;
     }

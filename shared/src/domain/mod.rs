@@ -9,6 +9,7 @@ pub mod duration;
 pub mod eligibility;
 pub mod ids;
 pub mod jobs;
+pub mod journey;
 pub mod ledger;
 pub mod profile;
 pub mod push;

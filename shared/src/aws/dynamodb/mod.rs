@@ -34,6 +34,7 @@ mod broadcasts;
 mod caps;
 mod devices;
 mod digests;
+mod journeys;
 mod ledger;
 mod recipients;
 mod replay;
@@ -43,6 +44,7 @@ mod templates;
 
 pub use broadcasts::STATE_CACHE;
 pub use caps::DynamoCaps;
+pub use journeys::DynamoJourneys;
 pub use ledger::DynamoLedger;
 pub use recipients::DynamoRecipients;
 pub use replay::DynamoReplayGuard;

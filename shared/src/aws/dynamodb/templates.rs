@@ -1,13 +1,14 @@
 //! Templates, campaigns, segments and the profile schema, cached in memory.
 
 use super::*;
+use crate::domain::journey::{Journey, JourneyName};
 
 /// Templates, read from the table and kept compiled in memory for `ttl`, so a
 /// warm function reads each template about once a minute at most.
 #[derive(Debug)]
 pub struct DynamoTemplates {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     /// Documents as last read (their absence included).
     cache: TtlCache<TemplateName, Option<Arc<CompiledTemplate>>>,
     campaigns: TtlCache<CampaignId, Option<Arc<CampaignDoc>>>,
@@ -15,6 +16,9 @@ pub struct DynamoTemplates {
     profile: TtlCache<(), Arc<ProfileSchema>>,
     /// Every campaign, as last listed.
     catalog: TtlCache<(), Arc<Vec<Arc<CampaignDoc>>>>,
+    /// Journeys by (name, version; `None`: the latest), and every version of every journey.
+    pub(super) journeys: TtlCache<(JourneyName, Option<u32>), Option<Arc<Journey>>>,
+    pub(super) journey_catalog: TtlCache<(), Arc<Vec<Arc<Journey>>>>,
 }
 
 /// The item of the profile schema (`profile.toml`).
@@ -38,6 +42,8 @@ impl DynamoTemplates {
             segments: TtlCache::new(ttl),
             profile: TtlCache::new(ttl),
             catalog: TtlCache::new(ttl),
+            journeys: TtlCache::new(ttl),
+            journey_catalog: TtlCache::new(ttl),
         }
     }
 
@@ -119,7 +125,7 @@ impl DynamoTemplates {
         Ok(Arc::new(docs))
     }
 
-    async fn load_doc(&self, pk: &str) -> PortResult<Option<String>> {
+    pub(super) async fn load_doc(&self, pk: &str) -> PortResult<Option<String>> {
         let out = self
             .client
             .get_item()
