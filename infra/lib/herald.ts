@@ -481,7 +481,6 @@ export class Herald extends Construct {
           HERALD_DIGEST_QUEUE_URL: digestQueue.queueUrl,
           HERALD_JOURNEY_QUEUE_URL: journeyQueue.queueUrl,
           HERALD_JOURNEYS_TABLE: journeys.tableName,
-          HERALD_SCHEDULE_TABLE: schedule.tableName,
         },
         statements: [
           ledgerAccess('PutItem', 'UpdateItem', 'GetItem'),
@@ -499,9 +498,8 @@ export class Herald extends Construct {
           // Entries (enter_journey, a track naming a journey's entry event), exits (a track
           // naming an exit event), erasure.
           allow('Journeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], [journeys.tableArn]),
-          // A digest window that ends more than 15 minutes ahead waits in the schedule table.
-          allow('Schedule', ['dynamodb:PutItem'], [schedule.tableArn]),
-          // A broadcast message that arrives while its broadcast is paused is put back, delayed.
+          // A broadcast message that arrives while its broadcast is paused is put back, delayed;
+          // a flush_first digest's opening item goes back as a message of its own.
           allow('PutBackWhilePaused', ['sqs:SendMessage'], [ingestQueue.queueArn]),
           // Only the platform applications that were given, and their endpoints; none, no statement.
           ...(platformApps.length > 0 ? [
@@ -582,8 +580,9 @@ export class Herald extends Construct {
         },
         statements: [
           allow('Journeys', ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [journeys.tableArn]),
-          // A branch reads the status of the step's message.
-          ledgerAccess('GetItem'),
+          // A branch reads the status of the step's message; a job that does not parse is
+          // recorded as a rejection.
+          ledgerAccess('GetItem', 'PutItem'),
           // Consent, time zone and attributes, before each step.
           allow('Recipients', ['dynamodb:GetItem'], [recipients.tableArn]),
           // The journey's definition, at the version the person entered.
