@@ -2,13 +2,21 @@
 //! same ten items sent one by one (SPEC: "a digest of N items costs well under N
 //! notifications"), and what one journey step costs. Each through the whole local
 //! pipeline to SES and back with SES's delivery events, on a stack of its own.
+//!
+//! The journey is the bench's own (`bench_journey`, pushed beside the repository's):
+//! an email, a branch on whether it was opened within 3 s (nobody opens it here), a
+//! second email. Transactional, so that the second email is not a frequency cap's to
+//! refuse: what is measured is the journey's machinery around two ordinary sends.
 
 use crate::costs::{self, Cost, Prices};
 use crate::dynamo::{self, Snapshot};
 use crate::pipeline::{Env, Pipeline};
 use crate::report::{Table, num};
 use crate::scenarios::{self, Phase};
+use anyhow::Context as _;
+use herald::aws::dynamodb::DynamoTemplates;
 use herald::domain::digest::DigestId;
+use herald::domain::journey::JourneyDoc;
 use herald::domain::{RecipientId, TemplateName};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -17,6 +25,9 @@ const RUN_PREFIX: &str = "hbe-";
 /// Items in each person's digest.
 pub const ITEMS: usize = 10;
 const TEMPLATE: &str = "new_comments";
+const JOURNEY: &str = "bench_journey";
+/// Steps each person takes: send, branch, send.
+pub const JOURNEY_STEPS: usize = 3;
 
 fn who(i: usize) -> String {
     format!("hbe-{i}")
@@ -113,6 +124,41 @@ pub async fn run(env: &Env, people: usize) -> anyhow::Result<EngagementRun> {
         .await?,
     );
 
+    // 3. A journey: each person enters it, gets two emails around a branch.
+    let doc: JourneyDoc = serde_json::from_value(json!({
+        "name": JOURNEY, "version": 1, "kind": "transactional",
+        "steps": [
+            {"id": "welcome", "send": {"template": "welcome", "channels": ["email"]}},
+            {"id": "opened", "branch": {"on": "welcome", "status": "opened", "within": "3s", "yes": "end", "no": "nudge"}},
+            {"id": "nudge", "send": {"template": "welcome_nudge", "channels": ["email"]}},
+        ],
+    }))?;
+    let table = pipe.stack.tables.get("TemplatesTable").context("no TemplatesTable")?;
+    DynamoTemplates::new(aws_sdk_dynamodb::Client::new(&env.plain), table, std::time::Duration::ZERO)
+        .put_journey(&doc, chrono::Utc::now())
+        .await?;
+    let bodies: Vec<String> = (0..people)
+        .map(|p| {
+            json!({"type": "enter_journey", "idempotency_key": format!("hbe-enter-{p}"), "recipient": who(p),
+                   "journey": JOURNEY, "data": {"first_name": format!("Person {p}")}})
+            .to_string()
+        })
+        .collect();
+    let keys: Vec<(String, String)> = (0..people)
+        .flat_map(|p| ["welcome", "nudge"].map(|step| (format!("journey:{JOURNEY}:{}:1:{step}", who(p)), email(p))))
+        .collect();
+    phases.extend(
+        scenarios::run_with_receipts(
+            env,
+            &pipe,
+            ("journey: entries to SES", "journey: delivery receipts"),
+            people,
+            &bodies,
+            &keys,
+        )
+        .await?,
+    );
+
     let tables: Vec<String> = pipe.stack.tables.values().cloned().collect();
     let snapshot = dynamo::Snapshot::read(&aws_sdk_dynamodb::Client::new(&env.plain), &tables).await?;
     pipe.stop().await;
@@ -126,6 +172,8 @@ pub struct EngagementJson {
     digested_per_item: Cost,
     single_per_item: Cost,
     digest_of_ten_over_ten_singles: f64,
+    journey_per_person: Cost,
+    journey_machinery_per_step: Cost,
 }
 
 /// Section 10's rows; the figures as JSON for `latest.json`.
@@ -185,7 +233,40 @@ pub fn rows(t: &mut Table, run: &EngagementRun, memory_mb: f64, prices: &Prices)
             100.0 * digested.write_units / single.write_units.max(f64::MIN_POSITIVE)
         ),
     );
+    // The journey: per person (two sends), and its own machinery per step (the journeys
+    // function and its event source, ingest's handling of the entry left in the sends).
+    let phases = run.phases(&["journey: entries to SES", "journey: delivery receipts"]);
+    let calls: Vec<_> = phases.iter().flat_map(|p| p.pipeline_calls()).collect();
+    let invocations: Vec<_> = phases.iter().flat_map(|p| p.invocations.iter().cloned()).collect();
+    let journey = costs::cost(calls.iter().copied(), &invocations, run.people, &run.snapshot, memory_mb, prices);
+    let own: Vec<_> = calls.iter().copied().filter(|c| c.who.function() == "journeys").collect();
+    let own_invocations: Vec<_> = invocations.iter().filter(|i| i.function == "journeys").cloned().collect();
+    let steps = run.people * JOURNEY_STEPS;
+    let machinery = costs::cost(own.iter().copied(), &own_invocations, steps, &run.snapshot, memory_mb, prices);
+    t.section(&format!(
+        "11. Journeys ({} people: email, branch on opened within 3 s, email; transactional, to delivery receipt)",
+        run.people
+    ));
+    t.info(
+        "a person through the journey (3 steps, 2 emails)",
+        format!("{} req", num(journey.requests)),
+        format!("{}; {}", line(&journey), outcome("journey: delivery receipts")),
+    );
+    t.info(
+        "a journey step, the journey's own work",
+        format!("{} req", num(machinery.requests)),
+        format!(
+            "the journeys function and its queue: WCU {}, RCU {}, SQS {}, AWS ${:.2}/M steps; a send step's \
+             notification costs as any other (section 2)",
+            num(machinery.write_units),
+            num(machinery.read_units),
+            num(machinery.sqs_billed),
+            machinery.usd_per_million_aws
+        ),
+    );
     serde_json::to_value(EngagementJson {
+        journey_per_person: journey,
+        journey_machinery_per_step: machinery,
         people: run.people,
         items_per_digest: ITEMS,
         digest_of_ten_over_ten_singles: ratio,

@@ -249,10 +249,13 @@ async fn main() -> anyhow::Result<()> {
             println!("AWS_REGION=us-east-1");
             println!("HERALD_INGEST_QUEUE_URL={}", local.stack.queue("IngestQueue")?.url);
             println!("HERALD_LEDGER_TABLE={}", local.stack.tables.get("LedgerTable").context("LedgerTable")?);
-            // For `herald segments count` and `herald templates push` against this stack.
-            for (table, var) in
-                [("RecipientsTable", "HERALD_RECIPIENTS_TABLE"), ("TemplatesTable", "HERALD_TEMPLATES_TABLE")]
-            {
+            // For `herald segments count`, `herald templates push` and `herald journey status`
+            // against this stack.
+            for (table, var) in [
+                ("RecipientsTable", "HERALD_RECIPIENTS_TABLE"),
+                ("TemplatesTable", "HERALD_TEMPLATES_TABLE"),
+                ("JourneysTable", "HERALD_JOURNEYS_TABLE"),
+            ] {
                 println!("{var}={}", local.stack.tables.get(table).context(table)?);
             }
             println!("HERALD_WEBHOOK_URL={}", local.web.url("WebhooksFunction").context("WebhooksFunction URL")?);
