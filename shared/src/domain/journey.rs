@@ -122,23 +122,14 @@ impl fmt::Display for StepId {
 
 /// `"30s"`, `"15m"`, `"2h"`, `"1d"`, `"1w"`: a whole number and a unit, from one second to
 /// [`MAX_SPAN_DAYS`] days. (The lead unifies this with the digests' parser.)
+/// A journey's duration: [`super::duration::parse_duration`]'s forms (`"30s"`, `"15m"`,
+/// `"2h"`, `"1d"`) and weeks (`"1w"`), from 1 s to [`MAX_SPAN_DAYS`] days.
 fn parse_span(raw: &str) -> Result<TimeDelta, String> {
-    let bad = || format!("{raw:?} is not a duration such as \"30s\", \"15m\", \"2h\", \"1d\" or \"1w\"");
-    let unit = raw.chars().last().ok_or_else(bad)?;
-    let seconds: i64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3_600,
-        'd' => 86_400,
-        'w' => 604_800,
-        _ => return Err(bad()),
-    };
-    let digits = raw.get(..raw.len() - 1).unwrap_or_default();
-    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+    let span = match raw.strip_suffix('w') {
+        Some(weeks) => super::duration::parse_duration(&format!("{weeks}d")).map(|days| days * 7),
+        None => super::duration::parse_duration(raw),
     }
-    let amount: i64 = digits.parse().map_err(|_| bad())?;
-    let span = TimeDelta::try_seconds(amount * seconds).ok_or_else(bad)?;
+    .map_err(|e| format!("{raw:?} is {e} (or weeks, \"1w\")"))?;
     if span < TimeDelta::seconds(1) || span > TimeDelta::days(MAX_SPAN_DAYS) {
         return Err(format!("{raw:?} must be from 1s to {MAX_SPAN_DAYS}d"));
     }
@@ -1099,6 +1090,16 @@ pub fn new_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_the_digest_durations_and_weeks_within_bounds() {
+        assert_eq!(parse_span("90s"), Ok(TimeDelta::seconds(90)));
+        assert_eq!(parse_span("2w"), Ok(TimeDelta::days(14)));
+        assert_eq!(parse_span("52w"), Ok(TimeDelta::days(364)));
+        for bad in ["", "w", "0s", "1y", "10", "-1d", "1.5h", "53w", "367d"] {
+            assert!(parse_span(bad).is_err(), "{bad:?} is refused");
+        }
+    }
     use crate::contract::{ConsentSource, TimeZone};
     use crate::domain::recipient::{ConsentScope, ConsentState};
 
