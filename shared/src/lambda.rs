@@ -7,6 +7,7 @@
 pub use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 pub use lambda_runtime::{Context, Error, LambdaEvent, run, service_fn};
 
+use crate::ports::{Destination, Handoff, Outbox, hand_off};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use std::future::Future;
@@ -85,6 +86,42 @@ pub fn batch_response<'a>(outcomes: impl IntoIterator<Item = (&'a str, &'a Outco
         }
     }
     response
+}
+
+/// What a handler decided for one record that may hand messages on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    Retry(String),
+    /// Done once these messages (queue, body, delay in seconds) are on their queues.
+    Forward(Vec<(Destination, String, u32)>),
+}
+
+/// The partial batch response for records that came to `steps`: what they hand on is sent
+/// in batches per queue ([`hand_off`]), and a record a message of which was not accepted
+/// comes back (logged with `why`), to hand it on again.
+pub async fn settle<O: Outbox>(outbox: &O, steps: Vec<(String, Step)>, why: &str) -> SqsBatchResponse {
+    let mut handoffs = Vec::new();
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
+    for (position, (id, step)) in steps.into_iter().enumerate() {
+        let outcome = match step {
+            Step::Done => Outcome::Done,
+            Step::Retry(reason) => Outcome::Retry(reason),
+            Step::Forward(messages) => {
+                for (to, body, delay_secs) in messages {
+                    handoffs.push(Handoff { record: position, to, body, delay_secs });
+                }
+                Outcome::Done
+            }
+        };
+        outcomes.push((id, outcome));
+    }
+    for position in hand_off(outbox, handoffs).await {
+        if let Some((_, outcome)) = outcomes.get_mut(position) {
+            *outcome = Outcome::Retry(why.to_owned());
+        }
+    }
+    batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o)))
 }
 
 /// How long an attempt may still be running: the Lambda deadline, with a margin.

@@ -11,7 +11,7 @@ use herald::domain::campaign;
 use herald::domain::jobs::{EligibilityJob, check_sqs_body};
 use herald::domain::ledger::Status;
 use herald::domain::recipient::Device;
-use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::lambda::{LambdaEvent, Record, SqsBatchResponse, SqsEvent, Step, for_each_record, settle};
 use herald::ports::*;
 
 #[cfg(feature = "aws")]
@@ -118,43 +118,14 @@ impl<P: Ports> Deps<P> {
 /// Records in flight at once: each costs one or two DynamoDB requests.
 const CONCURRENCY: usize = 10;
 
-enum Step {
-    Done,
-    Retry(String),
-    /// Messages to queue (where, the body, its delay): an admitted notification's
-    /// eligibility job (checked to be one SQS will carry), a broadcast's page jobs.
-    Forward(Vec<(Destination, String, u32)>),
-}
-
 pub async fn handler<P: Ports>(
     deps: &Deps<P>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
-
-    // Forward every admitted notification, in batches of ten.
-    let mut handoffs = Vec::new();
-    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
-    for (position, (id, step)) in steps.into_iter().enumerate() {
-        let outcome = match step {
-            Step::Done => Outcome::Done,
-            Step::Retry(reason) => Outcome::Retry(reason),
-            Step::Forward(messages) => {
-                for (to, body, delay_secs) in messages {
-                    handoffs.push(Handoff { record: position, to, body, delay_secs });
-                }
-                Outcome::Done
-            }
-        };
-        outcomes.push((id, outcome));
-    }
-    for position in hand_off(&deps.outbox, handoffs).await {
-        if let Some((_, outcome)) = outcomes.get_mut(position) {
-            *outcome = Outcome::Retry("forwarding failed".into());
-        }
-    }
-    Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
+    // Every admitted notification, page job, close job or journey step, in batches of ten.
+    Ok(settle(&deps.outbox, steps, "forwarding failed").await)
 }
 
 async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -> Step {

@@ -17,7 +17,7 @@ use herald::config::{ConfigError, Lookup, parsed, required};
 use herald::domain::journey::{
     Facts, JobVerdict, Journey, JourneyJob, MAX_QUEUE_DELAY_SECS, Move, RunState, judge, queue_delay, step_message,
 };
-use herald::lambda::{LambdaEvent, Outcome, Record, SqsBatchResponse, SqsEvent, batch_response, for_each_record};
+use herald::lambda::{LambdaEvent, Record, SqsBatchResponse, SqsEvent, Step, for_each_record, settle};
 use herald::ports::*;
 
 #[cfg(feature = "aws")]
@@ -84,41 +84,14 @@ const CONCURRENCY: usize = 10;
 const PROFILE_GRACE: TimeDelta = TimeDelta::minutes(10);
 const PROFILE_RETRY_SECS: u32 = 30;
 
-enum Step {
-    Done,
-    Retry(String),
-    /// Messages to hand on: (queue, body, delay).
-    Forward(Vec<(Destination, String, u32)>),
-}
-
 pub async fn handler<P: Ports>(
     deps: &Deps<P>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, herald::lambda::Error> {
     let now = Utc::now();
     let steps = for_each_record(event.payload, CONCURRENCY, |record| process(deps, record, now)).await;
-    let mut handoffs = Vec::new();
-    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(steps.len());
-    for (position, (id, step)) in steps.into_iter().enumerate() {
-        let outcome = match step {
-            Step::Done => Outcome::Done,
-            Step::Retry(reason) => Outcome::Retry(reason),
-            Step::Forward(messages) => {
-                for (to, body, delay_secs) in messages {
-                    handoffs.push(Handoff { record: position, to, body, delay_secs });
-                }
-                Outcome::Done
-            }
-        };
-        outcomes.push((id, outcome));
-    }
     // A record whose hand-off failed comes back, finds its own move made, and hands on again.
-    for position in hand_off(&deps.outbox, handoffs).await {
-        if let Some((_, outcome)) = outcomes.get_mut(position) {
-            *outcome = Outcome::Retry("hand-off failed".into());
-        }
-    }
-    Ok(batch_response(outcomes.iter().map(|(id, o)| (id.as_str(), o))))
+    Ok(settle(&deps.outbox, steps, "hand-off failed").await)
 }
 
 async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -> Step {
