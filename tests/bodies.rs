@@ -7,27 +7,6 @@ use herald::aws::sqs::{QueueUrls, SqsOutbox};
 use herald::ports::{Destination, Outbox, Outgoing};
 use serde_json::json;
 
-/// Every body on the queue now (long polls of a second until it is empty).
-async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let mut bodies = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(t.queue_url(logical))
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return bodies;
-        }
-        bodies.extend(messages.into_iter().filter_map(|m| m.body));
-    }
-}
-
 fn outgoing(id: &str, body: impl Into<String>) -> Outgoing {
     Outgoing { id: id.into(), body: body.into(), delay_secs: 0 }
 }
@@ -61,7 +40,7 @@ async fn one_body_sqs_refuses_never_fails_its_neighbours() {
         .expect("the send itself goes through");
     failed.sort();
     assert_eq!(failed, ["1-1", "3-3"], "only the bodies SQS refuses fail");
-    let mut bodies = drain(&t, "EligibilityQueue").await;
+    let mut bodies = t.drain("EligibilityQueue").await;
     bodies.sort();
     assert_eq!(bodies, [r#"{"n":0}"#, r#"{"n":2}"#, r#"{"n":4}"#]);
 }
@@ -78,7 +57,7 @@ async fn large_jobs_are_batched_under_the_request_size() {
         (0..10).map(|n| outgoing(&format!("{n}-{n}"), format!(r#"{{"n":{n},"pad":"{pad}"}}"#))).collect();
     let failed = outbox.send(Destination::Eligibility, messages).await.expect("sent");
     assert!(failed.is_empty(), "every job was taken: {failed:?}");
-    assert_eq!(drain(&t, "EligibilityQueue").await.len(), 10);
+    assert_eq!(t.drain("EligibilityQueue").await.len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +92,7 @@ async fn a_request_sqs_could_not_forward_is_rejected_at_ingest_with_its_reason()
     assert!(t.entry(&surrogate).await.is_none(), "not admitted");
 
     assert_eq!(t.entry(&good).await.unwrap().status.as_str(), "accepted");
-    let forwarded = drain(&t, "EligibilityQueue").await;
+    let forwarded = t.drain("EligibilityQueue").await;
     assert_eq!(forwarded.len(), 1, "the good request went on to eligibility");
     assert!(forwarded[0].contains(&good));
 }

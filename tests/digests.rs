@@ -16,25 +16,6 @@ use herald::ports::*;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Receives everything waiting on a queue and deletes it.
-async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let url = t.queue_url(logical);
-    let mut bodies = Vec::new();
-    loop {
-        let out =
-            sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return bodies;
-        }
-        for m in messages {
-            sqs.delete_message().queue_url(&url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
-            bodies.push(m.body.unwrap());
-        }
-    }
-}
-
 fn comment(key: &str, who: &str, post: &str, n: usize, kind: &str, digest: Value) -> String {
     json!({"idempotency_key": key, "recipient": who, "template": "new_comments", "kind": kind,
            "channels": ["email"], "topic": "comments",
@@ -196,7 +177,7 @@ async fn a_window_is_sent_once_when_its_close_comes_twice_or_dies_between_steps(
     let now = Utc::now();
     let response = ingest::handler(&ingest, sqs_event(&items)).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
-    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "items never go to eligibility one by one");
+    assert!(t.drain("EligibilityQueue").await.is_empty(), "items never go to eligibility one by one");
     let id = head_id(&who, &post);
     let h = head(&t, &id).await;
     assert_eq!((h.win, h.total, h.first.len()), (1, 3, 3));
@@ -231,7 +212,7 @@ async fn a_window_is_sent_once_when_its_close_comes_twice_or_dies_between_steps(
     assert_eq!((h.win, h.total, h.sealed), (2, 0, None));
 
     // Every copy that reached ingest is the same message; ingest admits it once.
-    let copies = drain(&t, "IngestQueue").await;
+    let copies = t.drain("IngestQueue").await;
     assert!((2..=3).contains(&copies.len()), "{copies:?}");
     let message = notify_of(&copies[0]);
     assert!(copies.iter().all(|c| notify_of(c) == message));
@@ -242,7 +223,7 @@ async fn a_window_is_sent_once_when_its_close_comes_twice_or_dies_between_steps(
     authors.sort();
     assert_eq!(authors, ["a0", "a1", "a2"], "each item once (in arrival order: one batch's items arrive together)");
     ingest::handler(&ingest, sqs_event(&copies)).await.unwrap();
-    assert_eq!(drain(&t, "EligibilityQueue").await.len(), 1, "one message goes on to eligibility");
+    assert_eq!(t.drain("EligibilityQueue").await.len(), 1, "one message goes on to eligibility");
     let entry = t.entry(message.idempotency_key.as_str()).await.unwrap();
     assert_eq!(entry.duplicates as usize, copies.len() - 1);
 }
@@ -346,14 +327,14 @@ async fn max_items_closes_the_window_at_once_and_the_message_goes_through_eligib
         (0..4).map(|i| comment(&format!("{tag}-m{i}"), &who, &post, i, "marketing", spec.clone())).collect();
     ingest::handler(&ingest, sqs_event(&items[..3])).await.unwrap();
     // The window's own job waits ten minutes; the full window's is there at once.
-    let jobs = drain(&t, "DigestQueue").await;
+    let jobs = t.drain("DigestQueue").await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job: CloseJob = serde_json::from_str(&jobs[0]).unwrap();
     assert_eq!(job.win, 1);
     let digest = digest_deps(&t);
     let response = digest::handle_at(&digest, sqs_event(&jobs), Utc::now()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
-    let messages = drain(&t, "IngestQueue").await;
+    let messages = t.drain("IngestQueue").await;
     assert_eq!(messages.len(), 1);
     let message = notify_of(&messages[0]);
     assert_eq!((message.data["total"].as_u64(), message.kind.as_str()), (Some(3), "marketing"));
@@ -365,14 +346,14 @@ async fn max_items_closes_the_window_at_once_and_the_message_goes_through_eligib
 
     // The digest message is an ordinary notification: without an opt-in, marketing is not sent.
     ingest::handler(&ingest, sqs_event(&messages)).await.unwrap();
-    let jobs = drain(&t, "EligibilityQueue").await;
+    let jobs = t.drain("EligibilityQueue").await;
     assert_eq!(jobs.len(), 1);
     let eligibility =
         eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
     eligibility::handle_at(&eligibility, sqs_event(&jobs), Utc::now()).await.unwrap();
     let entry = t.entry(message.idempotency_key.as_str()).await.unwrap();
     assert_eq!((entry.status.as_str(), entry.reason.as_deref()), ("suppressed", Some("no_consent")));
-    assert!(drain(&t, "EmailQueue").await.is_empty());
+    assert!(t.drain("EmailQueue").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +407,7 @@ async fn a_sliding_window_moves_with_each_item_up_to_max_wait() {
     close(min(30)).await.unwrap();
     let h = head(&t, &id).await;
     assert_eq!((h.win, h.total, h.sealed), (2, 0, None));
-    let messages = drain(&t, "IngestQueue").await;
+    let messages = t.drain("IngestQueue").await;
     assert_eq!(messages.len(), 1);
     assert_eq!(notify_of(&messages[0]).data["total"], 4);
 
@@ -458,7 +439,7 @@ async fn flush_first_sends_the_opening_item_at_once_and_the_rest_at_the_end() {
     ingest::handler(&ingest, sqs_event(&items[..1])).await.unwrap();
     ingest::handler(&ingest, sqs_event(&items[1..])).await.unwrap();
     let id = head_id(&who, &post);
-    let first = drain(&t, "IngestQueue").await;
+    let first = t.drain("IngestQueue").await;
     assert_eq!(first.len(), 1, "the first item goes at once");
     let first = notify_of(&first[0]);
     assert_eq!(first.idempotency_key.as_str(), id.first_key(1));
@@ -469,7 +450,7 @@ async fn flush_first_sends_the_opening_item_at_once_and_the_rest_at_the_end() {
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 1, due: h.due.unwrap() }).unwrap();
     let digest = digest_deps(&t);
     digest::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
-    let rest = drain(&t, "IngestQueue").await;
+    let rest = t.drain("IngestQueue").await;
     assert_eq!(rest.len(), 1);
     let rest = notify_of(&rest[0]);
     let mut authors: Vec<&str> =
@@ -480,12 +461,12 @@ async fn flush_first_sends_the_opening_item_at_once_and_the_rest_at_the_end() {
     // A window whose only item went at once sends nothing at its end.
     let lone = comment(&format!("{tag}-f9"), &who, &post, 9, "transactional", spec.clone());
     ingest::handler(&ingest, sqs_event(&[lone])).await.unwrap();
-    assert_eq!(drain(&t, "IngestQueue").await.len(), 1, "the first item of window 2");
+    assert_eq!(t.drain("IngestQueue").await.len(), 1, "the first item of window 2");
     let h = head(&t, &id).await;
     assert_eq!(h.win, 2);
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 2, due: h.due.unwrap() }).unwrap();
     digest::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
-    assert!(drain(&t, "IngestQueue").await.is_empty());
+    assert!(t.drain("IngestQueue").await.is_empty());
     assert_eq!(head(&t, &id).await.win, 3);
 }
 
@@ -516,7 +497,7 @@ async fn until_ends_the_window_at_the_next_local_time_of_the_recipient() {
     assert_eq!(head(&t, &id).await.win, 1);
     digest::handle_at(&digest, sqs_event(&[&job]), due).await.unwrap();
     assert_eq!(head(&t, &id).await.win, 2);
-    assert_eq!(drain(&t, "IngestQueue").await.len(), 1);
+    assert_eq!(t.drain("IngestQueue").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,5 +546,5 @@ async fn bad_digest_items_are_refused_with_their_reasons() {
         let id = MessageId::for_key(&IdempotencyKey::new(format!("{tag}-b{n}")).unwrap());
         assert!(t.ledger().get(&id).await.unwrap().is_none(), "case {n} admitted nothing");
     }
-    assert!(drain(&t, "DigestQueue").await.is_empty());
+    assert!(t.drain("DigestQueue").await.is_empty());
 }

@@ -268,25 +268,7 @@ async fn ingested(t: &TestStack, bodies: &[Value]) -> Vec<String> {
     let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
     let bodies: Vec<String> = bodies.iter().map(Value::to_string).collect();
     ingest::handler(&ingest, sqs_event(&bodies)).await.unwrap();
-    drain(t, "EligibilityQueue").await
-}
-
-async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let url = t.queue_url(logical);
-    let mut bodies = Vec::new();
-    loop {
-        let out =
-            sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return bodies;
-        }
-        for m in messages {
-            sqs.delete_message().queue_url(&url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
-            bodies.push(m.body.unwrap());
-        }
-    }
+    t.drain("EligibilityQueue").await
 }
 
 /// A person opted in to email and a marketing email for them, through ingest: returns
@@ -328,7 +310,7 @@ async fn two_copies_of_an_eligibility_job_take_one_cap_slot_and_send_once() {
     assert!(response.batch_item_failures.is_empty());
     let entry = t.entry(&key).await.unwrap();
     assert_eq!(entry.status, Status::Accepted, "no copy refused it for the cap its twin took: {entry:?}");
-    let dispatch_jobs = drain(&t, "EmailQueue").await;
+    let dispatch_jobs = t.drain("EmailQueue").await;
     assert_eq!(dispatch_jobs.len(), 4, "each copy routes it, to the same channel");
 
     // The hour's email cap holds this one message, once: another message is capped.
@@ -365,7 +347,7 @@ async fn a_late_copy_of_an_eligibility_job_never_writes_a_refusal_over_a_send() 
     eligibility::handler(&eligibility, sqs_event(&jobs)).await.unwrap();
     let config = dispatch_email::Config::from_lookup(&t.lookup("dispatch-email")).unwrap();
     let (deps, email) = dispatch_email::aws::deps(&t.sdk, &config);
-    let dispatch_jobs = drain(&t, "EmailQueue").await;
+    let dispatch_jobs = t.drain("EmailQueue").await;
     dispatch_email::handler(&deps, &email, sqs_event(&dispatch_jobs)).await.unwrap();
     assert_eq!(t.entry(&key).await.unwrap().status, Status::Sent);
 

@@ -16,31 +16,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Every body on the queue now, each deleted once read.
-async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let mut bodies = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(t.queue_url(logical))
-            .max_number_of_messages(10)
-            .wait_time_seconds(2)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return bodies;
-        }
-        for m in messages {
-            let handle = m.receipt_handle.unwrap_or_default();
-            sqs.delete_message().queue_url(t.queue_url(logical)).receipt_handle(handle).send().await.unwrap();
-            bodies.extend(m.body);
-        }
-    }
-}
-
 fn templates(t: &TestStack) -> DynamoTemplates {
     DynamoTemplates::new(aws_sdk_dynamodb::Client::new(&t.sdk), t.table("TemplatesTable"), Duration::ZERO)
 }
@@ -287,7 +262,7 @@ async fn duplicated_and_redelivered_jobs_neither_repeat_nor_skip_a_step() {
     assert!(response.batch_item_failures.is_empty());
 
     // The welcome notify went to ingest (twice: both from m0's redeliveries); ingest admits it once.
-    let notifies = drain(&t, "IngestQueue").await;
+    let notifies = t.drain("IngestQueue").await;
     assert_eq!(notifies.len(), 2, "{notifies:?}");
     let keys: BTreeSet<String> = notifies
         .iter()
@@ -317,7 +292,7 @@ async fn duplicated_and_redelivered_jobs_neither_repeat_nor_skip_a_step() {
     let stale = journeys::handler(&deps, sqs_event(&["x", &body])).await.unwrap();
     assert!(stale.batch_item_failures.is_empty(), "an unreadable job is recorded and dropped");
     assert_eq!(state(&t, &who).await.unwrap().seq, 1);
-    assert!(drain(&t, "IngestQueue").await.is_empty(), "no step sent again");
+    assert!(t.drain("IngestQueue").await.is_empty(), "no step sent again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,20 +8,6 @@ use herald::domain::{IdempotencyKey, MessageId};
 use herald::ports::{Destination, ScheduleStore};
 use serde_json::{Value, json};
 
-/// Receives everything waiting on a queue (up to 10) and deletes it.
-async fn drain(t: &TestStack, logical: &str) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&t.sdk);
-    let url = t.queue_url(logical);
-    let out =
-        sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
-    let mut bodies = Vec::new();
-    for m in out.messages.unwrap_or_default() {
-        sqs.delete_message().queue_url(&url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
-        bodies.push(m.body.unwrap());
-    }
-    bodies
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_after_its_window() {
     let t = TestStack::without_functions().await;
@@ -45,14 +31,14 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
 
     let eligibility_deps =
         eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
-    let jobs = drain(&t, "EligibilityQueue").await;
+    let jobs = t.drain("EligibilityQueue").await;
     assert_eq!(jobs.len(), 1);
     let response = eligibility::handle_at(&eligibility_deps, sqs_event(&jobs), now).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let key = format!("{tag}-digest");
     let entry = t.entry(&key).await.unwrap();
     assert_eq!((entry.status.as_str(), entry.reason.as_deref()), ("deferred", Some("quiet_hours_deferred")));
-    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "a 40-minute wait is not an SQS delay");
+    assert!(t.drain("EligibilityQueue").await.is_empty(), "a 40-minute wait is not an SQS delay");
 
     let scheduler_deps = scheduler::aws::deps(&t.sdk, &scheduler::Config::from_lookup(&t.lookup("scheduler")).unwrap());
     let waiting = scheduler_deps.schedule.due(now, now + TimeDelta::hours(1), 10).await.unwrap();
@@ -68,11 +54,11 @@ async fn a_send_deferred_past_an_sqs_delay_waits_in_the_schedule_and_goes_out_af
     let again = scheduler::release_due(&scheduler_deps, quiet_end + TimeDelta::seconds(119)).await.unwrap();
     assert_eq!(again.released, 0, "released once");
 
-    let released = drain(&t, "EligibilityQueue").await;
+    let released = t.drain("EligibilityQueue").await;
     let job: EligibilityJob = serde_json::from_str(&released[0]).unwrap();
     assert!(job.deferred);
     eligibility::handle_at(&eligibility_deps, sqs_event(&released), quiet_end + TimeDelta::seconds(59)).await.unwrap();
-    let email_jobs = drain(&t, "EmailQueue").await;
+    let email_jobs = t.drain("EmailQueue").await;
     assert_eq!(email_jobs.len(), 1, "after the window the send is routed to email");
     let (email_deps, email) =
         dispatch_email::aws::deps(&t.sdk, &dispatch_email::Config::from_lookup(&t.lookup("dispatch-email")).unwrap());
@@ -102,9 +88,9 @@ async fn a_scheduled_job_is_released_to_the_queue_it_names() {
 
     let run = scheduler::release_due(&deps, due + TimeDelta::seconds(1)).await.unwrap();
     assert_eq!((run.released, run.failed), (3, 0));
-    assert_eq!(drain(&t, "DigestQueue").await, ["{\"close\":7}"]);
-    assert_eq!(drain(&t, "JourneyQueue").await, ["{\"step\":2}"]);
-    assert_eq!(drain(&t, "EligibilityQueue").await, ["{\"send\":1}"]);
+    assert_eq!(t.drain("DigestQueue").await, ["{\"close\":7}"]);
+    assert_eq!(t.drain("JourneyQueue").await, ["{\"step\":2}"]);
+    assert_eq!(t.drain("EligibilityQueue").await, ["{\"send\":1}"]);
     let again = scheduler::release_due(&deps, due + TimeDelta::seconds(61)).await.unwrap();
     assert_eq!(again.released, 0, "released once");
 }
@@ -167,14 +153,14 @@ async fn a_notification_waits_for_a_recipient_published_with_it_and_is_rejected_
 
     let eligibility_deps =
         eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
-    let jobs = drain(&t, "EligibilityQueue").await;
+    let jobs = t.drain("EligibilityQueue").await;
     assert_eq!(jobs.len(), 2);
     let response = eligibility::handler(&eligibility_deps, sqs_event(&jobs)).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     for key in [&late_key, &nobody_key] {
         assert_eq!(t.entry(key).await.unwrap().status.as_str(), "accepted", "{key}: waiting, nothing written");
     }
-    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "the second look is delayed");
+    assert!(t.drain("EligibilityQueue").await.is_empty(), "the second look is delayed");
 
     // The recipient's upsert lands while the notification waits: the second look routes it.
     let upsert = json!({"type": "upsert_recipient", "recipient": late, "email": format!("{late}@example.org")});
@@ -189,12 +175,12 @@ async fn a_notification_waits_for_a_recipient_published_with_it_and_is_rejected_
     for job in &again {
         eligibility::handler(&eligibility_deps, received_event(job)).await.unwrap();
     }
-    let routed = drain(&t, "EmailQueue").await;
+    let routed = t.drain("EmailQueue").await;
     assert_eq!(routed.len(), 1, "{routed:?}");
     assert!(routed[0].contains(&late_key));
     let gone = t.entry(&nobody_key).await.unwrap();
     assert_eq!((gone.status.as_str(), gone.reason.as_deref()), ("rejected", Some("unknown_recipient")));
     let detail = gone.history.last().and_then(|h| h.detail.clone()).unwrap_or_default();
     assert!(detail.contains("waited 2 s"), "{detail}");
-    assert!(drain(&t, "EligibilityQueue").await.is_empty(), "the wait is used up: no third look");
+    assert!(t.drain("EligibilityQueue").await.is_empty(), "the wait is used up: no third look");
 }

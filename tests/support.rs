@@ -93,6 +93,32 @@ impl TestStack {
         self.stack.queue(logical).unwrap().url.clone()
     }
 
+    /// Every body waiting on a queue now (long polls of a second until it is empty), each
+    /// deleted once read.
+    pub async fn drain(&self, logical: &str) -> Vec<String> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let url = self.queue_url(logical);
+        let mut bodies = Vec::new();
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return bodies;
+            }
+            for m in messages {
+                sqs.delete_message().queue_url(&url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
+                bodies.extend(m.body);
+            }
+        }
+    }
+
     /// A function's environment as the template resolves it, with `changes`.
     pub fn env(&self, function: &str, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
         let spec = self.stack.functions.iter().find(|f| f.name == function);
