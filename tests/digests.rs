@@ -38,8 +38,8 @@ fn ingest_deps(t: &TestStack) -> ingest::aws::AwsDeps {
     ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap())
 }
 
-fn digest_deps(t: &TestStack) -> digest::aws::AwsDeps {
-    digest::aws::deps(&t.sdk, &digest::Config::from_lookup(&t.lookup("digest")).unwrap())
+fn digest_deps(t: &TestStack) -> digests::aws::AwsDeps {
+    digests::aws::deps(&t.sdk, &digests::Config::from_lookup(&t.lookup("digests")).unwrap())
 }
 
 async fn head(t: &TestStack, id: &DigestId) -> DigestHead {
@@ -157,7 +157,7 @@ impl Digests for FailOnce {
 
 struct Flaky;
 
-impl digest::Ports for Flaky {
+impl digests::Ports for Flaky {
     type Outbox = SqsOutbox;
     type Schedule = DynamoSchedule;
     type Digests = FailOnce;
@@ -187,7 +187,7 @@ async fn a_window_is_sent_once_when_its_close_comes_twice_or_dies_between_steps(
     assert!(window.contains(&due), "{due}");
 
     let plain = digest_deps(&t);
-    let deps = digest::Deps::<Flaky> {
+    let deps = digests::Deps::<Flaky> {
         outbox: plain.outbox,
         schedule: plain.schedule,
         digests: FailOnce { inner: plain.digests, failed: AtomicBool::new(false) },
@@ -196,17 +196,17 @@ async fn a_window_is_sent_once_when_its_close_comes_twice_or_dies_between_steps(
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 1, due }).unwrap();
     let later = due + TimeDelta::seconds(1);
     // Early: nothing happens (the job waits again).
-    let early = digest::handle_at(&deps, sqs_event(&[&job]), due - TimeDelta::seconds(30)).await.unwrap();
+    let early = digests::handle_at(&deps, sqs_event(&[&job]), due - TimeDelta::seconds(30)).await.unwrap();
     assert!(early.batch_item_failures.is_empty());
     assert_eq!(head(&t, &id).await.total, 3, "not sealed before its time");
     // Sealed and sent, then dies before recording the hand-off: retried.
-    let first = digest::handle_at(&deps, sqs_event(&[&job]), later).await.unwrap();
+    let first = digests::handle_at(&deps, sqs_event(&[&job]), later).await.unwrap();
     assert_eq!(first.batch_item_failures.len(), 1);
     assert!(head(&t, &id).await.sealed.is_some(), "the sealed window waits for its hand-off");
     // The redelivery and a duplicate of the job together, then another copy.
-    let again = digest::handle_at(&deps, sqs_event(&[&job, &job]), later).await.unwrap();
+    let again = digests::handle_at(&deps, sqs_event(&[&job, &job]), later).await.unwrap();
     assert!(again.batch_item_failures.is_empty());
-    let last = digest::handle_at(&deps, sqs_event(&[&job]), later + TimeDelta::minutes(5)).await.unwrap();
+    let last = digests::handle_at(&deps, sqs_event(&[&job]), later + TimeDelta::minutes(5)).await.unwrap();
     assert!(last.batch_item_failures.is_empty());
     let h = head(&t, &id).await;
     assert_eq!((h.win, h.total, h.sealed), (2, 0, None));
@@ -332,7 +332,7 @@ async fn max_items_closes_the_window_at_once_and_the_message_goes_through_eligib
     let job: CloseJob = serde_json::from_str(&jobs[0]).unwrap();
     assert_eq!(job.win, 1);
     let digest = digest_deps(&t);
-    let response = digest::handle_at(&digest, sqs_event(&jobs), Utc::now()).await.unwrap();
+    let response = digests::handle_at(&digest, sqs_event(&jobs), Utc::now()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let messages = t.drain("IngestQueue").await;
     assert_eq!(messages.len(), 1);
@@ -395,7 +395,7 @@ async fn a_sliding_window_moves_with_each_item_up_to_max_wait() {
     add(1, &post, spec.clone(), min(8)).await;
     let id = head_id(&who, &post);
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 1, due: min(10) }).unwrap();
-    let close = |at: DateTime<Utc>| digest::handle_at(&digest, sqs_event(&[&job]), at);
+    let close = |at: DateTime<Utc>| digests::handle_at(&digest, sqs_event(&[&job]), at);
     // At its first end the window has moved on to eight minutes later.
     close(min(10)).await.unwrap();
     assert_eq!(head(&t, &id).await.total, 2);
@@ -418,7 +418,7 @@ async fn a_sliding_window_moves_with_each_item_up_to_max_wait() {
     add(1, &long, spec, min(50)).await;
     let long_id = head_id(&who, &long);
     let job = serde_json::to_string(&CloseJob { digest: long_id.clone(), win: 1, due: min(60) }).unwrap();
-    digest::handle_at(&digest, sqs_event(&[&job]), min(60)).await.unwrap();
+    digests::handle_at(&digest, sqs_event(&[&job]), min(60)).await.unwrap();
     let waiting = digest.schedule.due(min(109), min(111), 10).await.unwrap();
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!((waiting[0].to, waiting[0].due), (Destination::Digest, min(110)));
@@ -449,7 +449,7 @@ async fn flush_first_sends_the_opening_item_at_once_and_the_rest_at_the_end() {
     let h = head(&t, &id).await;
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 1, due: h.due.unwrap() }).unwrap();
     let digest = digest_deps(&t);
-    digest::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
+    digests::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
     let rest = t.drain("IngestQueue").await;
     assert_eq!(rest.len(), 1);
     let rest = notify_of(&rest[0]);
@@ -465,7 +465,7 @@ async fn flush_first_sends_the_opening_item_at_once_and_the_rest_at_the_end() {
     let h = head(&t, &id).await;
     assert_eq!(h.win, 2);
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 2, due: h.due.unwrap() }).unwrap();
-    digest::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
+    digests::handle_at(&digest, sqs_event(&[&job]), h.due.unwrap()).await.unwrap();
     assert!(t.drain("IngestQueue").await.is_empty());
     assert_eq!(head(&t, &id).await.win, 3);
 }
@@ -493,9 +493,9 @@ async fn until_ends_the_window_at_the_next_local_time_of_the_recipient() {
     assert_eq!(due, expected);
     let digest = digest_deps(&t);
     let job = serde_json::to_string(&CloseJob { digest: id.clone(), win: 1, due }).unwrap();
-    digest::handle_at(&digest, sqs_event(&[&job]), due - TimeDelta::seconds(1)).await.unwrap();
+    digests::handle_at(&digest, sqs_event(&[&job]), due - TimeDelta::seconds(1)).await.unwrap();
     assert_eq!(head(&t, &id).await.win, 1);
-    digest::handle_at(&digest, sqs_event(&[&job]), due).await.unwrap();
+    digests::handle_at(&digest, sqs_event(&[&job]), due).await.unwrap();
     assert_eq!(head(&t, &id).await.win, 2);
     assert_eq!(t.drain("IngestQueue").await.len(), 1);
 }

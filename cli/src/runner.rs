@@ -96,11 +96,11 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
                 Box::pin(async move { broadcast::handler(&d, e).await })
             })
         }
-        "digest" => {
-            let deps = Arc::new(digest::aws::deps(sdk, &digest::Config::from_lookup(&get)?));
+        "digests" => {
+            let deps = Arc::new(digests::aws::deps(sdk, &digests::Config::from_lookup(&get)?));
             Arc::new(move |e| {
                 let d = deps.clone();
-                Box::pin(async move { digest::handler(&d, e).await })
+                Box::pin(async move { digests::handler(&d, e).await })
             })
         }
         "journeys" => {

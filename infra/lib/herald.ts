@@ -543,7 +543,7 @@ export class Herald extends Construct {
       },
       {
         id: 'DigestFunction',
-        artifact: 'digest',
+        artifact: 'digests',
         description: "Closes digest windows and hands each window's one message to ingest.",
         // Event source: DigestFunctionJobs in template.yaml (EventSource statement added below).
         queue: digestQueue,
@@ -1000,7 +1000,7 @@ export class Herald extends Construct {
             : ['...', q.queueName])) } },
         { type: 'metric', x: 16, y: 14, width: 8, height: 6, properties: {
           title: 'Function errors', region, stat: 'Sum', period: 300, view: 'timeSeries',
-          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast', 'digest', 'journeys'].map((name, i) => (i === 0
+          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast', 'digests', 'journeys'].map((name, i) => (i === 0
             ? ['AWS/Lambda', 'Errors', 'FunctionName', functions[name].functionName]
             : ['...', functions[name].functionName])) } },
       ],
