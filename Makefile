@@ -26,6 +26,9 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# make build and make bench name each function by its folder: that must be its package, and no other crate's.
+	@for f in $(FUNCTIONS); do $(CARGO) pkgid -p $$f 2>/dev/null | grep -q "/functions/$$f#" \
+	  || { echo "functions/$$f: cargo --package $$f does not name it alone (make build would fail)"; exit 1; }; done
 
 unit:
 	HERALD_PYTHON=$(PYTHON) $(CARGO) test --workspace
