@@ -707,34 +707,6 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
             record(run("receipts", take(&sqs, &stack, "ReceiptsQueue", 10).await?, "a batch of 10 SES events").await?);
         }
     }
-    // A digest window of 10 comments for one person, closed: ingest admits and counts the
-    // items (a close job, delayed a second), the digest function seals it and hands it on.
-    let comments: Vec<String> = (0..10)
-        .map(|i| {
-            scenarios::notify(
-                &format!("mem-comment-{i}"),
-                &who("e", 0),
-                "new_comments",
-                "transactional",
-                json!({"channels": ["email"], "digest": {"key": "mem-post", "window": "1s"},
-                       "data": {"post": "A post", "author": format!("Author {i}"), "excerpt": "A comment of a sentence."}}),
-            )
-        })
-        .collect();
-    send_all(&sqs, &ingest_url, &comments).await?;
-    record(run("ingest", take(&sqs, &stack, "IngestQueue", 10).await?, "a batch of 10 digest items").await?);
-    record(run("digests", take(&sqs, &stack, "DigestQueue", 1).await?, "a window of 10 items closed").await?);
-    // Ten people entering the onboarding journey (journeys/onboarding.toml): its first step each.
-    let entries: Vec<String> = (0..10)
-        .map(|i| {
-            json!({"type": "enter_journey", "idempotency_key": format!("mem-enter-{i}"), "recipient": who("p", i),
-                   "journey": "onboarding"})
-            .to_string()
-        })
-        .collect();
-    send_all(&sqs, &ingest_url, &entries).await?;
-    record(run("ingest", take(&sqs, &stack, "IngestQueue", 10).await?, "a batch of 10 journey entries").await?);
-    record(run("journeys", take(&sqs, &stack, "JourneyQueue", 10).await?, "a batch of 10 journey steps").await?);
     // A page of a broadcast: the segment pushed, 2,000 people in the table, the command
     // through ingest; the broadcast function reads the first page of one scan segment.
     broadcast::push_segment(env, &stack).await?;
