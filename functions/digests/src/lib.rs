@@ -83,7 +83,7 @@ async fn close<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -> 
         Ok(job) => job,
         Err(e) => {
             // Herald wrote it: a bug or an older version, not something a retry mends.
-            tracing::error!(record = %record.id, error = %e, "unreadable close job: dropped");
+            tracing::error!(record = %record.id, error = %herald::contract::json_error_detail(&e, None), "unreadable close job: dropped");
             return Outcome::Done;
         }
     };

@@ -98,11 +98,11 @@ async fn process<P: Ports>(deps: &Deps<P>, record: Record, now: DateTime<Utc>) -
     let job: JourneyJob = match serde_json::from_str(&record.body) {
         Ok(job) => job,
         Err(e) => {
-            tracing::error!(record = %record.id, error = %e, "unreadable journey job: recorded and dropped");
+            tracing::error!(record = %record.id, error = %herald::contract::json_error_detail(&e, None), "unreadable journey job: recorded and dropped");
             let rejection = RejectionRecord::unreadable(
                 &record.id,
                 "unreadable_journey_job",
-                e.to_string(),
+                herald::contract::json_error_detail(&e, None),
                 record.body.len(),
                 now,
             );
