@@ -413,9 +413,14 @@ impl CompiledTemplate {
         })
     }
 
+    /// The locale the email part is rendered in for a person of `locale` (none without an email part).
+    pub fn email_locale(&self, locale: Option<&str>) -> Option<&str> {
+        self.parts_for(Channel::Email, locale).ok().map(|(l, _)| l)
+    }
+
     /// Whether the email part rendered for `locale` uses `var` in its HTML and in its text.
     pub fn email_uses(&self, locale: Option<&str>, var: &str) -> (bool, bool) {
-        let Ok((locale, _)) = self.parts_for(Channel::Email, locale) else { return (false, false) };
+        let Some(locale) = self.email_locale(locale) else { return (false, false) };
         let uses = |part: &str| {
             self.env
                 .get_template(&part_name(locale, Channel::Email, part))
@@ -1136,6 +1141,7 @@ mod tests {
         assert!(t.check().is_empty(), "{:?}", t.check());
         assert_eq!(t.email_uses(None, PREFERENCES_URL_VAR), (true, false));
         assert_eq!(t.email_uses(Some("fr-CA"), PREFERENCES_URL_VAR), (false, true));
+        assert_eq!((t.email_locale(Some("fr-CA")), t.email_locale(Some("de"))), (Some("fr"), Some("en")));
         assert_eq!(greeting("{{ code }}").email_uses(None, PREFERENCES_URL_VAR), (false, false), "no email part");
         let url = "https://h.example/preferences?t=a.b";
         let data = data(serde_json::json!({"offer": "20% off", PREFERENCES_URL_VAR: url}));
