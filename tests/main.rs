@@ -12,6 +12,7 @@ mod dispatching;
 mod idempotency;
 mod journeys;
 mod pipeline;
+mod preferences;
 mod privacy;
 mod profiles;
 mod properties;
