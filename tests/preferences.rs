@@ -340,7 +340,8 @@ async fn forged_expired_and_bad_requests_get_a_page_and_change_nothing() {
     let dee_link = link(&key, &dee, TimeDelta::days(1));
     let dee_token = dee_link.trim_start_matches("/preferences?t=");
     let expired_token = expired.trim_start_matches("/preferences?t=");
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         ("forged link", vec![("t", &forged), ("csrf", &csrf), ("stop_all", "on")], 403),
         ("expired link", vec![("t", expired_token), ("csrf", &csrf), ("stop_all", "on")], 410),
         ("no csrf", vec![("t", &token), ("stop_all", "on")], 400),
