@@ -38,6 +38,7 @@ pub struct Texts {
     pub email: &'static str,
     pub sms: &'static str,
     pub push: &'static str,
+    pub inbox: &'static str,
     pub stop_legend: &'static str,
     pub stop_label: &'static str,
     pub stop_help: &'static str,
@@ -64,6 +65,7 @@ const EN: Texts = Texts {
     email: "Email",
     sms: "SMS",
     push: "Push notifications",
+    inbox: "In-app inbox",
     stop_legend: "Stop all marketing",
     stop_label: "Stop all marketing messages",
     stop_help: "This turns off every topic above. You will still receive messages about your account and your orders.",
@@ -90,6 +92,7 @@ const FR: Texts = Texts {
     email: "E-mail",
     sms: "SMS",
     push: "Notifications push",
+    inbox: "Messagerie de l'application",
     stop_legend: "Arrêter tout le marketing",
     stop_label: "Ne plus recevoir aucun message marketing",
     stop_help: "Cela désactive tous les sujets ci-dessus. Vous recevrez toujours les messages concernant votre compte et vos commandes.",
@@ -116,6 +119,7 @@ const DE: Texts = Texts {
     email: "E-Mail",
     sms: "SMS",
     push: "Push-Benachrichtigungen",
+    inbox: "Posteingang in der App",
     stop_legend: "Alle Werbung beenden",
     stop_label: "Keine Werbenachrichten mehr erhalten",
     stop_help: "Damit werden alle Themen oben abgeschaltet. Nachrichten zu Ihrem Konto und Ihren Bestellungen erhalten Sie weiterhin.",
@@ -142,6 +146,7 @@ const ES: Texts = Texts {
     email: "Correo electrónico",
     sms: "SMS",
     push: "Notificaciones push",
+    inbox: "Bandeja de entrada de la app",
     stop_legend: "Detener todo el marketing",
     stop_label: "No recibir más mensajes de marketing",
     stop_help: "Esto desactiva todos los temas de arriba. Seguirá recibiendo los mensajes sobre su cuenta y sus pedidos.",
@@ -175,6 +180,7 @@ fn channel_label(t: &Texts, channel: Channel) -> &'static str {
         Channel::Email => t.email,
         Channel::Sms => t.sms,
         Channel::Push => t.push,
+        Channel::Inbox => t.inbox,
     }
 }
 
@@ -393,7 +399,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({"topic": [
             {"id": "news", "channels": ["email", "push"], "name": {"en": "News", "fr": "Actualités"},
              "description": {"en": "Once a <b>week</b>."}},
-            {"id": "promotions", "channels": ["sms"], "name": {"en": "Offers & deals"}},
+            {"id": "promotions", "channels": ["sms", "inbox"], "name": {"en": "Offers & deals"}},
         ]}))
         .unwrap()
     }
@@ -417,6 +423,7 @@ mod tests {
             "<input type=\"checkbox\" id=\"consent-news-push\" name=\"consent.news.push\" value=\"on\" aria-describedby=\"desc-news\"><label for=\"consent-news-push\">Push notifications</label>",
             "<legend>Offers &amp; deals</legend>",
             "<input type=\"checkbox\" id=\"consent-promotions-sms\" name=\"consent.promotions.sms\" value=\"on\"><label for=\"consent-promotions-sms\">SMS</label>",
+            "<input type=\"checkbox\" id=\"consent-promotions-inbox\" name=\"consent.promotions.inbox\" value=\"on\"><label for=\"consent-promotions-inbox\">In-app inbox</label>",
             "<input type=\"checkbox\" id=\"stop_all\" name=\"stop_all\" value=\"on\" aria-describedby=\"stop_all-help\"><label for=\"stop_all\">Stop all marketing messages</label>",
             "<button type=\"submit\">Save preferences</button>",
         ] {

@@ -149,7 +149,7 @@ description = { en = "Once a week." }
 
 [[topic]]
 id = "promotions"
-channels = ["sms"]
+channels = ["sms", "inbox"]
 name = { en = "Offers" }
 "#,
         )
@@ -162,7 +162,7 @@ name = { en = "Offers" }
         assert_eq!(news.description(Lang::Es), Some("Once a week."));
         assert_eq!(topics.get("promotions").unwrap().description(Lang::En), None);
         let choices: Vec<_> = topics.choices().map(|(t, c)| format!("{t}.{c}")).collect();
-        assert_eq!(choices, ["news.email", "news.push", "promotions.sms"]);
+        assert_eq!(choices, ["news.email", "news.push", "promotions.sms", "promotions.inbox"]);
         assert!(news.offers(Channel::Email) && !news.offers(Channel::Sms));
         // Stored as JSON and read back unchanged.
         let json = serde_json::to_string(&topics).unwrap();
