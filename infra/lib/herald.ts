@@ -870,7 +870,7 @@ export class Herald extends Construct {
         // unchanged without it.
         id: 'WebhooksFunction',
         artifact: 'webhooks',
-        description: "SNS HTTPS subscriptions, custom providers' signed reports and one-click unsubscribe (Function URL).",
+        description: "SNS HTTPS subscriptions, custom providers' signed reports, one-click unsubscribe and the preference center (Function URL).",
         url: {},
         // A ceiling as well as a reservation: a flood is throttled here, not in ingest or dispatch.
         reservedConcurrency: props.webhookReservedConcurrency ?? 10,
@@ -894,18 +894,24 @@ export class Herald extends Construct {
             resources: [ledger.tableArn],
             conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['replay#*'] } },
           }),
-          // One-click unsubscribe: the consent audit item and the profile's consent, both under
-          // the recipient id, which never holds a "#"; the table's other items (endpoint#<arn>,
-          // the push endpoints' index) do.
+          // One-click unsubscribe and the preference center: the consent audit item and the
+          // profile (read to show the page, its consents updated), both under the recipient id,
+          // which never holds a "#"; the table's other items (endpoint#<arn>, the push
+          // endpoints' index) do.
           new iam.PolicyStatement({
             sid: 'Consent',
-            actions: ['dynamodb:PutItem', 'dynamodb:UpdateItem'],
+            actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
             resources: [recipients.tableArn],
             conditions: { 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['*#*'] } },
           }),
+          // The preference center's topics: the one `topics` item of the templates table.
+          new iam.PolicyStatement({
+            sid: 'Topics',
+            actions: ['dynamodb:GetItem'],
+            resources: [templates.tableArn],
+            conditions: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['topics'] } },
+          }),
           allow('ReceiptsQueue', ['sqs:SendMessage'], [receiptsQueue.queueArn]),
-          // The preference center reads the topics (and the person's consents, above).
-          allow('Topics', ['dynamodb:GetItem'], [templates.tableArn]),
           readSecrets('Secrets', unsubscribeKey, webhookProviderSecrets),
         ],
       },
