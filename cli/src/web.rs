@@ -111,6 +111,51 @@ async fn connection(mut stream: TcpStream, port: u16, timeout: Duration, invoke:
     Ok(())
 }
 
+/// An answer of a local Function URL, as [`request`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to a local Function URL (`http://127.0.0.1:<port>`), as a browser
+/// or an app would send it: the front answers one request per connection and closes it, so
+/// the answer is read to its end. `target` is the path and query.
+pub async fn request(
+    url: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<Answer> {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).await.with_context(|| format!("connecting to {authority}"))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    stream.write_all(format!("{head}\r\n{body}").as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").context("an answer without a head")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).context("no status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer { status, headers, body: body.to_owned() })
+}
+
 /// A request as read from the socket.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RawRequest {
