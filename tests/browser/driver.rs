@@ -325,15 +325,18 @@ impl Browser {
         }
     }
 
-    /// A PNG of the whole page (not only the window), written to `path` when given.
+    /// A PNG of the whole page (not only the window: down to the end of the body and its
+    /// margin), written to `path` when given.
     pub async fn screenshot(&self, path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-        let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await?;
-        let size = &metrics["cssContentSize"];
-        let (width, height) = (size["width"].as_f64().unwrap_or(800.0), size["height"].as_f64().unwrap_or(600.0));
+        const SIZE: &str = "const body = document.body.getBoundingClientRect();
+            const margin = parseFloat(getComputedStyle(document.body).marginBottom) || 0;
+            return [document.documentElement.clientWidth, Math.ceil(body.bottom + window.scrollY + margin)];";
+        let size = self.script(SIZE, json!([])).await?;
+        let (width, height) = (size[0].as_f64().unwrap_or(800.0), size[1].as_f64().unwrap_or(600.0));
         let params = json!({
             "format": "png",
             "captureBeyondViewport": true,
-            "clip": { "x": 0, "y": 0, "width": width.ceil(), "height": height.ceil(), "scale": 1 },
+            "clip": { "x": 0, "y": 0, "width": width, "height": height.max(1.0), "scale": 1 },
         });
         let shot = self.cdp("Page.captureScreenshot", params).await?;
         let data = shot["data"].as_str().context("no screenshot data")?;
