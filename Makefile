@@ -91,7 +91,7 @@ build:
 
 ## bench: what a notification costs (AWS requests, DynamoDB units, $ per million), pipeline throughput
 ## against the endpoint's floor, hot paths (criterion), each function's size, start time and memory.
-## Prints one table; writes bench/results/latest.{json,md} and the README's Benchmarks table. Not part of `make test`.
+## Prints one table; writes bench/results/latest.{json,md} and docs/benchmarks.md's table. Not part of `make test`.
 ## Builds each function's x86_64 release binary first (BENCH_ARGS="--quick" for a short run).
 .PHONY: bench
 bench:

@@ -10,6 +10,7 @@ mod campaign_results;
 mod contract_schema;
 mod digests;
 mod dispatching;
+mod dlq;
 mod idempotency;
 mod journeys;
 mod pipeline;

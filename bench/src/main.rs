@@ -454,8 +454,8 @@ async fn main() -> anyhow::Result<()> {
         "engagement": engagement_json,
     });
     std::fs::write(out.join("latest.json"), serde_json::to_string_pretty(&json_out)?)?;
-    if report::update_readme(&root.join("README.md"), &md)? {
-        eprintln!("herald-bench: README.md's Benchmarks table updated");
+    if report::update_table(&root.join("docs/benchmarks.md"), &md)? {
+        eprintln!("herald-bench: docs/benchmarks.md's table updated");
     }
     if broadcast_run.is_some() {
         let mut broadcast_rows = report::Table::default();

@@ -1,5 +1,5 @@
 //! The one table: each figure beside its budget, printed, and written as JSON and
-//! Markdown under `bench/results/`; the README's Benchmarks section gets the
+//! Markdown under `bench/results/`; docs/benchmarks.md gets the
 //! Markdown between its markers.
 
 use serde::Serialize;
@@ -113,15 +113,15 @@ impl Table {
     }
 }
 
-pub const README_START: &str = "<!-- bench:start -->";
-pub const README_END: &str = "<!-- bench:end -->";
+pub const TABLE_START: &str = "<!-- bench:start -->";
+pub const TABLE_END: &str = "<!-- bench:end -->";
 
 pub const BROADCAST_START: &str = "<!-- bench:broadcast:start -->";
 pub const BROADCAST_END: &str = "<!-- bench:broadcast:end -->";
 
-/// Replaces the block between the markers in the README, if the markers are there.
-pub fn update_readme(readme: &Path, block: &str) -> anyhow::Result<bool> {
-    update_block(readme, README_START, README_END, block)
+/// Replaces the block between the markers in docs/benchmarks.md, if the markers are there.
+pub fn update_table(doc: &Path, block: &str) -> anyhow::Result<bool> {
+    update_block(doc, TABLE_START, TABLE_END, block)
 }
 
 /// Replaces the block between `start` and `end` in a file, if the markers are there.

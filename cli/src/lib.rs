@@ -4,6 +4,7 @@
 
 pub mod broadcast;
 pub mod demo;
+pub mod dlq;
 pub mod funnel;
 pub mod journeys;
 pub mod local;

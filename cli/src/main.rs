@@ -72,6 +72,40 @@ enum Command {
         #[arg(long, env = "HERALD_GLOBAL_CONTROL_PERCENT", default_value_t = 0.0)]
         global_control_percent: f64,
     },
+    /// A dead-letter queue as Herald sees it, and moving its messages back (uses the standard
+    /// AWS environment; the queue is one of ingest, eligibility, push, email, sms, inbox,
+    /// receipts, broadcast, digest, journey).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Each message: its kind, its Herald message id, recipient id and template, and the ledger's
+    /// status for it (never an address or a token). The messages stay where they are.
+    List {
+        queue: String,
+        /// The stack's name (the local stack's is `herald`).
+        #[arg(long, env = "HERALD_STACK", default_value = "herald")]
+        stack: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        ledger_table: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Send the messages back to the queue they came from (then delete them from the
+    /// dead-letter queue); prints what was moved, as `list` does.
+    Redrive {
+        queue: String,
+        #[arg(long, env = "HERALD_STACK", default_value = "herald")]
+        stack: String,
+        #[arg(long, env = "HERALD_LEDGER_TABLE")]
+        ledger_table: String,
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -403,6 +437,45 @@ async fn main() -> anyhow::Result<()> {
         Command::Broadcast { command } => {
             init_logs("warn");
             broadcast(command).await?;
+        }
+        Command::Dlq { command } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let ledger_of =
+                |table: &str| herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+            match command {
+                DlqCommand::List { queue, stack, ledger_table, max } => {
+                    let pair = herald_cli::dlq::resolve(&sqs, &stack, &queue).await?;
+                    let listed = herald_cli::dlq::list(&sqs, &ledger_of(&ledger_table), &pair, max).await?;
+                    println!(
+                        "{} message(s) in the {} dead-letter queue{}",
+                        listed.len(),
+                        pair.name,
+                        if listed.len() == max { " (or more)" } else { "" }
+                    );
+                    print!("{}", herald_cli::dlq::render(&listed));
+                }
+                DlqCommand::Redrive { queue, stack, ledger_table, max } => {
+                    let pair = herald_cli::dlq::resolve(&sqs, &stack, &queue).await?;
+                    let done = herald_cli::dlq::redrive(&sqs, &ledger_of(&ledger_table), &pair, max).await?;
+                    println!(
+                        "moved {} message(s) from the {} dead-letter queue back to its queue",
+                        done.moved.len(),
+                        pair.name
+                    );
+                    print!("{}", herald_cli::dlq::render(&done.moved));
+                    if done.not_sent > 0 {
+                        println!("{} not sent (the queue refused them): still in the dead-letter queue", done.not_sent);
+                    }
+                    if done.not_deleted > 0 {
+                        println!(
+                            "{} sent but not deleted: they will show again here (Herald ignores the second copy)",
+                            done.not_deleted
+                        );
+                    }
+                }
+            }
         }
         Command::Funnel { campaign, table, templates_table, global_control_percent } => {
             init_logs("warn");

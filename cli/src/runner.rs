@@ -54,6 +54,17 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
                 })
             })));
         }
+        "inbox" => {
+            let deps = Arc::new(inbox::aws::deps(sdk, &inbox::Config::from_lookup(&get)?));
+            return Ok(Handler::Json(Arc::new(move |e: LambdaEvent<serde_json::Value>| {
+                let d = deps.clone();
+                Box::pin(async move {
+                    let request = serde_json::from_value(e.payload)?;
+                    let response = inbox::handler(&d, LambdaEvent::new(request, e.context)).await?;
+                    Ok(serde_json::to_value(response)?)
+                })
+            })));
+        }
         "ingest" => {
             let deps = Arc::new(ingest::aws::deps(sdk, &ingest::Config::from_lookup(&get)?));
             Arc::new(move |e| {
@@ -87,6 +98,13 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
             Arc::new(move |e| {
                 let d = both.clone();
                 Box::pin(async move { dispatch_push::handler(&d.0, &d.1, e).await })
+            })
+        }
+        "dispatch-inbox" => {
+            let both = Arc::new(dispatch_inbox::aws::deps(sdk, &dispatch_inbox::Config::from_lookup(&get)?));
+            Arc::new(move |e| {
+                let d = both.clone();
+                Box::pin(async move { dispatch_inbox::handler(&d.0, &d.1, e).await })
             })
         }
         "broadcast" => {

@@ -677,7 +677,7 @@ mod tests {
                 r#"{"type": "set_consent", "recipient": "u", "channel": "ana@example.org", "granted": true, "source": "s"}"#
                     .into(),
                 "invalid_field",
-                "channel: unknown variant, expected one of `push`, `email`, `sms`",
+                "channel: unknown variant, expected one of `push`, `email`, `sms`, `inbox`",
             ),
             (
                 format!(r#"{{{notify}, "recipient": "u", "ana@example.org": 1}}"#),

@@ -41,6 +41,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
                 push: Some(config.push_queue_url.clone()),
                 email: Some(config.email_queue_url.clone()),
                 sms: Some(config.sms_queue_url.clone()),
+                inbox: Some(config.inbox_queue_url.clone()),
                 ..QueueUrls::default()
             },
         ),

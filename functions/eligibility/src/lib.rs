@@ -29,6 +29,7 @@ pub struct Config {
     pub push_queue_url: String,
     pub email_queue_url: String,
     pub sms_queue_url: String,
+    pub inbox_queue_url: String,
     pub eligibility_queue_url: String,
     pub schedule_table: String,
     pub cap_policy: CapPolicy,
@@ -54,6 +55,7 @@ impl Config {
             push_queue_url: required(get, "HERALD_PUSH_QUEUE_URL")?,
             email_queue_url: required(get, "HERALD_EMAIL_QUEUE_URL")?,
             sms_queue_url: required(get, "HERALD_SMS_QUEUE_URL")?,
+            inbox_queue_url: required(get, "HERALD_INBOX_QUEUE_URL")?,
             eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             schedule_table: required(get, "HERALD_SCHEDULE_TABLE")?,
             cap_policy,
@@ -208,6 +210,7 @@ fn contact(recipient: &Recipient, channel: Channel) -> Option<Contact> {
         Channel::Email => recipient.email.clone().map(Contact::Email),
         Channel::Sms => recipient.phone.clone().map(Contact::Sms),
         Channel::Push => (!recipient.devices.is_empty()).then(|| Contact::Push(recipient.devices.clone())),
+        Channel::Inbox => Some(Contact::Inbox),
     }
 }
 

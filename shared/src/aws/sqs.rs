@@ -18,6 +18,7 @@ pub struct QueueUrls {
     pub push: Option<String>,
     pub email: Option<String>,
     pub sms: Option<String>,
+    pub inbox: Option<String>,
 }
 
 impl QueueUrls {
@@ -31,6 +32,7 @@ impl QueueUrls {
             Destination::Channel(Channel::Push) => self.push.as_deref(),
             Destination::Channel(Channel::Email) => self.email.as_deref(),
             Destination::Channel(Channel::Sms) => self.sms.as_deref(),
+            Destination::Channel(Channel::Inbox) => self.inbox.as_deref(),
         }
     }
 }

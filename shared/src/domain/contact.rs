@@ -11,16 +11,19 @@ pub enum Channel {
     Push,
     Email,
     Sms,
+    /// The in-app inbox: stored by Herald, read by the team's app over the inbox API.
+    Inbox,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Push, Channel::Email, Channel::Sms];
+    pub const ALL: [Channel; 4] = [Channel::Push, Channel::Email, Channel::Sms, Channel::Inbox];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Push => "push",
             Channel::Email => "email",
             Channel::Sms => "sms",
+            Channel::Inbox => "inbox",
         }
     }
 }

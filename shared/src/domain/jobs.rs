@@ -90,6 +90,8 @@ pub enum Contact {
     Email(EmailAddress),
     Sms(PhoneNumber),
     Push(Vec<Device>),
+    /// The person's in-app inbox (no address: the recipient id is enough).
+    Inbox,
 }
 
 impl Contact {
@@ -98,6 +100,7 @@ impl Contact {
             Contact::Email(_) => Channel::Email,
             Contact::Sms(_) => Channel::Sms,
             Contact::Push(_) => Channel::Push,
+            Contact::Inbox => Channel::Inbox,
         }
     }
 }

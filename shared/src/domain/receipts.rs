@@ -531,7 +531,7 @@ impl ProviderReport {
                 let valid = match e.channel {
                     Channel::Email => EmailAddress::new(address.as_str()).is_ok(),
                     Channel::Sms => PhoneNumber::new(address.as_str()).is_ok(),
-                    Channel::Push => false,
+                    Channel::Push | Channel::Inbox => false,
                 };
                 if !valid {
                     return Err(unreadable(format!("events[{i}].address is not a valid {} address", e.channel)));
@@ -591,7 +591,7 @@ impl ProviderEvent {
                 Channel::Sms => {
                     self.address.as_deref().and_then(|a| PhoneNumber::new(a).ok()).map(|p| p.suppression_hash())
                 }
-                Channel::Push => None,
+                Channel::Push | Channel::Inbox => None,
             };
             hash.map(|hash| Suppress { channel: self.channel, hash, cause }).into_iter().collect()
         };

@@ -142,12 +142,16 @@ impl Recipient {
             Channel::Email => self.email.is_some(),
             Channel::Sms => self.phone.is_some(),
             Channel::Push => !self.devices.is_empty(),
+            // Everyone Herald knows has an inbox: it needs no address.
+            Channel::Inbox => true,
         }
     }
 
-    /// The channels the person can be reached on (a contact point or a device), in Herald's order.
+    /// The channels the person has a contact point or a device for, in Herald's order. The
+    /// inbox needs neither (everyone has one), so it is not listed: a segment on `channels`
+    /// asks what the person gave.
     pub fn reachable(&self) -> Vec<Channel> {
-        Channel::ALL.into_iter().filter(|c| self.has_contact(*c)).collect()
+        Channel::ALL.into_iter().filter(|c| *c != Channel::Inbox && self.has_contact(*c)).collect()
     }
 }
 

@@ -116,6 +116,8 @@ pub struct LocaleParts {
     pub email: Option<EmailPart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<InboxPart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +143,19 @@ pub struct SmsPart {
     pub text: String,
 }
 
+/// The in-app inbox part: what the team's app lists and shows. `data` is a table of
+/// templated strings the app receives as it is (a badge, an image, a category).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxPart {
+    pub title: String,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_url: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushContent {
     pub title: String,
@@ -158,6 +173,14 @@ pub struct EmailContent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsContent {
     pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxContent {
+    pub title: String,
+    pub body: String,
+    pub action_url: Option<String>,
+    pub data: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +264,11 @@ pub struct CompiledTemplate {
     profile: ProfileUse,
 }
 
+/// The part name of one entry of an inbox part's `data`.
+fn inbox_data_part(key: &str) -> String {
+    format!("data.{key}")
+}
+
 fn part_name(locale: &str, channel: Channel, part: &str) -> String {
     // The `.html` suffix turns on minijinja's HTML auto-escaping for that part only.
     let ext = if part == "html" { "html" } else { "txt" };
@@ -248,22 +276,32 @@ fn part_name(locale: &str, channel: Channel, part: &str) -> String {
 }
 
 impl LocaleParts {
-    fn sources(&self) -> Vec<(Channel, &'static str, &str)> {
+    fn sources(&self) -> Vec<(Channel, String, &str)> {
         let mut out = Vec::new();
         if let Some(p) = &self.push {
-            out.push((Channel::Push, "title", p.title.as_str()));
-            out.push((Channel::Push, "body", p.body.as_str()));
+            out.push((Channel::Push, "title".to_owned(), p.title.as_str()));
+            out.push((Channel::Push, "body".to_owned(), p.body.as_str()));
             if let Some(link) = &p.deep_link {
-                out.push((Channel::Push, "deep_link", link.as_str()));
+                out.push((Channel::Push, "deep_link".to_owned(), link.as_str()));
             }
         }
         if let Some(e) = &self.email {
-            out.push((Channel::Email, "subject", e.subject.as_str()));
-            out.push((Channel::Email, "html", e.html.as_str()));
-            out.push((Channel::Email, "text", e.text.as_str()));
+            out.push((Channel::Email, "subject".to_owned(), e.subject.as_str()));
+            out.push((Channel::Email, "html".to_owned(), e.html.as_str()));
+            out.push((Channel::Email, "text".to_owned(), e.text.as_str()));
         }
         if let Some(s) = &self.sms {
-            out.push((Channel::Sms, "text", s.text.as_str()));
+            out.push((Channel::Sms, "text".to_owned(), s.text.as_str()));
+        }
+        if let Some(i) = &self.inbox {
+            out.push((Channel::Inbox, "title".to_owned(), i.title.as_str()));
+            out.push((Channel::Inbox, "body".to_owned(), i.body.as_str()));
+            if let Some(url) = &i.action_url {
+                out.push((Channel::Inbox, "action_url".to_owned(), url.as_str()));
+            }
+            for (key, value) in &i.data {
+                out.push((Channel::Inbox, inbox_data_part(key), value.as_str()));
+            }
         }
         out
     }
@@ -273,6 +311,7 @@ impl LocaleParts {
             Channel::Push => self.push.is_some(),
             Channel::Email => self.email.is_some(),
             Channel::Sms => self.sms.is_some(),
+            Channel::Inbox => self.inbox.is_some(),
         }
     }
 }
@@ -283,14 +322,14 @@ impl CompiledTemplate {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         for (locale, parts) in &doc.locales {
             for (channel, part, source) in parts.sources() {
-                env.add_template_owned(part_name(locale, channel, part), source.to_owned())
+                env.add_template_owned(part_name(locale, channel, &part), source.to_owned())
                     .map_err(|e| TemplateError::Syntax { template: doc.name.to_string(), detail: e.to_string() })?;
             }
         }
         let mut profile = ProfileUse::default();
         for (locale, parts) in &doc.locales {
             for (channel, part, _) in parts.sources() {
-                if let Ok(tmpl) = env.get_template(&part_name(locale, channel, part)) {
+                if let Ok(tmpl) = env.get_template(&part_name(locale, channel, &part)) {
                     recipient_refs(&tmpl).iter().for_each(|r| profile.add(r));
                 }
             }
@@ -420,6 +459,48 @@ impl CompiledTemplate {
         Ok(SmsContent { text: self.render_part(locale, Channel::Sms, "text", &ctx)? })
     }
 
+    /// The inbox part. Its `action_url` is checked as an email link is (https, http,
+    /// mailto or a fragment), since the app opens it.
+    pub fn render_inbox(
+        &self,
+        locale: Option<&str>,
+        data: &Map<String, Value>,
+        recipient: &RecipientView,
+    ) -> Result<InboxContent, TemplateError> {
+        let (locale, parts) = self.parts_for(Channel::Inbox, locale)?;
+        let Some(part) = parts.inbox.as_ref() else {
+            return Err(TemplateError::MissingPart {
+                template: self.doc.name.to_string(),
+                channel: Channel::Inbox,
+                locale: locale.to_owned(),
+            });
+        };
+        let ctx = self.context(data, recipient);
+        let action_url = match &part.action_url {
+            None => None,
+            Some(_) => {
+                let url = self.render_part(locale, Channel::Inbox, "action_url", &ctx)?;
+                if let LinkVerdict::Refused(why) = link_verdict(&url, true) {
+                    return Err(TemplateError::Render {
+                        template: self.doc.name.to_string(),
+                        detail: format!("{}: the action URL {why}", part_name(locale, Channel::Inbox, "action_url")),
+                    });
+                }
+                Some(url)
+            }
+        };
+        let mut rendered = BTreeMap::new();
+        for key in part.data.keys() {
+            rendered.insert(key.clone(), self.render_part(locale, Channel::Inbox, &inbox_data_part(key), &ctx)?);
+        }
+        Ok(InboxContent {
+            title: one_line(&self.render_part(locale, Channel::Inbox, "title", &ctx)?),
+            body: self.render_part(locale, Channel::Inbox, "body", &ctx)?,
+            action_url,
+            data: rendered,
+        })
+    }
+
     /// Problems of size with realistic data (`example`, then `defaults`, then a
     /// ten-character stand-in): push payloads over the platform limit on APNs or
     /// FCM, SMS over the segment budget.
@@ -529,7 +610,7 @@ impl CompiledTemplate {
         }
         for (locale, parts) in &self.doc.locales {
             for (channel, part, _) in parts.sources() {
-                let name = part_name(locale, channel, part);
+                let name = part_name(locale, channel, &part);
                 let Ok(tmpl) = self.env.get_template(&name) else { continue };
                 let mut unknown: Vec<String> = tmpl
                     .undeclared_variables(false)
@@ -569,7 +650,7 @@ impl CompiledTemplate {
         let mut problems = Vec::new();
         for (locale, parts) in &self.doc.locales {
             for (channel, part, _) in parts.sources() {
-                let name = part_name(locale, channel, part);
+                let name = part_name(locale, channel, &part);
                 let Ok(tmpl) = self.env.get_template(&name) else { continue };
                 let mut used = ProfileUse::default();
                 recipient_refs(&tmpl).iter().for_each(|r| used.add(r));
@@ -1139,5 +1220,31 @@ mod tests {
         plain.digest = None;
         let problems = CompiledTemplate::compile(plain).unwrap().check();
         assert!(problems.iter().any(|p| p.contains("undeclared variables: items, total")), "{problems:?}");
+    }
+
+    #[test]
+    fn the_inbox_part_renders_title_body_link_and_data() {
+        let doc = |url: &str| {
+            serde_json::from_value::<TemplateDoc>(serde_json::json!({
+                "name": "shipped", "channels": ["inbox"], "default_locale": "en", "variables": ["order"],
+                "locales": {"en": {"inbox": {
+                    "title": "Order {{ order }}\nshipped", "body": "It is on its way, {{ recipient.id }}.",
+                    "action_url": url, "data": {"badge": "{{ order }}", "kind": "shipping"}
+                }}}
+            }))
+            .unwrap()
+        };
+        let data = serde_json::json!({"order": "1234"}).as_object().unwrap().clone();
+        let t = CompiledTemplate::compile(doc("https://shop.example/orders/{{ order }}")).unwrap();
+        assert!(t.check().is_empty(), "{:?}", t.check());
+        let content = t.render_inbox(Some("fr-FR"), &data, &nobody()).unwrap();
+        assert_eq!(content.title, "Order 1234 shipped");
+        assert_eq!(content.body, "It is on its way, user-1.");
+        assert_eq!(content.action_url.as_deref(), Some("https://shop.example/orders/1234"));
+        assert_eq!(content.data.get("badge").map(String::as_str), Some("1234"));
+        assert_eq!(content.data.get("kind").map(String::as_str), Some("shipping"));
+        let script = CompiledTemplate::compile(doc("javascript:alert({{ order }})")).unwrap();
+        assert!(matches!(script.render_inbox(None, &data, &nobody()), Err(TemplateError::Render { .. })));
+        assert!(matches!(greeting("x").render_inbox(None, &data, &nobody()), Err(TemplateError::MissingPart { .. })));
     }
 }
