@@ -233,7 +233,7 @@ impl Browser {
     }
 
     /// The control `label` names: the one control of a `<label>` with that text (inside the
-    /// `<fieldset>` whose `<legend>` reads `group`, when given), or a button with that text.
+    /// `<fieldset>` whose `<legend>` reads `group`, when given), or a button or link with that text.
     /// More than one match is an error: the test must say which.
     async fn control(&self, group: Option<&str>, label: &str) -> anyhow::Result<Value> {
         const FIND: &str = r#"
@@ -249,7 +249,7 @@ impl Browser {
                 for (const l of scope.querySelectorAll('label')) {
                     if (norm(l.textContent) === want && l.control) found.add(l.control);
                 }
-                for (const b of scope.querySelectorAll('button, input[type=submit], input[type=button]')) {
+                for (const b of scope.querySelectorAll('button, input[type=submit], input[type=button], a[href]')) {
                     const text = b.tagName === 'INPUT' ? b.value : b.textContent;
                     if (norm(text) === want) found.add(b);
                 }
@@ -304,9 +304,9 @@ impl Browser {
         Ok(())
     }
 
-    /// Reaches the button labelled `label` with Tab, presses Enter and waits for the page the
-    /// form loads.
-    pub async fn submit_with(&self, label: &str) -> anyhow::Result<()> {
+    /// Reaches the button or link labelled `label` with Tab, presses Enter and waits for the
+    /// page it loads (the form's answer, the link's target).
+    pub async fn activate(&self, label: &str) -> anyhow::Result<()> {
         self.tab_to(None, label).await?;
         // A mark on this document: gone once the next one has loaded.
         self.script("window.__heraldBefore = true;", json!([])).await?;
@@ -323,6 +323,27 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The text of the first element `selector` matches, if any.
+    pub async fn text_of(&self, selector: &str) -> anyhow::Result<Option<String>> {
+        const TEXT: &str = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        Ok(self.script(TEXT, json!([selector])).await?.as_str().map(str::to_owned))
+    }
+
+    /// The page's language (`<html lang>`).
+    pub async fn lang(&self) -> anyhow::Result<String> {
+        let lang = self.script("return document.documentElement.lang;", json!([])).await?;
+        Ok(lang.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The outline the focused element is drawn with (width in CSS pixels, style), as the
+    /// person using the keyboard sees where they are.
+    pub async fn focus_outline(&self) -> anyhow::Result<(f64, String)> {
+        const OUTLINE: &str = "const s = getComputedStyle(document.activeElement);
+            return [parseFloat(s.outlineWidth) || 0, s.outlineStyle];";
+        let outline = self.script(OUTLINE, json!([])).await?;
+        Ok((outline[0].as_f64().unwrap_or(0.0), outline[1].as_str().unwrap_or_default().to_owned()))
     }
 
     /// A PNG of the whole page (not only the window: down to the end of the body and its
