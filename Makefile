@@ -49,11 +49,12 @@ screenshots:
 	  $(CARGO) test --workspace --test herald -- browser::
 	@ls -l docs/img/*.png
 
-## check-templates: every template (and its use of the profile), campaign and segment, with the code that uses them
+## check-templates: every template (and its use of the profile), campaign, segment, journey and the topics, with the code that uses them
 check-templates:
 	$(CARGO) run --quiet -p herald-cli --bin herald -- templates check --dir templates
 	$(CARGO) run --quiet -p herald-cli --bin herald -- segments check --dir segments --profile profile.toml
 	$(CARGO) run --quiet -p herald-cli --bin herald -- journeys check --dir journeys --templates templates --profile profile.toml
+	$(CARGO) run --quiet -p herald-cli --bin herald -- topics check --file topics.toml
 
 cfn-lint:
 	$(PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" template.yaml

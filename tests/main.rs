@@ -14,6 +14,7 @@ mod dlq;
 mod idempotency;
 mod journeys;
 mod pipeline;
+mod preferences;
 mod privacy;
 mod profiles;
 mod properties;

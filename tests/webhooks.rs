@@ -10,7 +10,7 @@ use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{TimeDelta, Utc};
-use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard, DynamoSuppression};
+use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard, DynamoSuppression, DynamoTopics};
 use herald::aws::https::HttpsFetcher;
 use herald::aws::secretsmanager::SecretsManagerSecret;
 use herald::aws::sqs::SqsReceiptInbox;
@@ -160,7 +160,8 @@ impl CertFetcher for FakeSns {
     }
 }
 
-pub(crate) type Deps = webhooks::Deps<FakeSns, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets>;
+pub(crate) type Deps =
+    webhooks::Deps<FakeSns, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets, DynamoTopics>;
 
 /// The webhook function's configuration as the template gives it, with `changes` to its environment.
 fn webhook_config(t: &TestStack, changes: &[(&str, &str)]) -> webhooks::Config {
@@ -177,6 +178,7 @@ fn deps_with(t: &TestStack, sns: FakeSns, config: &webhooks::Config) -> Deps {
         receipts: real.receipts,
         replay: real.replay,
         secrets: real.secrets,
+        topics: real.topics,
         settings: real.settings,
     }
 }

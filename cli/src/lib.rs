@@ -9,6 +9,7 @@ pub mod funnel;
 pub mod journeys;
 pub mod local;
 pub mod moto;
+pub mod preferences;
 pub mod runner;
 pub mod segments;
 pub mod stack;

@@ -46,6 +46,16 @@ enum Command {
         #[command(subcommand)]
         command: JourneyCommand,
     },
+    /// The preference center's topics file (`topics.toml`).
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// The preference center: a signed link to a person's page, for support staff.
+    Preferences {
+        #[command(subcommand)]
+        command: PreferencesCommand,
+    },
     /// One message's history, by idempotency key (uses the standard AWS environment).
     Message {
         key: String,
@@ -192,6 +202,41 @@ enum TemplatesCommand {
 }
 
 #[derive(Subcommand)]
+enum TopicsCommand {
+    /// Check the topics: known channels, an English name, no duplicates.
+    Check {
+        #[arg(long, default_value = "topics.toml")]
+        file: PathBuf,
+    },
+    /// Store the topics in the templates table, where the webhook function reads them
+    /// (within a minute); uses the standard AWS environment.
+    Push {
+        #[arg(long, default_value = "topics.toml")]
+        file: PathBuf,
+        #[arg(long, env = "HERALD_TEMPLATES_TABLE")]
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PreferencesCommand {
+    /// Print a signed link to a person's preference center. Whoever holds it can change
+    /// that person's marketing preferences until it expires: send it to the person only.
+    Link {
+        recipient: String,
+        /// How long it works: `30m`, `12h`, `7d` (at most 90d).
+        #[arg(long, default_value = herald_cli::preferences::DEFAULT_TTL)]
+        ttl: String,
+        /// The webhook function's URL (the stack's WebhookUrl output; `herald local` prints it).
+        #[arg(long, env = "HERALD_WEBHOOK_URL")]
+        url: String,
+        /// The stack's UnsubscribeKey secret (ARN or name), read with the standard AWS environment.
+        #[arg(long, env = "HERALD_UNSUBSCRIBE_KEY_SECRET")]
+        key_secret: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum JourneysCommand {
     /// Check every journey: its steps and their graph, the templates it sends (in the
     /// templates folder), the profile attributes its branches read.
@@ -332,6 +377,36 @@ async fn main() -> anyhow::Result<()> {
             for line in herald_cli::templates::push_all(&store, &dir, chrono::Utc::now()).await? {
                 println!("{line}");
             }
+        }
+        Command::Topics { command: TopicsCommand::Check { file } } => {
+            init_logs("warn");
+            match herald_cli::preferences::check_topics(&file, false)? {
+                Ok(topics) => println!("{} topic(s) checked, no problems", topics.topics.len()),
+                Err(problems) => {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    anyhow::bail!("{} problem(s) in {}", problems.len(), file.display());
+                }
+            }
+        }
+        Command::Topics { command: TopicsCommand::Push { file, table } } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let store = herald::aws::dynamodb::DynamoTemplates::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                table,
+                std::time::Duration::ZERO,
+            );
+            println!("{}", herald_cli::preferences::push_topics(&store, &file, chrono::Utc::now()).await?);
+        }
+        Command::Preferences { command: PreferencesCommand::Link { recipient, ttl, url, key_secret } } => {
+            init_logs("warn");
+            let value = std::env::var("HERALD_UNSUBSCRIBE_KEY").ok().filter(|v| !v.is_empty());
+            let key = herald_cli::preferences::signing_key(value, key_secret).await?;
+            let (link, until) = herald_cli::preferences::mint_link(&key, &url, &recipient, &ttl, chrono::Utc::now())?;
+            println!("{link}");
+            eprintln!("works until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         Command::Segments { command: SegmentsCommand::Check { dir, profile } } => {
             init_logs("warn");

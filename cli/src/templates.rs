@@ -1,5 +1,6 @@
 //! Template files (`templates/*.toml`): load, check, upload to the templates table,
-//! with what is kept beside them (`campaigns/`, `segments/`, `journeys/`, `profile.toml`).
+//! with what is kept beside them (`campaigns/`, `segments/`, `journeys/`, `profile.toml`,
+//! `topics.toml`).
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
@@ -61,7 +62,7 @@ pub fn check_profile_all(templates: &[CompiledTemplate], schema: &ProfileSchema)
 }
 
 /// Everything `herald templates push` uploads from the folder `templates` and its siblings
-/// (`campaigns/`, `segments/`, `profile.toml`), checked first: nothing is pushed unless it
+/// (`campaigns/`, `segments/`, `journeys/`, `profile.toml`, `topics.toml` when there is one), checked first: nothing is pushed unless it
 /// all passes. Returns what was pushed, one line each. The profile schema goes first, so a
 /// segment or template never arrives before the attributes it uses are declared.
 pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
@@ -73,12 +74,23 @@ pub async fn push_all(store: &DynamoTemplates, templates: &Path, now: DateTime<U
     let names = compiled.iter().map(|t| t.name().clone()).collect();
     let (journeys, journey_problems) = crate::journeys::check(&templates.with_file_name("journeys"), &names, &schema)?;
     problems.extend(journey_problems);
+    let topics = match crate::preferences::check_topics(&templates.with_file_name("topics.toml"), true)? {
+        Ok(topics) => Some(topics).filter(|t| !t.topics.is_empty()),
+        Err(topic_problems) => {
+            problems.extend(topic_problems);
+            None
+        }
+    };
     if !problems.is_empty() {
         bail!("nothing pushed, {} problem(s):\n{}", problems.len(), problems.join("\n"));
     }
     let mut pushed = Vec::new();
     store.put_profile_schema(&schema, now).await?;
     pushed.push(format!("pushed profile schema ({} attribute(s))", schema.attributes.len()));
+    if let Some(topics) = &topics {
+        store.put_topics(topics, now).await?;
+        pushed.push(format!("pushed topics ({} topic(s))", topics.topics.len()));
+    }
     for t in &compiled {
         store.put(&t.doc, now).await?;
         pushed.push(format!("pushed {} v{}", t.doc.name, t.doc.version));

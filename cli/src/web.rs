@@ -277,6 +277,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "",

@@ -21,7 +21,7 @@ const region = 'us-east-1';
 const stack = new Stack(app, 'HeraldExample', {
   env: { account, region },
   analyticsReporting: false,
-  description: 'Herald notification pipeline (ingest, eligibility, dispatch push/email/SMS, receipts)',
+  description: 'Herald notification pipeline (ingest, eligibility, dispatch push/email/SMS/inbox, receipts)',
 });
 
 const herald = new Herald(stack, 'Herald', {
@@ -47,6 +47,10 @@ output('IngestQueueArn', herald.ingestQueue.queueArn, 'ARN of the ingest queue (
 output('BroadcastQueueUrl', herald.broadcastQueue.queueUrl, 'Broadcast page jobs (internal: producers start a broadcast on the ingest queue); its depth is how many pages wait to be read.');
 output('DigestQueueUrl', herald.digestQueue.queueUrl, "Digest windows' close jobs (internal: producers send digest items as notifications on the ingest queue); one message closes one window.");
 output('JourneyQueueUrl', herald.journeyQueue.queueUrl, "Journey steps' wake-ups (internal: people enter a journey on the ingest queue); one message moves one person one step on.");
+output('InboxQueueUrl', herald.inboxQueue.queueUrl, 'In-app inbox sends (internal; eligibility routes notifications here).');
+output('InboxTableName', herald.inboxTable.tableName, 'In-app inbox messages, by person.');
+output('InboxUrl', herald.inboxUrl, "The in-app inbox API the team's app calls with a user token (docs/inbox.md): <url>v1/messages, <url>v1/messages/count, <url>v1/messages/<id>/read.");
+output('InboxTokenKeyArn', herald.inboxTokenKey.secretArn, "Secrets Manager secret the team's backend signs inbox user tokens with (HS256 JWT, sub = recipient id).");
 output('SesEventsTopicArn', herald.sesEventsTopic.topicArn, 'SNS topic receiving SES sending events.');
 output('PushEventsTopicArn', herald.pushEventsTopic.topicArn, 'SNS topic to set as the event topic of the SNS platform applications.');
 output('SesConfigurationSetName', herald.sesConfigurationSetName, 'SES configuration set used for every email.');

@@ -199,9 +199,15 @@ class Resolver:
         self.parameters = {}
         for name, spec in template.get("Parameters", {}).items():
             if name in parameters:
-                self.parameters[name] = str(parameters[name])
+                value = str(parameters[name])
             elif "Default" in spec:
-                self.parameters[name] = scalar(spec["Default"])
+                value = scalar(spec["Default"])
+            else:
+                continue
+            # A Ref to a list parameter is a list in CloudFormation (CommaDelimitedList, List<...>).
+            kind = str(spec.get("Type", ""))
+            is_list = kind == "CommaDelimitedList" or kind.startswith("List<")
+            self.parameters[name] = [v.strip() for v in value.split(",")] if is_list else value
         self.conditions: dict[str, bool] = {}
 
     def condition(self, name: str) -> bool:

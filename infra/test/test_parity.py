@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Self-test of the parity test: the two real templates agree, and a change made to a copy of
 only one of them (a queue setting, a dead-letter pairing, an IAM action or condition, an
-environment variable, an event source setting, X-Ray tracing or its permission) makes it fail,
+environment variable, an event source setting, a Function URL's CORS, X-Ray tracing or its permission) makes it fail,
 naming what differs, and so does an SQS grant on "*" (a statement, or the managed policy of a SAM
 SQS event). With --cdk-traced (the example synthesized with `-c tracing=true`), the same for the
 traced pair, template.yaml resolved with Tracing=Active.
@@ -193,6 +193,12 @@ def table_ttl_in_cdk(sam: dict, cdk: dict) -> None:
     cdk_resource(cdk, "/Herald/LedgerTable/Resource")["Properties"].pop("TimeToLiveSpecification")
 
 
+def url_cors_in_cdk(sam: dict, cdk: dict) -> None:
+    # The inbox API's CORS origins (a list parameter in template.yaml) narrowed in the CDK template only.
+    cors = cdk_resource(cdk, "/Herald/InboxFunction/FunctionUrl/Resource")["Properties"]["Cors"]
+    cors["AllowOrigins"] = ["https://app.example.com"]
+
+
 def tracing_in_sam(sam: dict, cdk: dict) -> None:
     sam["Globals"]["Function"]["Tracing"] = "Active"
 
@@ -247,6 +253,8 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
       f"CDK {ODD_MAX_CONCURRENCY}"]),
     ("a table's TTL dropped in the CDK template only", table_ttl_in_cdk,
      ["table in env HERALD_LEDGER_TABLE", "TimeToLiveSpecification"]),
+    ("a Function URL's CORS origins changed in the CDK template only", url_cors_in_cdk,
+     ["AWS::Lambda::Url of «function inbox»", "Cors.AllowOrigins: SAM only [*], CDK only [https://app.example.com]"]),
     ("X-Ray tracing Active in template.yaml only", tracing_in_sam,
      ["function ingest", "TracingConfig.Mode: SAM Active, CDK PassThrough"]),
     ("an X-Ray grant without tracing in the CDK template", xray_grant_in_cdk,

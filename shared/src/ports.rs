@@ -529,6 +529,13 @@ pub trait SegmentStore: Send + Sync {
     fn profile_schema(&self) -> impl Future<Output = PortResult<Arc<ProfileSchema>>> + Send;
 }
 
+/// The preference center's topics (`topics.toml`), kept beside the templates (pushed by
+/// `herald topics push`) and cached like them.
+pub trait TopicStore: Send + Sync {
+    /// The topics as last pushed; none pushed is an empty list.
+    fn topics(&self) -> impl Future<Output = PortResult<Arc<crate::domain::topics::Topics>>> + Send;
+}
+
 /// The segment `name` with its exclusion chain, read from `store`: `Ok(Err(why))` when it
 /// cannot be resolved (no such segment, an excluded one missing, a cycle), `Err` when the
 /// store could not be read.

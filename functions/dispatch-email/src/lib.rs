@@ -1,5 +1,12 @@
 //! Email dispatch: renders the email part of the template and sends it with SES v2,
 //! tagged with Herald's message id so SES events find their way back.
+//!
+//! When the stack serves one-click unsubscribe and the preference center (the webhook
+//! function's URL and the unsubscribe key are configured), marketing email carries
+//! `List-Unsubscribe` (one HTTPS URI, RFC 8058) and a link to the person's preference
+//! center: templates place it with `{{ preferences_url }}`, and a part that does not use
+//! it gets a localized footer with it. A transactional email gets the link only when its
+//! template uses it, and never a footer.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
@@ -8,7 +15,8 @@ use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
-use herald::domain::template::CompiledTemplate;
+use herald::domain::preferences::{self, Lang, PreferenceLink};
+use herald::domain::template::{CompiledTemplate, PREFERENCES_URL_VAR};
 use herald::domain::unsubscribe::{Unsubscribe, UnsubscribeKey, link, sign};
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
 use herald::ports::{CapCounter, EmailMessage, EmailSender, Ledger, Outbox, PortResult, Secret, TemplateStore};
@@ -63,13 +71,13 @@ impl Config {
 /// The SES message tag that carries Herald's message id.
 pub const MESSAGE_ID_TAG: &str = "herald_message_id";
 
-/// How marketing email links to one-click unsubscribe (RFC 8058).
+/// How email links to one-click unsubscribe (RFC 8058) and to the preference center.
 #[derive(Debug, Clone)]
 pub struct UnsubscribeLinks<K> {
     /// The signing key: in [`Config`], the ARN of the secret that holds it; in [`Email`],
     /// where it is read from when first needed (a [`Secret`]).
     pub key: K,
-    /// The webhook function's URL, which serves `/unsubscribe`.
+    /// The webhook function's URL, which serves `/unsubscribe` and `/preferences`.
     pub base_url: String,
 }
 
@@ -85,15 +93,32 @@ pub struct Email<E, K> {
     pub receipts: bool,
 }
 
+/// What one email links to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Links {
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` (marketing only).
+    pub headers: Vec<(String, String)>,
+    /// The person's preference center.
+    pub preferences_url: Option<String>,
+}
+
 impl<E, K: Secret<UnsubscribeKey>> Email<E, K> {
-    /// `List-Unsubscribe` and `List-Unsubscribe-Post` for marketing email: a signed
-    /// link that revokes this topic on email for this recipient, in one POST. Only
-    /// marketing email reads the key.
-    async fn unsubscribe_headers(&self, job: &DispatchJob, now: DateTime<Utc>) -> PortResult<Vec<(String, String)>> {
-        let Some(links) = self.unsubscribe.as_ref().filter(|_| job.request.kind == Kind::Marketing) else {
-            return Ok(Vec::new());
+    /// The links of `job`'s email. Marketing: a signed link that revokes this topic on email
+    /// for this recipient in one POST (`List-Unsubscribe`), and a link to the preference
+    /// center. Transactional: the preference center's link only when the template uses it
+    /// (`wants_preferences`). The key is read only when a link is made.
+    pub async fn links(&self, job: &DispatchJob, wants_preferences: bool, now: DateTime<Utc>) -> PortResult<Links> {
+        let marketing = job.request.kind == Kind::Marketing;
+        let Some(links) = self.unsubscribe.as_ref().filter(|_| marketing || wants_preferences) else {
+            return Ok(Links::default());
         };
         let key = links.key.current().await?;
+        let page =
+            PreferenceLink::new(job.request.recipient.clone(), now, TimeDelta::days(preferences::EMAIL_LINK_DAYS));
+        let preferences_url = Some(preferences::url(&links.base_url, &preferences::sign(&page, &key)));
+        if !marketing {
+            return Ok(Links { headers: Vec::new(), preferences_url });
+        }
         let grant = Unsubscribe {
             recipient: job.request.recipient.clone(),
             channel: Channel::Email,
@@ -101,10 +126,11 @@ impl<E, K: Secret<UnsubscribeKey>> Email<E, K> {
             expires_at: now + TimeDelta::days(UNSUBSCRIBE_LINK_DAYS),
         };
         let url = link(&links.base_url, &sign(&grant, &key));
-        Ok(vec![
+        let headers = vec![
             ("List-Unsubscribe".to_owned(), format!("<{url}>")),
             ("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned()),
-        ])
+        ];
+        Ok(Links { headers, preferences_url })
     }
 }
 
@@ -117,14 +143,37 @@ impl<E: EmailSender, K: Secret<UnsubscribeKey>> Deliver for Email<E, K> {
         let Contact::Email(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no email address".into() };
         };
-        let content = match template.render_email(
-            job.locale.as_ref().map(|l| l.as_str()),
-            &job.request.data,
-            &job.recipient_view(),
-        ) {
+        let locale = job.locale.as_ref().map(|l| l.as_str());
+        let (html_links, text_links) = template.email_uses(locale, PREFERENCES_URL_VAR);
+        // A key that cannot be read now sends nothing: the job comes back later.
+        let links = match self.links(job, html_links || text_links, Utc::now()).await {
+            Ok(links) => links,
+            Err(e) => return Delivery::Retry(e.to_string()),
+        };
+        let with_url;
+        let data = match &links.preferences_url {
+            Some(url) => {
+                let mut data = job.request.data.clone();
+                data.insert(PREFERENCES_URL_VAR.to_owned(), url.clone().into());
+                with_url = data;
+                &with_url
+            }
+            None => &job.request.data,
+        };
+        let mut content = match template.render_email(locale, data, &job.recipient_view()) {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };
+        if let Some(url) = links.preferences_url.as_deref().filter(|_| job.request.kind == Kind::Marketing) {
+            // In the language the email is written in.
+            let lang = template.email_locale(locale).and_then(Lang::from_tag).unwrap_or(Lang::En);
+            if !html_links {
+                content.html = preferences::with_html_footer(&content.html, url, lang);
+            }
+            if !text_links {
+                content.text = preferences::with_text_footer(&content.text, url, lang);
+            }
+        }
         let mut tags = vec![
             (MESSAGE_ID_TAG.to_owned(), job.message_id.to_string()),
             ("herald_template".to_owned(), job.request.template.to_string()),
@@ -132,18 +181,13 @@ impl<E: EmailSender, K: Secret<UnsubscribeKey>> Deliver for Email<E, K> {
         if let Some(c) = &job.request.campaign {
             tags.push(("herald_campaign".to_owned(), c.to_string()));
         }
-        // A key that cannot be read now sends nothing: the job comes back later.
-        let headers = match self.unsubscribe_headers(job, Utc::now()).await {
-            Ok(headers) => headers,
-            Err(e) => return Delivery::Retry(e.to_string()),
-        };
         let settings = template.doc.email.as_ref();
         let message = EmailMessage {
             to: to.clone(),
             from: settings.and_then(|e| e.from.clone()).unwrap_or_else(|| self.from.clone()),
             reply_to: settings.and_then(|e| e.reply_to.clone()),
             content,
-            headers,
+            headers: links.headers,
             tags,
         };
         match self.sender.send(&message).await {
@@ -204,11 +248,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn marketing_email_carries_a_signed_one_click_unsubscribe() {
+    async fn marketing_email_carries_a_signed_one_click_unsubscribe_and_a_preference_link() {
         let key = UnsubscribeKey::new("0123456789abcdef0123456789abcdef").unwrap();
         let email = email(Key(Some(Arc::new(key.clone()))));
         let now = Utc::now();
-        let headers = email.unsubscribe_headers(&job("marketing"), now).await.unwrap();
+        let links = email.links(&job("marketing"), false, now).await.unwrap();
+        let headers = &links.headers;
+        assert_eq!(headers.len(), 2, "one List-Unsubscribe URI and its one-click POST: {headers:?}");
         assert_eq!(headers[1], ("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned()));
         let url = headers[0].1.trim_start_matches('<').trim_end_matches('>');
         let token = url.strip_prefix("https://hooks.example.com/unsubscribe?t=").expect("a link to the webhook");
@@ -217,17 +263,101 @@ mod tests {
             (grant.recipient.as_str(), grant.channel, grant.topic.as_ref().map(|t| t.as_str())),
             ("user-42", Channel::Email, Some("news"))
         );
-        assert!(
-            email.unsubscribe_headers(&job("transactional"), now).await.unwrap().is_empty(),
-            "transactional mail has no unsubscribe"
-        );
+        let page = links.preferences_url.as_deref().unwrap();
+        let token = page.strip_prefix("https://hooks.example.com/preferences?t=").expect("the preference center");
+        let page = preferences::verify(token, &key, now).unwrap();
+        assert_eq!(page.recipient.as_str(), "user-42");
+        assert_eq!(page.expires_at.timestamp(), (now + TimeDelta::days(30)).timestamp());
+
+        let transactional = email.links(&job("transactional"), false, now).await.unwrap();
+        assert_eq!(transactional, Links::default(), "transactional mail has no unsubscribe");
+        let asked = email.links(&job("transactional"), true, now).await.unwrap();
+        assert!(asked.headers.is_empty() && asked.preferences_url.is_some(), "the link when its template uses it");
     }
 
     #[tokio::test]
     async fn a_key_that_cannot_be_read_holds_marketing_email_only() {
         let email = email(Key(None));
-        let err = email.unsubscribe_headers(&job("marketing"), Utc::now()).await.unwrap_err();
+        let err = email.links(&job("marketing"), false, Utc::now()).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(email.unsubscribe_headers(&job("transactional"), Utc::now()).await.unwrap().is_empty());
+        assert_eq!(email.links(&job("transactional"), false, Utc::now()).await.unwrap(), Links::default());
+    }
+
+    /// Keeps what it is asked to send.
+    #[derive(Default)]
+    struct Outbox(std::sync::Mutex<Vec<EmailMessage>>);
+
+    impl EmailSender for Outbox {
+        async fn send(&self, message: &EmailMessage) -> PortResult<String> {
+            self.0.lock().unwrap().push(message.clone());
+            Ok("ses-1".into())
+        }
+    }
+
+    fn template(html: &str, text: &str) -> CompiledTemplate {
+        CompiledTemplate::compile(
+            serde_json::from_value(serde_json::json!({
+                "name": "t", "channels": ["email"], "default_locale": "en",
+                "locales": {
+                    "en": {"email": {"subject": "Hi", "html": html, "text": text}},
+                    "fr": {"email": {"subject": "Salut", "html": "<p>Salut</p>", "text": "Salut"}},
+                }
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn sent(job: &DispatchJob, template: &CompiledTemplate) -> EmailMessage {
+        let key = UnsubscribeKey::new("0123456789abcdef0123456789abcdef").unwrap();
+        let email = Email {
+            sender: Outbox::default(),
+            from: "x@example.com".into(),
+            unsubscribe: Some(UnsubscribeLinks { key: Key(Some(Arc::new(key))), base_url: "https://h.example".into() }),
+            receipts: true,
+        };
+        let delivery = email.deliver(job, template).await;
+        assert!(matches!(delivery, Delivery::Sent { .. }), "{delivery:?}");
+        email.sender.0.lock().unwrap().pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn marketing_email_links_the_preference_center_where_the_template_does_not() {
+        let plain = template("<html><body><p>Sale</p></body></html>", "Sale");
+        let m = sent(&job("marketing"), &plain).await;
+        let (html, text) = (&m.content.html, &m.content.text);
+        assert!(html.contains("Manage your preferences</a></p></body></html>"), "{html}");
+        assert!(html.contains("href=\"https://h.example/preferences?t="), "{html}");
+        assert!(
+            text.starts_with("Sale\n\n--\n")
+                && text.contains("Manage your preferences: https://h.example/preferences?t=")
+        );
+
+        // The template places the link itself in its HTML: no footer there, one in the text.
+        let placed = template("<a href=\"{{ preferences_url }}\">Your choices</a>", "Sale");
+        let m = sent(&job("marketing"), &placed).await;
+        assert!(
+            m.content.html.starts_with("<a href=\"https:") && !m.content.html.contains("Manage"),
+            "{}",
+            m.content.html
+        );
+        assert!(m.content.text.contains("Manage your preferences: https://h.example/preferences?t="));
+
+        // In the language the email is written in.
+        let mut french = job("marketing");
+        french.locale = Some(serde_json::from_value(serde_json::json!("fr-FR")).unwrap());
+        assert!(sent(&french, &plain).await.content.html.contains("Gérer vos préférences"));
+
+        // Transactional: no footer, no List-Unsubscribe; the link only where the template asks for it.
+        let m = sent(&job("transactional"), &plain).await;
+        assert_eq!(
+            (m.content.html.as_str(), m.content.text.as_str()),
+            ("<html><body><p>Sale</p></body></html>", "Sale")
+        );
+        assert!(m.headers.is_empty());
+        let m = sent(&job("transactional"), &placed).await;
+        // (minijinja escapes `/` in HTML as `&#x2f;`, which a mail client reads back as `/`)
+        let html = m.content.html.replace("&#x2f;", "/");
+        assert!(html.contains("href=\"https://h.example/preferences?t=") && m.content.text == "Sale", "{html}");
     }
 }

@@ -3,7 +3,7 @@
 use crate::sns::SnsVerifier;
 use crate::{Config, Deps, Providers, Secrets, parse_providers};
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard};
+use herald::aws::dynamodb::{DynamoRecipients, DynamoReplayGuard, DynamoTopics};
 use herald::aws::https::HttpsFetcher;
 use herald::aws::secretsmanager::{SECRET_TTL, SecretsManagerSecret};
 use herald::aws::sqs::SqsReceiptInbox;
@@ -11,7 +11,10 @@ use herald::domain::unsubscribe::UnsubscribeKey;
 use std::time::Duration;
 
 pub type AwsSecrets = Secrets<SecretsManagerSecret<UnsubscribeKey>, SecretsManagerSecret<Providers>>;
-pub type AwsDeps = Deps<HttpsFetcher, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets>;
+pub type AwsDeps = Deps<HttpsFetcher, DynamoRecipients, SqsReceiptInbox, DynamoReplayGuard, AwsSecrets, DynamoTopics>;
+
+/// How long the topics stay cached: a push reaches the page within a minute.
+pub const TOPICS_TTL: Duration = Duration::from_secs(60);
 
 pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
@@ -20,7 +23,8 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         sns: SnsVerifier::new(HttpsFetcher::new(Duration::from_secs(3))),
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
         receipts: SqsReceiptInbox::new(aws_sdk_sqs::Client::new(sdk), &config.receipts_queue_url),
-        replay: DynamoReplayGuard::new(dynamodb, &config.ledger.table),
+        replay: DynamoReplayGuard::new(dynamodb.clone(), &config.ledger.table),
+        topics: DynamoTopics::new(dynamodb, &config.templates_table, TOPICS_TTL),
         secrets: secrets(sdk, config, SECRET_TTL),
         settings: config.settings.clone(),
     }

@@ -14,19 +14,29 @@
 //!   accepted once, every event on one of the channels that provider is configured
 //!   for (the ledger then moves only messages sent on the event's channel).
 //! - `GET /unsubscribe?t=<token>`: a confirmation page (a link scanner that
-//!   follows the link changes nothing); `POST` with `List-Unsubscribe=One-Click`
-//!   (RFC 8058) revokes the consent the signed token names, through the same
-//!   consent path as `set_consent`, with source `one-click-unsubscribe`.
+//!   follows the link changes nothing), which also links to the person's preference
+//!   center; `POST` with `List-Unsubscribe=One-Click` (RFC 8058) revokes the consent
+//!   the signed token names, through the same consent path as `set_consent`, with
+//!   source `one-click-unsubscribe`.
+//! - `GET /preferences?t=<token>` and `POST /preferences`: the preference center
+//!   ([`preferences`]), a signed link to a person's page of topics by channel.
 //!
 //! Refusals: 400 malformed, 401 unsigned (or no secret for that provider), 403
 //! forged, stale, replayed, from an untrusted source or on a channel the provider
-//! is not configured for, 404/405 elsewhere, 503
-//! when a store or a secret is unavailable (the sender retries).
+//! is not configured for, 404/405 elsewhere, 410 an expired preference link, 503
+//! when a store or a secret is unavailable (the sender retries). The two pages
+//! answer with an HTML page, the others with text.
+//!
+//! Every answer carries `Content-Security-Policy` (nothing but inline style, forms posting
+//! to this origin only, never framed), `X-Frame-Options: DENY`, `Referrer-Policy:
+//! no-referrer` (a page's URL holds its token), `Cache-Control: no-store` and
+//! `X-Content-Type-Options: nosniff`.
 //!
 //! The unsubscribe key and the providers' secrets are in Secrets Manager, read when a
 //! request first needs them and kept for a few minutes: a provider added to the secret
 //! is accepted without a redeploy.
 
+pub mod preferences;
 pub mod sns;
 
 #[cfg(feature = "aws")]
@@ -39,6 +49,7 @@ use herald::config::{ConfigError, LedgerConfig, Lookup, optional, required};
 use herald::contract::{ConsentSource, SetConsent};
 use herald::domain::Channel;
 use herald::domain::contact::redact_contacts;
+use herald::domain::preferences::Lang;
 use herald::domain::receipts::{ProviderReceipt, ProviderReport};
 use herald::domain::unsubscribe::{self, TokenError, Unsubscribe, UnsubscribeKey};
 use herald::domain::webhook::{self, Provider, ProviderKey, SnsMessage, SnsMessageError};
@@ -50,6 +61,18 @@ use std::sync::Arc;
 
 /// The consent source recorded for a one-click unsubscribe.
 pub const UNSUBSCRIBE_SOURCE: &str = "one-click-unsubscribe";
+
+/// What every answer carries (see the module's documentation).
+pub const SECURITY_HEADERS: [(http::HeaderName, &str); 5] = [
+    (
+        http::header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (http::header::X_FRAME_OPTIONS, "DENY"),
+    (http::header::REFERRER_POLICY, "no-referrer"),
+    (http::header::CACHE_CONTROL, "no-store"),
+    (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
 
 /// Request bodies above this are refused unread (Function URLs allow 6 MB).
 const MAX_BODY: usize = 256 * 1024;
@@ -63,6 +86,8 @@ pub struct Config {
     pub unsubscribe_key_secret: String,
     /// The secret (ARN) holding the custom providers' secrets (see [`parse_providers`]).
     pub provider_secrets_secret: String,
+    /// Where the preference center's topics are (`topics.toml`, pushed beside the templates).
+    pub templates_table: String,
     pub settings: Settings,
 }
 
@@ -85,6 +110,7 @@ impl Config {
             receipts_queue_url: required(get, "HERALD_RECEIPTS_QUEUE_URL")?,
             unsubscribe_key_secret: required(get, "HERALD_UNSUBSCRIBE_KEY_SECRET")?,
             provider_secrets_secret: required(get, "HERALD_WEBHOOK_SECRETS_SECRET")?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
             settings: Settings { sns_topics },
         })
     }
@@ -158,14 +184,16 @@ impl<U: Send + Sync, P: Secret<Providers>> Secret<Providers> for Secrets<U, P> {
 }
 
 /// What the webhook function needs: SNS signature checks (with their certificate
-/// fetcher), consents, the receipts queue, the replay guard and the secrets (both
-/// [`Secret<UnsubscribeKey>`] and [`Secret<Providers>`], such as [`Secrets`]).
-pub struct Deps<F, R, Q, G, S> {
+/// fetcher), consents, the receipts queue, the replay guard, the secrets (both
+/// [`Secret<UnsubscribeKey>`] and [`Secret<Providers>`], such as [`Secrets`]) and the
+/// preference center's topics.
+pub struct Deps<F, R, Q, G, S, T> {
     pub sns: SnsVerifier<F>,
     pub recipients: R,
     pub receipts: Q,
     pub replay: G,
     pub secrets: S,
+    pub topics: T,
     pub settings: Settings,
 }
 
@@ -183,7 +211,7 @@ pub struct WebRequest {
 }
 
 impl WebRequest {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 
@@ -228,12 +256,15 @@ impl WebResponse {
     }
 
     pub fn into_function_url(self) -> LambdaFunctionUrlResponse {
+        use http::header;
         let mut response = LambdaFunctionUrlResponse::default();
         response.status_code = i64::from(self.status);
-        response.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(self.content_type));
-        // The unsubscribe pages must not be cached or framed by anyone.
-        response.headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-        response.headers.insert(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY"));
+        let headers = &mut response.headers;
+        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(self.content_type));
+        // The pages hold signed tokens: never cached, framed, sniffed or sent on as a referrer.
+        for (name, value) in SECURITY_HEADERS {
+            headers.insert(name, http::HeaderValue::from_static(value));
+        }
         response.body = Some(self.body);
         response
     }
@@ -253,6 +284,9 @@ pub enum Refusal {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A link that worked once and has expired.
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -265,11 +299,12 @@ impl Refusal {
             Refusal::Forbidden(_) => 403,
             Refusal::NotFound => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::Gone(_) => 410,
             Refusal::Unavailable(_) => 503,
         }
     }
 
-    fn unavailable(err: PortError) -> Self {
+    pub(crate) fn unavailable(err: PortError) -> Self {
         Refusal::Unavailable(format!("temporarily unavailable, retry later ({})", short(&err)))
     }
 }
@@ -286,8 +321,8 @@ fn short(err: &PortError) -> &'static str {
 
 // ---------------------------------------------------------------- the handler
 
-pub async fn handler<F, R, Q, G, S>(
-    deps: &Deps<F, R, Q, G, S>,
+pub async fn handler<F, R, Q, G, S, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     event: lambda_runtime::LambdaEvent<LambdaFunctionUrlRequest>,
 ) -> Result<LambdaFunctionUrlResponse, lambda_runtime::Error>
 where
@@ -296,22 +331,28 @@ where
     Q: ReceiptInbox,
     G: ReplayGuard,
     S: Secret<UnsubscribeKey> + Secret<Providers>,
+    T: TopicStore,
 {
     let response = match WebRequest::from_function_url(event.payload) {
         Ok(request) => handle(deps, &request, Utc::now()).await,
-        Err(refusal) => refused("request", &refusal),
+        Err(refusal) => refused("request", &refusal, Lang::En),
     };
     Ok(response.into_function_url())
 }
 
 /// Routes one request and turns the outcome into a response.
-pub async fn handle<F, R, Q, G, S>(deps: &Deps<F, R, Q, G, S>, request: &WebRequest, now: DateTime<Utc>) -> WebResponse
+pub async fn handle<F, R, Q, G, S, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
+    request: &WebRequest,
+    now: DateTime<Utc>,
+) -> WebResponse
 where
     F: CertFetcher,
     R: RecipientStore,
     Q: ReceiptInbox,
     G: ReplayGuard,
     S: Secret<UnsubscribeKey> + Secret<Providers>,
+    T: TopicStore,
 {
     let path = request.path.trim_end_matches('/');
     let (route, result) = if request.body.len() > MAX_BODY {
@@ -324,6 +365,9 @@ where
             }
             ("GET" | "HEAD", "/unsubscribe") => ("unsubscribe", unsubscribe_page(deps, request, now).await),
             ("POST", "/unsubscribe") => ("unsubscribe", unsubscribe(deps, request, now).await),
+            ("GET" | "HEAD", preferences::PATH) => ("preferences", preferences::page(deps, request, now).await),
+            ("POST", preferences::PATH) => ("preferences", preferences::save(deps, request, now).await),
+            (_, preferences::PATH) => ("preferences", Err(Refusal::MethodNotAllowed)),
             (_, "/sns" | "/unsubscribe") => ("request", Err(Refusal::MethodNotAllowed)),
             (_, p) if p.starts_with("/providers/") => ("request", Err(Refusal::MethodNotAllowed)),
             _ => ("request", Err(Refusal::NotFound)),
@@ -334,11 +378,12 @@ where
             metrics::count("Webhooks", &[("Route", route), ("Outcome", "accepted")]);
             response
         }
-        Err(refusal) => refused(route, &refusal),
+        Err(refusal) => refused(route, &refusal, preferences::request_lang(request)),
     }
 }
 
-fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
+/// The answer to a refused request; a page of the preference center's in `lang`.
+fn refused(route: &'static str, refusal: &Refusal, lang: Lang) -> WebResponse {
     let status = refusal.status();
     // The reason may quote the request (a parser error): no address or number in the log.
     tracing::warn!(route, status, reason = %redact_contacts(&refusal.to_string()), "webhook refused");
@@ -346,11 +391,14 @@ fn refused(route: &'static str, refusal: &Refusal) -> WebResponse {
         400 => "malformed",
         401 => "unsigned",
         403 => "forbidden",
+        410 => "expired",
         503 => "unavailable",
         _ => "not_found",
     };
     metrics::count("Webhooks", &[("Route", route), ("Outcome", outcome)]);
-    if route == "unsubscribe" {
+    if route == "preferences" {
+        preferences::error_page(refusal, lang)
+    } else if route == "unsubscribe" {
         WebResponse::html(status, page("This link cannot be used", &escape(&refusal.to_string())))
     } else {
         WebResponse::text(status, refusal.to_string())
@@ -367,8 +415,8 @@ fn sns_refusal(e: SnsMessageError) -> Refusal {
     }
 }
 
-async fn sns<F, R, Q, G, S>(
-    deps: &Deps<F, R, Q, G, S>,
+async fn sns<F, R, Q, G, S, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<WebResponse, Refusal>
@@ -432,8 +480,8 @@ where
 
 // ---------------------------------------------------------------- custom providers
 
-async fn provider<F, R, Q, G, S>(
-    deps: &Deps<F, R, Q, G, S>,
+async fn provider<F, R, Q, G, S, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     name: &str,
     request: &WebRequest,
     now: DateTime<Utc>,
@@ -485,7 +533,7 @@ where
 /// The request was handed on: a second use of its key is a replay from now on. Should
 /// this write fail, the key stays pending and a replay after its hold (two minutes) is
 /// handed on again, which receipts apply idempotently: a warning, not a failure.
-async fn confirm<F, R, Q, G: ReplayGuard, S>(deps: &Deps<F, R, Q, G, S>, replay_key: &str) {
+async fn confirm<F, R, Q, G: ReplayGuard, S, T>(deps: &Deps<F, R, Q, G, S, T>, replay_key: &str) {
     if let Err(e) = deps.replay.confirm(replay_key).await {
         tracing::warn!(error = %e, "could not confirm a handed-on request to the replay guard");
     }
@@ -493,17 +541,18 @@ async fn confirm<F, R, Q, G: ReplayGuard, S>(deps: &Deps<F, R, Q, G, S>, replay_
 
 // ---------------------------------------------------------------- one-click unsubscribe
 
-async fn token<F, R, Q, G, S: Secret<UnsubscribeKey>>(
-    deps: &Deps<F, R, Q, G, S>,
+async fn token<F, R, Q, G, S: Secret<UnsubscribeKey>, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     request: &WebRequest,
     now: DateTime<Utc>,
-) -> Result<Unsubscribe, Refusal> {
+) -> Result<(Unsubscribe, Arc<UnsubscribeKey>), Refusal> {
     let raw = request.query.get("t").ok_or_else(|| Refusal::Malformed("the link carries no token".into()))?;
-    let key = deps.secrets.current().await.map_err(Refusal::unavailable)?;
-    unsubscribe::verify(raw, &key, now).map_err(|e| match e {
+    let key: Arc<UnsubscribeKey> = deps.secrets.current().await.map_err(Refusal::unavailable)?;
+    let u = unsubscribe::verify(raw, &key, now).map_err(|e| match e {
         TokenError::Malformed => Refusal::Malformed(e.to_string()),
         TokenError::BadSignature | TokenError::Expired => Refusal::Forbidden(e.to_string()),
-    })
+    })?;
+    Ok((u, key))
 }
 
 fn scope(u: &Unsubscribe) -> String {
@@ -514,25 +563,26 @@ fn scope(u: &Unsubscribe) -> String {
 }
 
 /// GET changes nothing: mail scanners follow links. The page posts the one-click form.
-async fn unsubscribe_page<F, R, Q, G, S: Secret<UnsubscribeKey>>(
-    deps: &Deps<F, R, Q, G, S>,
+async fn unsubscribe_page<F, R, Q, G, S: Secret<UnsubscribeKey>, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<WebResponse, Refusal> {
-    let u = token(deps, request, now).await?;
+    let (u, key) = token(deps, request, now).await?;
     let token = request.query.get("t").map(|t| escape(t)).unwrap_or_default();
     let body = format!(
         "<p>Stop receiving {}?</p>\
          <form method=\"post\" action=\"?t={token}\">\
          <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-         <button type=\"submit\">Unsubscribe</button></form>",
-        scope(&u)
+         <button type=\"submit\">Unsubscribe</button></form>{}",
+        scope(&u),
+        preferences_link(&u, &key, now)
     );
     Ok(WebResponse::html(200, page("Unsubscribe", &body)))
 }
 
-async fn unsubscribe<F, R, Q, G, S>(
-    deps: &Deps<F, R, Q, G, S>,
+async fn unsubscribe<F, R, Q, G, S, T>(
+    deps: &Deps<F, R, Q, G, S, T>,
     request: &WebRequest,
     now: DateTime<Utc>,
 ) -> Result<WebResponse, Refusal>
@@ -540,7 +590,7 @@ where
     R: RecipientStore,
     S: Secret<UnsubscribeKey>,
 {
-    let u = token(deps, request, now).await?;
+    let (u, key) = token(deps, request, now).await?;
     if !is_one_click(&request.body) {
         return Err(Refusal::Malformed("the body must be List-Unsubscribe=One-Click (RFC 8058)".into()));
     }
@@ -559,7 +609,14 @@ where
         "Unsubscribes",
         &[("Channel", u.channel.as_str()), ("Topic", u.topic.as_ref().map_or("*", |t| t.as_str()))],
     );
-    Ok(WebResponse::html(200, page("Unsubscribed", &format!("<p>You will no longer receive {}.</p>", scope(&u)))))
+    let body = format!("<p>You will no longer receive {}.</p>{}", scope(&u), preferences_link(&u, &key, now));
+    Ok(WebResponse::html(200, page("Unsubscribed", &body)))
+}
+
+/// The unsubscribe pages' way to the person's preference center (every topic and channel).
+fn preferences_link(u: &Unsubscribe, key: &UnsubscribeKey, now: DateTime<Utc>) -> String {
+    let href = preferences::link_from_unsubscribe(&u.recipient, u.expires_at, key, now);
+    format!("<p><a href=\"{}\" id=\"preferences\">Choose what else you receive</a></p>", escape(&href))
 }
 
 /// `List-Unsubscribe=One-Click`, form-encoded (what mail providers send) or as a
@@ -628,6 +685,7 @@ mod tests {
                 ("HERALD_RECEIPTS_QUEUE_URL", "http://q"),
                 ("HERALD_UNSUBSCRIBE_KEY_SECRET", "arn:key"),
                 ("HERALD_WEBHOOK_SECRETS_SECRET", "arn:providers"),
+                ("HERALD_TEMPLATES_TABLE", "templates"),
                 ("HERALD_SNS_TOPIC_ARNS", "arn:a, ,arn:b,"),
             ]
             .iter()

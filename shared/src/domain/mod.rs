@@ -11,6 +11,7 @@ pub mod ids;
 pub mod jobs;
 pub mod journey;
 pub mod ledger;
+pub mod preferences;
 pub mod profile;
 pub mod push;
 pub mod receipts;
@@ -18,6 +19,7 @@ pub mod recipient;
 pub mod segment;
 pub mod sms;
 pub mod template;
+pub mod topics;
 pub mod unsubscribe;
 pub mod webhook;
 

@@ -207,6 +207,10 @@ pub struct RecipientView {
 
 /// The name templates see the person by.
 pub const RECIPIENT_VAR: &str = "recipient";
+/// The link to the person's preference center, which an email part may place itself (set
+/// by email dispatch when the stack serves the page; a marketing email whose part does not
+/// use it gets a footer with it).
+pub const PREFERENCES_URL_VAR: &str = "preferences_url";
 /// What `recipient` holds.
 const RECIPIENT_FIELDS: [&str; 4] = ["id", "attributes", "locale", "timezone"];
 
@@ -448,6 +452,22 @@ impl CompiledTemplate {
         })
     }
 
+    /// The locale the email part is rendered in for a person of `locale` (none without an email part).
+    pub fn email_locale(&self, locale: Option<&str>) -> Option<&str> {
+        self.parts_for(Channel::Email, locale).ok().map(|(l, _)| l)
+    }
+
+    /// Whether the email part rendered for `locale` uses `var` in its HTML and in its text.
+    pub fn email_uses(&self, locale: Option<&str>, var: &str) -> (bool, bool) {
+        let Some(locale) = self.email_locale(locale) else { return (false, false) };
+        let uses = |part: &str| {
+            self.env
+                .get_template(&part_name(locale, Channel::Email, part))
+                .is_ok_and(|t| t.undeclared_variables(false).contains(var))
+        };
+        (uses("html"), uses("text"))
+    }
+
     pub fn render_sms(
         &self,
         locale: Option<&str>,
@@ -582,7 +602,13 @@ impl CompiledTemplate {
                  name the data otherwise"
             ));
         }
-        let mut herald_vars = vec![RECIPIENT_VAR];
+        if declared.contains(PREFERENCES_URL_VAR) {
+            problems.push(format!(
+                "variables: {PREFERENCES_URL_VAR} is Herald's own (the link to the person's preference center): \
+                 name the data otherwise"
+            ));
+        }
+        let mut herald_vars = vec![RECIPIENT_VAR, PREFERENCES_URL_VAR];
         if let Some(digest) = &self.doc.digest {
             herald_vars.extend(DIGEST_VARS);
             if !(1..=crate::domain::digest::MAX_FIRST).contains(&digest.items) {
@@ -1180,6 +1206,31 @@ mod tests {
         let mut broken = doc();
         broken.locales.get_mut("en").unwrap().sms = Some(SmsPart { text: "{{ oops".into() });
         assert!(matches!(CompiledTemplate::compile(broken), Err(TemplateError::Syntax { .. })));
+    }
+
+    #[test]
+    fn preferences_url_is_heralds_own_and_its_use_is_known_per_part() {
+        let doc: TemplateDoc = serde_json::from_value(serde_json::json!({
+            "name": "promo", "channels": ["email"], "default_locale": "en", "variables": ["offer"],
+            "locales": {
+                "en": {"email": {"subject": "{{ offer }}", "html": "<a href=\"{{ preferences_url }}\">prefs</a>", "text": "{{ offer }}"}},
+                "fr": {"email": {"subject": "{{ offer }}", "html": "<p>{{ offer }}</p>", "text": "Gérer : {{ preferences_url }}"}},
+            }
+        }))
+        .unwrap();
+        let t = CompiledTemplate::compile(doc.clone()).unwrap();
+        assert!(t.check().is_empty(), "{:?}", t.check());
+        assert_eq!(t.email_uses(None, PREFERENCES_URL_VAR), (true, false));
+        assert_eq!(t.email_uses(Some("fr-CA"), PREFERENCES_URL_VAR), (false, true));
+        assert_eq!((t.email_locale(Some("fr-CA")), t.email_locale(Some("de"))), (Some("fr"), Some("en")));
+        assert_eq!(greeting("{{ code }}").email_uses(None, PREFERENCES_URL_VAR), (false, false), "no email part");
+        let url = "https://h.example/preferences?t=a.b";
+        let data = data(serde_json::json!({"offer": "20% off", PREFERENCES_URL_VAR: url}));
+        assert!(t.render_email(None, &data, &nobody()).unwrap().html.contains("href=\"https:"));
+        let mut declared = doc;
+        declared.variables.push(PREFERENCES_URL_VAR.into());
+        let problems = CompiledTemplate::compile(declared).unwrap().check();
+        assert!(problems.iter().any(|p| p.contains("preferences_url is Herald's own")), "{problems:?}");
     }
 
     fn digest_doc(digest: Value, sms: &str) -> TemplateDoc {

@@ -42,7 +42,7 @@ impl UnsubscribeKey {
         Ok(Self(mac))
     }
 
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+    pub(crate) fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.0.clone();
         mac.update(payload);
         mac
@@ -77,18 +77,29 @@ fn payload(u: &Unsubscribe) -> String {
 
 /// The token for `u`, safe in a URL query as it is (base64url, no padding, one `.`).
 pub fn sign(u: &Unsubscribe, key: &UnsubscribeKey) -> String {
-    let payload = payload(u);
+    seal(&payload(u), key)
+}
+
+/// `base64url(payload) "." base64url(HMAC-SHA256(key, payload))`: the form of every link
+/// token signed with this key (each kind of token starts its payload with its own version
+/// tag, so one kind never reads as another).
+pub(crate) fn seal(payload: &str, key: &UnsubscribeKey) -> String {
     let tag = key.mac(payload.as_bytes()).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// Checks the signature first (in constant time), then reads the fields, then the expiry.
-pub fn verify(token: &str, key: &UnsubscribeKey, now: DateTime<Utc>) -> Result<Unsubscribe, TokenError> {
+/// The payload of a [`seal`]ed token, its signature checked (in constant time).
+pub(crate) fn open(token: &str, key: &UnsubscribeKey) -> Result<String, TokenError> {
     let (payload, tag) = token.split_once('.').ok_or(TokenError::Malformed)?;
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
     key.mac(&payload).verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
-    let text = std::str::from_utf8(&payload).map_err(|_| TokenError::Malformed)?;
+    String::from_utf8(payload).map_err(|_| TokenError::Malformed)
+}
+
+/// Checks the signature first (in constant time), then reads the fields, then the expiry.
+pub fn verify(token: &str, key: &UnsubscribeKey, now: DateTime<Utc>) -> Result<Unsubscribe, TokenError> {
+    let text = open(token, key)?;
     let fields: Vec<&str> = text.split('|').collect();
     let [version, recipient, channel, topic, expiry] = fields[..] else {
         return Err(TokenError::Malformed);

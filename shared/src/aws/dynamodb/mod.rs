@@ -41,6 +41,7 @@ mod replay;
 mod schedule;
 mod suppression;
 mod templates;
+mod topics;
 
 pub use broadcasts::STATE_CACHE;
 pub use caps::DynamoCaps;
@@ -51,6 +52,7 @@ pub use replay::DynamoReplayGuard;
 pub use schedule::DynamoSchedule;
 pub use suppression::DynamoSuppression;
 pub use templates::{DynamoTemplates, Pushed, parse_kind, parse_platform};
+pub use topics::DynamoTopics;
 
 type Item = HashMap<String, AttributeValue>;
 
