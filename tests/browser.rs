@@ -1,19 +1,23 @@
 //! The pages people see, in a real browser: Debian's headless Chromium driven through
 //! chromedriver (`driver`), against the webhook function served on its local Function URL,
-//! with the stack on moto. Used with the keyboard only (Tab, Space, Enter).
+//! with the stack on moto: the one-click unsubscribe page and the preference center, used
+//! with the keyboard only (Tab, Space, Enter), their error pages for forged and expired
+//! links, and what a save changes (the consent records, the next notifications).
 //!
 //! Each test also takes a PNG of the pages it visits: into `HERALD_SCREENSHOTS` when set
 //! (`make screenshots` sets docs/img), else under the target directory.
 
 mod driver;
 
+use crate::preferences::{audit, consents, from_page, link, outcome, person, serve};
 use crate::support::*;
 use crate::webhooks::{audit_sources, link_for, news_consent};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::TimeDelta;
 use driver::{Browser, png_size};
-use herald_cli::web::WebFront;
+use herald::domain::preferences;
+use serde_json::json;
 use std::path::PathBuf;
 
 /// Where the screenshot `name` goes.
@@ -39,12 +43,18 @@ fn forge(token: &str, who: &str, other: &str) -> String {
     format!("{}.{tag}", URL_SAFE_NO_PAD.encode(text.replace(who, other)))
 }
 
+/// The preference center's topic names (topics.toml) and its words for "email" and the switch.
+const NEWS: &str = "News and the weekly digest";
+const OFFERS: &str = "Offers and sales";
+const STOP_ALL: &str = "Stop all marketing messages";
+const SAVE: &str = "Save preferences";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unsubscribe_page_revokes_consent_with_the_keyboard_alone() {
     let t = TestStack::without_functions().await;
-    let web = WebFront::start(&t.stack, &t.sdk).await.unwrap();
-    let url = web.url("WebhooksFunction").expect("the webhook function is served").to_owned();
+    let (_web, url, _key) = serve(&t).await;
     let (ana, bob) = (format!("ana-{}", t.tag), format!("bob-{}", t.tag));
+    person(&t, &ana, json!({"email": format!("ana.{}@example.org", t.tag)}), &[("email", Some("news"))]).await;
     let token = link_for(&t, &ana, TimeDelta::days(30)).await;
     let browser = Browser::start().await.unwrap();
 
@@ -68,12 +78,13 @@ async fn the_unsubscribe_page_revokes_consent_with_the_keyboard_alone() {
     }
 
     // Opening the link changes nothing (mail scanners follow links)...
+    let signup = Some((true, "signup-form".to_owned()));
     browser.open(&format!("{url}/unsubscribe?t={token}")).await.unwrap();
     assert_eq!(browser.title().await.unwrap(), "Unsubscribe");
     let text = browser.text().await.unwrap();
     assert!(text.contains("Stop receiving email messages about news?"), "{text}");
     screenshot(&browser, "unsubscribe").await;
-    assert_eq!(news_consent(&t, &ana).await, None);
+    assert_eq!(news_consent(&t, &ana).await, signup);
 
     // ...the person confirms with Tab and Enter: the form's POST revokes exactly that consent.
     browser.activate("Unsubscribe").await.unwrap();
@@ -82,10 +93,105 @@ async fn the_unsubscribe_page_revokes_consent_with_the_keyboard_alone() {
     assert!(text.contains("You will no longer receive email messages about news."), "{text}");
     screenshot(&browser, "unsubscribe-done").await;
     assert_eq!(news_consent(&t, &ana).await, Some((false, webhooks::UNSUBSCRIBE_SOURCE.to_owned())));
-    assert_eq!(audit_sources(&t, &ana).await, [webhooks::UNSUBSCRIBE_SOURCE]);
+    assert_eq!(audit_sources(&t, &ana).await, ["signup-form", webhooks::UNSUBSCRIBE_SOURCE]);
     assert_eq!(news_consent(&t, &bob).await, None);
 
+    // Its link to the preference center (followed with Tab and Enter) shows the news by email off.
+    browser.activate("Choose what else you receive").await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Your notification preferences");
+    assert!(!browser.checked(Some(NEWS), "Email").await.unwrap());
+
     browser.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preference_center_with_the_keyboard_alone_and_the_next_notifications_follow_it() {
+    let t = TestStack::new().await;
+    let (_web, url, key) = serve(&t).await;
+    let tag = &t.tag;
+    let (ana, address) = (format!("ana-{tag}"), format!("ana.{tag}@example.org"));
+    person(&t, &ana, json!({"email": address}), &[("email", Some("news"))]).await;
+    let bea = format!("bea-{tag}");
+    person(&t, &bea, json!({"email": format!("bea.{tag}@example.org"), "locale": "fr-FR"}), &[]).await;
+    let browser = Browser::start().await.unwrap();
+
+    // A forged link (ana's, changed to name bea) and an expired one: their error page, no form.
+    let page = format!("{url}{}", link(&key, &ana, TimeDelta::days(1)));
+    let token = page.split_once("t=").unwrap().1;
+    let forged = format!("{url}/preferences?t={}", forge(token, &ana, &bea));
+    let expired = format!("{url}{}", link(&key, &ana, TimeDelta::seconds(-1)));
+    for (name, target, title, says) in [
+        ("forged", forged, "This link cannot be used", "This link was not issued by us"),
+        ("expired", expired, "This link has expired", "ask our support team to send you a new one"),
+    ] {
+        browser.open(&target).await.unwrap();
+        assert_eq!(browser.title().await.unwrap(), title, "{name}");
+        let error = browser.text_of("#error").await.unwrap().unwrap_or_default();
+        assert!(error.contains(says), "{name}: {error}");
+        assert!(browser.tab_to(None, SAVE).await.is_err(), "{name}: no form");
+        screenshot(&browser, &format!("preferences-{name}")).await;
+    }
+    let before = audit(&t, &bea).await.len();
+    assert_eq!(before, 0, "the forged link wrote nothing for bea");
+    let before = audit(&t, &ana).await;
+
+    // The page shows what ana gets now.
+    browser.open(&page).await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Your notification preferences");
+    assert_eq!(browser.lang().await.unwrap(), "en");
+    assert!(browser.checked(Some(NEWS), "Email").await.unwrap());
+    assert!(!browser.checked(Some(OFFERS), "Email").await.unwrap());
+    assert!(!browser.checked(None, STOP_ALL).await.unwrap());
+    screenshot(&browser, "preferences").await;
+
+    // Two toggles with Tab and Space (news by email off, offers by email on), the focus drawn
+    // where it is; saved with Enter.
+    browser.set_checkbox(Some(NEWS), "Email", false).await.unwrap();
+    let (width, style) = browser.focus_outline().await.unwrap();
+    assert!(width >= 2.0 && style != "none", "the focused checkbox has no visible outline: {width}px {style}");
+    browser.set_checkbox(Some(OFFERS), "Email", true).await.unwrap();
+    assert_eq!(audit(&t, &ana).await, before, "nothing is recorded before saving");
+    browser.activate(SAVE).await.unwrap();
+    let status = browser.text_of("[role=status]").await.unwrap();
+    assert_eq!(status.as_deref(), Some("Your preferences have been saved."));
+    assert!(!browser.checked(Some(NEWS), "Email").await.unwrap());
+    assert!(browser.checked(Some(OFFERS), "Email").await.unwrap());
+    screenshot(&browser, "preferences-saved").await;
+
+    // The two changes, and nothing else, each recorded with the page's source.
+    let now = consents(&t, &ana).await;
+    assert_eq!(now["email:news"], (false, preferences::SOURCE.to_owned()));
+    assert_eq!(now["email:promotions"], (true, preferences::SOURCE.to_owned()));
+    let mut recorded = from_page(&audit(&t, &ana).await);
+    recorded.sort();
+    assert_eq!(recorded, [("email:news".to_owned(), false), ("email:promotions".to_owned(), true)]);
+
+    // The next notifications follow: the offer is emailed, the news is not.
+    let notify = |key: String, topic: &str, headline: &str| {
+        json!({"idempotency_key": key, "recipient": ana, "template": "weekly_digest", "kind": "marketing",
+               "topic": topic, "channels": ["email"], "data": {"headline": headline}})
+        .to_string()
+    };
+    let (offer, news) = (format!("{tag}-offer"), format!("{tag}-news"));
+    t.publish(&[notify(offer.clone(), "promotions", "Spring sale"), notify(news.clone(), "news", "New arrivals")])
+        .await;
+    t.wait_idle().await;
+    let (status, reason) = outcome(&t, &offer).await;
+    assert!(matches!(status.as_str(), "sent" | "delivered"), "{status} {reason:?}");
+    assert_eq!(outcome(&t, &news).await, ("suppressed".into(), Some("opted_out".into())));
+    let data = provider_data().await;
+    let emails = emails_to(&data, &address);
+    assert_eq!(emails.len(), 1);
+    assert!(emails[0].to_string().contains("Spring sale"), "{}", emails[0]);
+
+    // The same page in bea's language (her profile's locale).
+    browser.open(&format!("{url}{}", link(&key, &bea, TimeDelta::days(1)))).await.unwrap();
+    assert_eq!(browser.lang().await.unwrap(), "fr");
+    assert_eq!(browser.title().await.unwrap(), "Vos préférences de notification");
+    screenshot(&browser, "preferences-fr").await;
+
+    browser.quit().await.unwrap();
+    t.stop().await;
 }
 
 /// The driver itself, on a page served here: labels found per fieldset (and ambiguous ones
