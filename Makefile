@@ -1,13 +1,18 @@
 # Herald. `make demo` and `make test` work on a fresh machine: they install what
-# they need (the pinned Python tools of requirements-dev.txt; Rust crates via cargo).
+# they need (the pinned Python tools of requirements-dev.txt; Rust crates via cargo; Debian's
+# chromium and chromium-driver for the browser tests, with apt-get as root or through sudo).
 
 CARGO ?= cargo
 # A Python with moto and cfn-lint at the pinned versions (installs them into .venv if needed).
 PYTHON = $(shell scripts/python.sh)
+# Runs the command after it with Debian's Chromium and its chromedriver, installed by scripts/chromium.sh when
+# missing; a failed install stops the recipe (the browser tests would fail anyway, less clearly).
+WITH_CHROMIUM = chromium=$$(scripts/chromium.sh) && driver=$$(scripts/chromium.sh --driver) && \
+	HERALD_CHROMIUM="$$chromium" HERALD_CHROMEDRIVER="$$driver"
 # Where cargo builds: target/, unless CARGO_TARGET_DIR (or a cargo config) moves it. Asked of cargo.
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: demo local test fmt lint unit check-templates cfn-lint smoke-local deps clean build infra-test sam-validate chaos chaos-short
+.PHONY: demo local test fmt lint unit browser screenshots check-templates cfn-lint smoke-local deps clean build infra-test sam-validate chaos chaos-short
 
 ## demo: start moto on loopback, create the stack from template.yaml, run every function, send samples, print a
 ## report; fails when a row differs from what it should be (part of `make test`)
@@ -30,8 +35,19 @@ lint:
 	@for f in $(FUNCTIONS); do $(CARGO) pkgid -p $$f 2>/dev/null | grep -q "/functions/$$f#" \
 	  || { echo "functions/$$f: cargo --package $$f does not name it alone (make build would fail)"; exit 1; }; done
 
+## unit: every Rust test, the browser tests (tests/browser.rs) among them
 unit:
-	HERALD_PYTHON=$(PYTHON) $(CARGO) test --workspace
+	$(WITH_CHROMIUM) HERALD_PYTHON=$(PYTHON) $(CARGO) test --workspace
+
+## browser: only the browser tests: the unsubscribe and preference pages in headless Chromium, keyboard only
+browser:
+	$(WITH_CHROMIUM) HERALD_PYTHON=$(PYTHON) $(CARGO) test --workspace --test herald -- browser::
+
+## screenshots: the browser tests, saving the pages they see as docs/img/*.png (for the README)
+screenshots:
+	$(WITH_CHROMIUM) HERALD_SCREENSHOTS=$(CURDIR)/docs/img HERALD_PYTHON=$(PYTHON) \
+	  $(CARGO) test --workspace --test herald -- browser::
+	@ls -l docs/img/*.png
 
 ## check-templates: every template (and its use of the profile), campaign, segment, journey and the topics, with the code that uses them
 check-templates:

@@ -5,6 +5,7 @@
 mod adapters;
 mod bodies;
 mod broadcasts;
+mod browser;
 mod campaign_results;
 mod contract_schema;
 mod digests;

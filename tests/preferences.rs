@@ -78,14 +78,14 @@ fn assert_secure(a: &Answer) {
 }
 
 /// The webhook function served on loopback, and the stack's signing key.
-async fn serve(t: &TestStack) -> (WebFront, String, UnsubscribeKey) {
+pub(crate) async fn serve(t: &TestStack) -> (WebFront, String, UnsubscribeKey) {
     let web = WebFront::start(&t.stack, &t.sdk).await.unwrap();
     let url = web.url("WebhooksFunction").expect("the webhook function is served").to_owned();
     let key = UnsubscribeKey::new(t.stack.secret_value(&t.sdk, UNSUBSCRIBE_KEY).await.unwrap()).unwrap();
     (web, url, key)
 }
 
-fn link(key: &UnsubscribeKey, who: &str, ttl: TimeDelta) -> String {
+pub(crate) fn link(key: &UnsubscribeKey, who: &str, ttl: TimeDelta) -> String {
     let link = PreferenceLink::new(RecipientId::new(who).unwrap(), Utc::now(), ttl);
     format!("/preferences?t={}", preferences::sign(&link, key))
 }
@@ -111,13 +111,13 @@ fn recipients(t: &TestStack) -> DynamoRecipients {
 }
 
 /// Each consent of a person: `channel:topic` -> (granted, source).
-async fn consents(t: &TestStack, who: &str) -> BTreeMap<String, (bool, String)> {
+pub(crate) async fn consents(t: &TestStack, who: &str) -> BTreeMap<String, (bool, String)> {
     let r = recipients(t).get(&RecipientId::new(who).unwrap()).await.unwrap().unwrap_or_default();
     r.consents.iter().map(|(scope, c)| (scope.key(), (c.granted, c.source.as_str().to_owned()))).collect()
 }
 
 /// The consent audit of a person: (`channel:topic`, granted, source), oldest first.
-async fn audit(t: &TestStack, who: &str) -> Vec<(String, bool, String)> {
+pub(crate) async fn audit(t: &TestStack, who: &str) -> Vec<(String, bool, String)> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let out = aws_sdk_dynamodb::Client::new(&t.sdk)
         .query()
@@ -139,12 +139,12 @@ async fn audit(t: &TestStack, who: &str) -> Vec<(String, bool, String)> {
         .collect()
 }
 
-fn from_page(audit: &[(String, bool, String)]) -> Vec<(String, bool)> {
+pub(crate) fn from_page(audit: &[(String, bool, String)]) -> Vec<(String, bool)> {
     audit.iter().filter(|(_, _, s)| s == preferences::SOURCE).map(|(k, g, _)| (k.clone(), *g)).collect()
 }
 
 /// A person as a producer would create them, through the recipients store.
-async fn person(t: &TestStack, who: &str, profile: serde_json::Value, grants: &[(&str, Option<&str>)]) {
+pub(crate) async fn person(t: &TestStack, who: &str, profile: serde_json::Value, grants: &[(&str, Option<&str>)]) {
     let mut upsert = profile;
     upsert["recipient"] = who.into();
     let upsert: UpsertRecipient = serde_json::from_value(upsert).unwrap();
@@ -163,7 +163,7 @@ async fn person(t: &TestStack, who: &str, profile: serde_json::Value, grants: &[
     }
 }
 
-async fn outcome(t: &TestStack, key: &str) -> (String, Option<String>) {
+pub(crate) async fn outcome(t: &TestStack, key: &str) -> (String, Option<String>) {
     let e = t.entry(key).await.unwrap_or_else(|| panic!("{key} is in the ledger"));
     (e.status.as_str().to_owned(), e.reason)
 }

@@ -731,7 +731,7 @@ async fn unsubscribe_key(t: &TestStack) -> UnsubscribeKey {
     UnsubscribeKey::new(key).unwrap()
 }
 
-async fn link_for(t: &TestStack, who: &str, expires_in: TimeDelta) -> String {
+pub(crate) async fn link_for(t: &TestStack, who: &str, expires_in: TimeDelta) -> String {
     let u = Unsubscribe {
         recipient: RecipientId::new(who).unwrap(),
         channel: Channel::Email,
@@ -749,7 +749,7 @@ pub(crate) async fn news_consent(t: &TestStack, who: &str) -> Option<(bool, Stri
 }
 
 /// The sources of the consent audit items of a recipient.
-async fn audit_sources(t: &TestStack, who: &str) -> Vec<String> {
+pub(crate) async fn audit_sources(t: &TestStack, who: &str) -> Vec<String> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let out = aws_sdk_dynamodb::Client::new(&t.sdk)
         .query()
