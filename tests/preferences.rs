@@ -18,7 +18,6 @@ use herald_cli::local::UNSUBSCRIBE_KEY;
 use herald_cli::web::WebFront;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -34,23 +33,8 @@ struct Answer {
 
 /// One HTTP/1.1 request to the local Function URL.
 async fn http(url: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let authority = url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    stream.write_all(format!("{head}\r\n{body}").as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
+    let a = herald_cli::web::request(url, method, target, headers, body).await.unwrap();
+    Answer { status: a.status, headers: a.headers.into_iter().collect(), body: a.body }
 }
 
 async fn get(url: &str, target: &str, lang: Option<&str>) -> Answer {

@@ -806,14 +806,9 @@ async fn one_click_unsubscribe_revokes_the_signed_consent_and_nothing_else() {
 
 // ---------------------------------------------------------------- local mode and the HTTPS fetcher
 
-async fn http(url: &str, request: &str) -> (u16, String) {
-    let authority = url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+async fn http(url: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let answer = herald_cli::web::request(url, method, target, headers, body).await.unwrap();
+    (answer.status, answer.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,17 +819,14 @@ async fn the_local_function_url_serves_the_webhook_function_over_http() {
     let who = format!("cy-{}", t.tag);
     let token = link_for(&t, &who, TimeDelta::days(1)).await;
 
-    let (status, page) = http(&url, &format!("GET /unsubscribe?t={token} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+    let (status, page) = http(&url, "GET", &format!("/unsubscribe?t={token}"), &[], "").await;
     assert_eq!(status, 200, "{page}");
-    let body = "List-Unsubscribe=One-Click";
-    let post = format!(
-        "POST /unsubscribe?t={token} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    assert_eq!(http(&url, &post).await.0, 200);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let one_click = http(&url, "POST", &format!("/unsubscribe?t={token}"), &form, "List-Unsubscribe=One-Click").await;
+    assert_eq!(one_click.0, 200);
     assert_eq!(news_consent(&t, &who).await, Some((false, webhooks::UNSUBSCRIBE_SOURCE.to_owned())));
-    assert_eq!(http(&url, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n").await.0, 404);
-    assert_eq!(http(&url, "POST /sns HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.0, 400);
+    assert_eq!(http(&url, "GET", "/elsewhere", &[], "").await.0, 404);
+    assert_eq!(http(&url, "POST", "/sns", &[], "{}").await.0, 400);
 }
 
 #[tokio::test]
