@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+mod pages;
+
 /// One sample request and what the demo expects of it: `expect` in words, `want` as the
 /// report's columns must read (checked: `make demo` fails when a row differs).
 struct Sample {
@@ -311,7 +313,11 @@ pub async fn run(local: &Local) -> anyhow::Result<Outcome> {
     all.extend(after);
     let (mut report, mut differences) = report(local, &ledger, &all, &sent_ids).await?;
     report.push_str(&broadcast(local, &ledger).await?);
-    for section in [digest_section(local, &ledger).await?, journey_section(local, &ledger, journey_version).await?] {
+    for section in [
+        digest_section(local, &ledger).await?,
+        journey_section(local, &ledger, journey_version).await?,
+        pages::preference_section(local, &ledger).await?,
+    ] {
         report.push_str(&section.0);
         differences += section.1;
     }
