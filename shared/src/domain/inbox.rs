@@ -393,10 +393,8 @@ mod tests {
         assert_eq!(a.at(), at(1_764_500_000_123));
         assert_eq!(a.message_id(), &id(1));
         // Lexical order of sort keys is time order, whatever the digits.
-        let keys: Vec<String> = [9, 10, 999, 1_000, 1_764_500_000_123]
-            .iter()
-            .map(|ms| PublicId::new(at(*ms), id(2)).sort_key())
-            .collect();
+        let keys: Vec<String> =
+            [9, 10, 999, 1_000, 1_764_500_000_123].iter().map(|ms| PublicId::new(at(*ms), id(2)).sort_key()).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
@@ -524,12 +522,8 @@ mod tests {
     fn claims_name_a_person_for_a_while() {
         let now = DateTime::from_timestamp(1_764_500_000, 0).unwrap();
         let t = now.timestamp() as f64;
-        let claims = |sub: &str, exp: f64, iat: Option<f64>, nbf: Option<f64>| UserClaims {
-            sub: sub.to_owned(),
-            exp,
-            iat,
-            nbf,
-        };
+        let claims =
+            |sub: &str, exp: f64, iat: Option<f64>, nbf: Option<f64>| UserClaims { sub: sub.to_owned(), exp, iat, nbf };
         assert_eq!(claims("ana", t + 60.0, Some(t), None).check(now), Ok(RecipientId::new("ana").unwrap()));
         assert!(claims("ana", t - 10.0, None, None).check(now).is_ok(), "within the leeway");
         let cases = [
