@@ -324,9 +324,12 @@ pub const TOKEN_LEEWAY_SECS: i64 = 30;
 /// `exp` required; `iat` and `nbf` optional. Other claims are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserClaims {
-    pub sub: String,
-    /// Seconds since the epoch (a JWT NumericDate may have a fraction).
-    pub exp: f64,
+    /// Required (absent only in a token that is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Seconds since the epoch (a JWT NumericDate may have a fraction). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,6 +339,8 @@ pub struct UserClaims {
 /// Why a token's claims are refused (its signature held).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimsError {
+    #[error("the token lacks a required claim (sub, exp)")]
+    Missing,
     #[error("the token has expired")]
     Expired,
     #[error("the token is not valid yet")]
@@ -347,23 +352,24 @@ pub enum ClaimsError {
 impl UserClaims {
     /// The person the token speaks for, if it is valid at `now`.
     pub fn check(&self, now: DateTime<Utc>) -> Result<RecipientId, ClaimsError> {
+        let (Some(sub), Some(exp)) = (&self.sub, self.exp) else { return Err(ClaimsError::Missing) };
         let now = now.timestamp() as f64;
         let leeway = TOKEN_LEEWAY_SECS as f64;
-        if !self.exp.is_finite() || self.exp + leeway <= now {
+        if !exp.is_finite() || exp + leeway <= now {
             return Err(ClaimsError::Expired);
         }
         let future = |t: Option<f64>| t.is_some_and(|t| !t.is_finite() || t - leeway > now);
         if future(self.nbf) || future(self.iat) {
             return Err(ClaimsError::NotYetValid);
         }
-        RecipientId::new(self.sub.as_str()).map_err(|_| ClaimsError::BadSubject)
+        RecipientId::new(sub.as_str()).map_err(|_| ClaimsError::BadSubject)
     }
 
     /// Claims for `recipient`, valid from `now` for `ttl`.
     pub fn for_recipient(recipient: &RecipientId, now: DateTime<Utc>, ttl: TimeDelta) -> Self {
         Self {
-            sub: recipient.to_string(),
-            exp: (now + ttl).timestamp() as f64,
+            sub: Some(recipient.to_string()),
+            exp: Some((now + ttl).timestamp() as f64),
             iat: Some(now.timestamp() as f64),
             nbf: None,
         }
@@ -522,8 +528,12 @@ mod tests {
     fn claims_name_a_person_for_a_while() {
         let now = DateTime::from_timestamp(1_764_500_000, 0).unwrap();
         let t = now.timestamp() as f64;
-        let claims =
-            |sub: &str, exp: f64, iat: Option<f64>, nbf: Option<f64>| UserClaims { sub: sub.to_owned(), exp, iat, nbf };
+        let claims = |sub: &str, exp: f64, iat: Option<f64>, nbf: Option<f64>| UserClaims {
+            sub: Some(sub.to_owned()),
+            exp: Some(exp),
+            iat,
+            nbf,
+        };
         assert_eq!(claims("ana", t + 60.0, Some(t), None).check(now), Ok(RecipientId::new("ana").unwrap()));
         assert!(claims("ana", t - 10.0, None, None).check(now).is_ok(), "within the leeway");
         let cases = [
@@ -533,12 +543,14 @@ mod tests {
             (claims("ana", t + 60.0, None, Some(t + 3600.0)), ClaimsError::NotYetValid),
             (claims("ana#b", t + 60.0, None, None), ClaimsError::BadSubject),
             (claims("", t + 60.0, None, None), ClaimsError::BadSubject),
+            (UserClaims { exp: None, ..claims("ana", t, None, None) }, ClaimsError::Missing),
+            (UserClaims { sub: None, ..claims("ana", t + 60.0, None, None) }, ClaimsError::Missing),
         ];
         for (c, expected) in cases {
             assert_eq!(c.check(now), Err(expected), "{c:?}");
         }
         let minted = UserClaims::for_recipient(&RecipientId::new("bo").unwrap(), now, TimeDelta::hours(1));
-        assert_eq!((minted.exp, minted.iat), (t + 3600.0, Some(t)));
+        assert_eq!((minted.exp, minted.iat), (Some(t + 3600.0), Some(t)));
         assert!(minted.check(now + TimeDelta::minutes(59)).is_ok());
         assert_eq!(minted.check(now + TimeDelta::minutes(61)), Err(ClaimsError::Expired));
     }
