@@ -5,6 +5,7 @@
 pub mod broadcast;
 pub mod demo;
 pub mod funnel;
+pub mod inbox;
 pub mod journeys;
 pub mod local;
 pub mod moto;
