@@ -10,6 +10,7 @@ mod contract_schema;
 mod digests;
 mod dispatching;
 mod idempotency;
+mod inbox;
 mod journeys;
 mod pipeline;
 mod privacy;
