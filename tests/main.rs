@@ -12,6 +12,7 @@ mod digests;
 mod dispatching;
 mod dlq;
 mod idempotency;
+mod inbox;
 mod journeys;
 mod pipeline;
 mod preferences;

@@ -107,6 +107,8 @@ pub const LOCAL_PROVIDER: &str = "local";
 /// The template's secrets, by logical id: the custom providers' and the unsubscribe key.
 pub const PROVIDER_SECRETS: &str = "WebhookProviderSecrets";
 pub const UNSUBSCRIBE_KEY: &str = "UnsubscribeKey";
+/// The key the team's backend signs inbox user tokens with.
+pub const INBOX_TOKEN_KEY: &str = "InboxTokenKey";
 
 /// A secret for a local stack: 64 hex digits, different for every stack and run.
 fn local_secret(prefix: &str) -> String {

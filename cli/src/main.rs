@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use herald_cli::local::{Local, PROVIDER_SECRETS, UNSUBSCRIBE_KEY, repo_root};
+use herald_cli::local::{INBOX_TOKEN_KEY, Local, PROVIDER_SECRETS, UNSUBSCRIBE_KEY, repo_root};
 use std::path::PathBuf;
 
 /// Herald: run the pipeline locally, check templates, read the ledger.
@@ -61,6 +61,11 @@ enum Command {
         key: String,
         #[arg(long, env = "HERALD_LEDGER_TABLE")]
         table: String,
+    },
+    /// The in-app inbox: a user token (support, the demo) and a person's messages through the API.
+    Inbox {
+        #[command(subcommand)]
+        command: InboxCommand,
     },
     /// Broadcasts: send a campaign to a segment, pause, resume or cancel it, follow it.
     Broadcast {
@@ -178,6 +183,35 @@ enum BroadcastCommand {
         campaign: String,
         #[arg(long, env = "HERALD_INGEST_QUEUE_URL")]
         queue: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InboxCommand {
+    /// Mint a user token for a recipient, signed with the stack's inbox token key (read from
+    /// Secrets Manager with the standard AWS environment). Prints the token only.
+    Token {
+        recipient: String,
+        /// How long it is valid: 30s, 15m, 1h, 7d (at most 30 days).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The InboxTokenKeyArn output (`herald local` prints it).
+        #[arg(long, env = "HERALD_INBOX_TOKEN_SECRET")]
+        secret: String,
+    },
+    /// A recipient's messages as the team's app gets them: counts, then newest first.
+    List {
+        recipient: String,
+        /// all, unread, unseen or archived.
+        #[arg(long, default_value = "all")]
+        status: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The InboxUrl output (`herald local` prints it).
+        #[arg(long, env = "HERALD_INBOX_URL")]
+        url: String,
+        #[arg(long, env = "HERALD_INBOX_TOKEN_SECRET")]
+        secret: String,
     },
 }
 
@@ -346,6 +380,9 @@ async fn main() -> anyhow::Result<()> {
                 println!("{var}={}", local.stack.secret_value(&local.sdk, secret).await?);
             }
             println!("HERALD_WEBHOOK_SECRETS_SECRET={}", local.stack.secret(PROVIDER_SECRETS)?);
+            // For `herald inbox token` and `herald inbox list`.
+            println!("HERALD_INBOX_URL={}", local.web.url("InboxFunction").context("InboxFunction URL")?);
+            println!("HERALD_INBOX_TOKEN_SECRET={}", local.stack.secret(INBOX_TOKEN_KEY)?);
             println!("# Herald is running; publish to the ingest queue (any credentials work). Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             local.runner.stop().await;
@@ -551,6 +588,19 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Inbox { command: InboxCommand::Token { recipient, ttl, secret } } => {
+            init_logs("warn");
+            let ttl = herald::domain::duration::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let sdk = herald::aws::sdk_config().await;
+            println!("{}", herald_cli::inbox::token(&sdk, &secret, &recipient, ttl, chrono::Utc::now()).await?);
+        }
+        Command::Inbox { command: InboxCommand::List { recipient, status, limit, url, secret } } => {
+            init_logs("warn");
+            let sdk = herald::aws::sdk_config().await;
+            let ttl = chrono::TimeDelta::minutes(5);
+            let token = herald_cli::inbox::token(&sdk, &secret, &recipient, ttl, chrono::Utc::now()).await?;
+            print!("{}", herald_cli::inbox::list(&url, &token, &status, limit).await?);
         }
         Command::Funnel { campaign, table, templates_table, global_control_percent } => {
             init_logs("warn");

@@ -28,6 +28,9 @@ pub enum Delivery {
     Failed { reason: Reason, detail: String },
     /// Throttled or transient: try again later.
     Retry(String),
+    /// Nothing to do, and nothing done: delivered already (a copy of the job), or the message
+    /// went another way. Only a channel that [`Deliver::records_delivery`] says it.
+    Already(String),
 }
 
 impl Delivery {
@@ -54,6 +57,17 @@ pub trait Deliver: Send + Sync {
     /// holds for [`RECEIPT_WAIT`], so that a late copy of the job waits for the receipt
     /// rather than sending again.
     fn receipts_record_send(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Deliver::deliver`] records the delivery in the ledger itself: a channel whose
+    /// delivery is a write to a store of Herald's own, idempotent per message, with no
+    /// provider that could send twice (the in-app inbox). Dispatch then takes no claim and
+    /// records no send: the channel records the message `delivered` with
+    /// [`Ledger::record_delivery`] and writes its store, two writes in all. `deliver` must
+    /// return `Failed` only before it recorded anything, so that a fallback finds the
+    /// message free, and `Already` when the ledger shows there is nothing to do.
+    fn records_delivery(&self) -> bool {
         false
     }
 
@@ -307,6 +321,9 @@ where
         let detail = format!("no template named {}", job.request.template);
         return finish(deps, job, Status::Failed, Reason::UnknownTemplate, &detail, now).await;
     };
+    if deliver.records_delivery() {
+        return deliver_recorded(deps, deliver, job, record, &template, now).await;
+    }
     // Names this attempt: a retried write of its own claim recognizes it; another copy of
     // the job, or a redelivery after this attempt died, does not.
     let token = crate::attempt::token();
@@ -388,6 +405,59 @@ where
             // next channel takes its own cap slots.
             let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
             persist(ctx, "letting the claim go", id, || deps.ledger.release_send(&claim, Some(note.clone()))).await?;
+            give_back(&deps.caps, job).await;
+            let body = serde_json::to_string(&job.fallback(now)).map_err(|e| PortError::Unknown(e.into()))?;
+            Ok(Step::FallBack(body))
+        }
+        Delivery::Failed { reason, detail } => finish(deps, job, Status::Failed, reason, &detail, now).await,
+        Delivery::Already(why) => {
+            // Only a channel that records its own delivery says this; nothing was claimed for it.
+            tracing::warn!(message_id = %id, channel = %channel, why, "nothing to deliver");
+            persist(ctx, "letting the claim go", id, || deps.ledger.release_send(&claim, None)).await?;
+            Ok(Step::Done)
+        }
+    }
+}
+
+/// [`dispatch`] for a channel that [`Deliver::records_delivery`]: no claim (its store is
+/// idempotent per message, and its `record_delivery` is the guard against a second
+/// delivery), no record of the send.
+async fn deliver_recorded<L, T, O, C, D>(
+    deps: &DispatchDeps<L, T, O, C>,
+    deliver: &D,
+    job: &DispatchJob,
+    record: &Record,
+    template: &CompiledTemplate,
+    now: DateTime<Utc>,
+) -> PortResult<Step>
+where
+    L: Ledger,
+    O: Outbox,
+    C: CapCounter,
+    D: Deliver,
+{
+    let (id, channel) = (&job.message_id, job.channel());
+    let labels = [("Stage", "dispatch"), ("Channel", channel.as_str()), ("Template", job.request.template.as_str())];
+    match deliver.deliver(job, template).await {
+        Delivery::Sent { .. } => {
+            tracing::info!(message_id = %id, channel = %channel, template_version = template.doc.version, "delivered");
+            metrics::count("Sent", &labels);
+            Ok(Step::Done)
+        }
+        Delivery::Already(why) => {
+            tracing::info!(message_id = %id, channel = %channel, outcome = "duplicate", why, "nothing to deliver: dropped");
+            Ok(Step::Done)
+        }
+        Delivery::Retry(why) => {
+            metrics::count("Retried", &labels);
+            Ok(back_off(deps, job, record, why, now).await)
+        }
+        Delivery::Failed { reason, detail } if job.may_fall_back => {
+            tracing::info!(message_id = %id, channel = %channel, reason = %reason, "channel failed: falling back");
+            metrics::count("FellBack", &labels);
+            // Nothing was recorded: the failure goes in the history, the next channel claims as usual.
+            let note = Transition::new(Status::Failed, now).reason(reason).channel(channel).detail(detail);
+            deps.ledger.note(id, note).await?;
             give_back(&deps.caps, job).await;
             let body = serde_json::to_string(&job.fallback(now)).map_err(|e| PortError::Unknown(e.into()))?;
             Ok(Step::FallBack(body))

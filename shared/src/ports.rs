@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
+mod inbox;
 mod journeys;
+pub use inbox::{InboxCounts, InboxPage, InboxStore, Marked, Stored};
 pub use journeys::{Advanced, JourneyStore, Journeys};
 
 /// A provider or store failure, classified so the caller knows what to do.
@@ -158,6 +160,34 @@ pub enum Claimed {
     /// Another attempt claimed the send until `until` and has recorded nothing since:
     /// it may still be sending, or have died. Look again then.
     Held { until: DateTime<Utc> },
+    /// No such message in the ledger (expired by TTL, or never admitted).
+    Unknown,
+}
+
+/// A delivery that is a write to a store of Herald's own (the in-app inbox), recorded in
+/// the ledger before the store is written: see [`Ledger::record_delivery`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoredDelivery<'a> {
+    pub id: &'a MessageId,
+    pub channel: Channel,
+    /// The message's id in that store, should this be its first delivery there.
+    pub reference: &'a str,
+    /// `all` mode: the channel is delivered beside the others.
+    pub per_channel: bool,
+    pub variant: Option<&'a str>,
+    pub template_version: u32,
+    pub at: DateTime<Utc>,
+}
+
+/// What came of [`Ledger::record_delivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The message is `delivered` on the channel under `reference`: this call's (`first`)
+    /// or an earlier attempt's, whose store may not have happened. Store it under that reference.
+    Delivered { reference: String, first: bool },
+    /// The message went another way (sent on another channel, or closed: suppressed,
+    /// expired, failed): nothing to store.
+    Elsewhere,
     /// No such message in the ledger (expired by TTL, or never admitted).
     Unknown,
 }
@@ -333,6 +363,14 @@ pub trait Ledger: Send + Sync {
     /// appending `note` to the history in the same write when given. Only the attempt
     /// that holds the claim (`token`) releases it, once: a second release is a no-op.
     fn release_send(&self, claim: &Claim<'_>, note: Option<Transition>) -> impl Future<Output = PortResult<()>> + Send;
+    /// For a channel whose delivery is a write to a store of Herald's own, idempotent per
+    /// reference (the in-app inbox): records the message `delivered` on `d.channel` under
+    /// `d.reference`, in one conditional write, while no send holds the message (in `all`
+    /// mode: while the channel has none); the store is written after. There is no claim
+    /// and no separate record of the send: a retry finds the reference recorded here
+    /// ([`Recorded::Delivered`] with `first: false`) and stores under it again, so that
+    /// a message reaches the store once however often its job runs.
+    fn record_delivery(&self, d: StoredDelivery<'_>) -> impl Future<Output = PortResult<Recorded>> + Send;
     /// Records the provider's id (and what an SMS cost) after a send on `channel`: from
     /// then on the claim never expires.
     fn record_sent(

@@ -1,3 +1,7 @@
+//! The inbox API function: a Function URL handler.
+// The handler future of a generic store, queue and key is deep for the layout computation.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use herald::config::process_env;
 use herald::lambda::{LambdaEvent, init_tracing, run, service_fn};

@@ -3,7 +3,7 @@
 use crate::{Config, Deps, Ports};
 use chrono::TimeDelta;
 use herald::aws::SdkConfig;
-use herald::aws::dynamodb::{DynamoJourneys, DynamoLedger, DynamoRecipients, DynamoTemplates};
+use herald::aws::dynamodb::{DynamoInbox, DynamoJourneys, DynamoLedger, DynamoRecipients, DynamoTemplates};
 use herald::aws::sns::{PlatformApps, SnsEndpoints};
 use herald::aws::sqs::{QueueUrls, SqsOutbox};
 
@@ -18,6 +18,7 @@ impl Ports for Aws {
     type Templates = DynamoTemplates;
     type Digests = DynamoLedger;
     type Journeys = DynamoJourneys;
+    type Inbox = DynamoInbox;
 }
 
 pub type AwsDeps = Deps<Aws>;
@@ -33,6 +34,7 @@ pub fn deps(sdk: &SdkConfig, config: &Config) -> AwsDeps {
         recipients: DynamoRecipients::new(dynamodb.clone(), &config.recipients_table),
         digests: DynamoLedger::new(dynamodb.clone(), &config.ledger.table),
         journeys: DynamoJourneys::new(dynamodb.clone(), &config.journeys_table),
+        inbox: DynamoInbox::new(dynamodb.clone(), &config.inbox_table),
         templates: DynamoTemplates::new(dynamodb, &config.templates_table, CAMPAIGN_LIST_TTL),
         scan_segments: config.broadcast_scan_segments,
         outbox: SqsOutbox::new(

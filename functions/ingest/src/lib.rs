@@ -40,6 +40,8 @@ pub struct Config {
     /// Each person's place in each journey; a journey's first step goes on the journey queue.
     pub journeys_table: String,
     pub journey_queue_url: String,
+    /// In-app inbox messages: erasure removes the person's.
+    pub inbox_table: String,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             fcm_app_arn: optional(get, "HERALD_FCM_APP_ARN"),
             journeys_table: required(get, "HERALD_JOURNEYS_TABLE")?,
             journey_queue_url: required(get, "HERALD_JOURNEY_QUEUE_URL")?,
+            inbox_table: required(get, "HERALD_INBOX_TABLE")?,
         })
     }
 }
@@ -78,6 +81,8 @@ pub trait Ports {
     type Digests: Digests;
     /// Where each person stands in each journey.
     type Journeys: Journeys;
+    /// Each person's in-app messages (erasure only).
+    type Inbox: InboxStore;
 }
 
 /// What ingest needs: the ledger (and broadcasts in it), the recipients, its queues, SNS
@@ -90,6 +95,7 @@ pub struct Deps<P: Ports> {
     pub templates: P::Templates,
     pub digests: P::Digests,
     pub journeys: P::Journeys,
+    pub inbox: P::Inbox,
     pub scan_segments: u32,
     pub dedupe_window: TimeDelta,
     pub retention: TimeDelta,
@@ -295,6 +301,8 @@ async fn remove<P: Ports>(deps: &Deps<P>, cmd: &PushTokenCommand) -> PortResult<
 
 async fn erase<P: Ports>(deps: &Deps<P>, recipient: &herald::domain::RecipientId) -> PortResult<()> {
     journeys::erase(deps, recipient).await?;
+    let removed = deps.inbox.erase(recipient).await?;
+    tracing::info!(recipient = %recipient, inbox_messages = removed, "inbox erased");
     for device in deps.recipients.erase(recipient).await? {
         delete_endpoint(deps, &device).await?;
     }

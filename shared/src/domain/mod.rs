@@ -8,6 +8,7 @@ pub mod digest;
 pub mod duration;
 pub mod eligibility;
 pub mod ids;
+pub mod inbox;
 pub mod jobs;
 pub mod journey;
 pub mod ledger;

@@ -139,6 +139,67 @@ impl DynamoLedger {
         }
     }
 
+    /// One conditional write of [`Ledger::record_delivery`]: the channel's reference, the
+    /// history and (`move_status`) the status `delivered`. `Err(item)`: refused, with the
+    /// item as it was (`None`: no such message).
+    async fn try_record_delivery(
+        &self,
+        d: &StoredDelivery<'_>,
+        condition: &str,
+        move_status: bool,
+    ) -> PortResult<Result<(), Option<Item>>> {
+        let mut t = Transition::new(Status::Delivered, d.at).channel(d.channel);
+        t.provider_id = Some(d.reference.to_owned());
+        let mut sets =
+            vec!["#cs = :ref", "template_version = :v", "history = list_append(if_not_exists(history, :empty), :h)"];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(d.id.as_str())))
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_names("#cs", ChannelClaim::of(d.channel).sent)
+            .expression_attribute_values(":ref", s(d.reference))
+            .expression_attribute_values(":v", n(d.template_version))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":h", history_entry(&t))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if move_status {
+            sets.push(
+                "#status = :status, #rank = :rank, channel = :channel, provider_id = if_not_exists(provider_id, :ref)",
+            );
+            req = req
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(Status::Delivered.as_str()))
+                .expression_attribute_values(":rank", n(Status::Delivered.rank()))
+                .expression_attribute_values(":channel", s(d.channel.as_str()));
+        }
+        if condition.contains(":sent") {
+            req = req
+                .expression_attribute_values(":sent", n(Status::Sent.rank()))
+                .expression_attribute_values(":now", n(d.at.timestamp()));
+        }
+        if condition.contains(":delivered") {
+            req = req.expression_attribute_values(":delivered", n(Status::Delivered.rank()));
+        }
+        if condition.contains(":closed") {
+            req = req.expression_attribute_values(":closed", n(Status::Rejected.rank()));
+        }
+        if let Some(v) = d.variant {
+            sets.push("variant = :variant");
+            req = req.expression_attribute_values(":variant", s(v));
+        }
+        match req.update_expression(format!("SET {}", sets.join(", "))).condition_expression(condition).send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Err(c.item().filter(|i| i.contains_key("pk")).cloned()))
+                }
+                _ => Err(classify("UpdateItem", e)),
+            },
+        }
+    }
+
     /// [`Ledger::transition`] with `extra` added to its condition.
     async fn advance_if(
         &self,
@@ -377,6 +438,48 @@ impl Ledger for DynamoLedger {
             req = req.expression_attribute_values(":seg", n(segments));
         }
         req.update_expression(update).send().await.map(|_| ()).map_err(|e| classify("UpdateItem", e))
+    }
+
+    async fn record_delivery(&self, d: StoredDelivery<'_>) -> PortResult<Recorded> {
+        // `first` mode: exactly when a claim would pass (nothing sent, or a send let go or run
+        // out without a provider id). `all` mode: while this channel has no delivery, and, for
+        // the status to move, while the message is below `delivered` (else see below).
+        let unsent = "attribute_exists(pk) AND (#rank < :sent OR (#rank = :sent AND claim_until < :now \
+                      AND attribute_not_exists(provider_id)))";
+        let condition = if d.per_channel {
+            "attribute_exists(pk) AND attribute_not_exists(#cs) AND #rank < :delivered"
+        } else {
+            unsent
+        };
+        let old = match self.try_record_delivery(&d, condition, true).await? {
+            Ok(()) => return Ok(Recorded::Delivered { reference: d.reference.to_owned(), first: true }),
+            Err(old) => old,
+        };
+        let sent = ChannelClaim::of(d.channel).sent;
+        // ALL_OLD saves a read; an endpoint that does not return it costs one GetItem.
+        let old = match old {
+            Some(item) => Some(item),
+            None => self.get_item(d.id.as_str()).await?,
+        };
+        let Some(old) = old else { return Ok(Recorded::Unknown) };
+        if let Some(earlier) = get_s(&old, &sent) {
+            return Ok(Recorded::Delivered { reference: earlier.to_owned(), first: false });
+        }
+        // `all` mode, another channel already past `delivered` (opened, or failed): this
+        // channel's delivery is recorded beside it, the status left as it is.
+        let open = get_n::<u8>(&old, "rank").is_some_and(|r| r < Status::Rejected.rank());
+        if !(d.per_channel && open) {
+            return Ok(Recorded::Elsewhere);
+        }
+        let beside = "attribute_exists(pk) AND attribute_not_exists(#cs) AND #rank < :closed";
+        match self.try_record_delivery(&d, beside, false).await? {
+            Ok(()) => Ok(Recorded::Delivered { reference: d.reference.to_owned(), first: true }),
+            Err(Some(old)) => Ok(match get_s(&old, &sent) {
+                Some(earlier) => Recorded::Delivered { reference: earlier.to_owned(), first: false },
+                None => Recorded::Elsewhere,
+            }),
+            Err(None) => Ok(Recorded::Unknown),
+        }
     }
 
     async fn remember_fallback(&self, provider_id: &str, job: &EligibilityJob, until: DateTime<Utc>) -> PortResult<()> {

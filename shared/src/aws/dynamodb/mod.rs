@@ -1,4 +1,4 @@
-//! DynamoDB adapters: the ledger, recipients, suppression, cap counters, templates.
+//! DynamoDB adapters: the ledger, recipients, suppression, cap counters, templates, the inbox.
 //!
 //! Write costs are the product's largest bill line, so each port operation is one
 //! request and items stay under 1 KB: the ledger holds ids and statuses, never
@@ -34,6 +34,7 @@ mod broadcasts;
 mod caps;
 mod devices;
 mod digests;
+mod inbox;
 mod journeys;
 mod ledger;
 mod recipients;
@@ -45,6 +46,7 @@ mod topics;
 
 pub use broadcasts::STATE_CACHE;
 pub use caps::DynamoCaps;
+pub use inbox::DynamoInbox;
 pub use journeys::DynamoJourneys;
 pub use ledger::DynamoLedger;
 pub use recipients::DynamoRecipients;
