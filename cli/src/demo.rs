@@ -317,6 +317,7 @@ pub async fn run(local: &Local) -> anyhow::Result<Outcome> {
         digest_section(local, &ledger).await?,
         journey_section(local, &ledger, journey_version).await?,
         pages::preference_section(local, &ledger).await?,
+        pages::inbox_section(local, &ledger).await?,
     ] {
         report.push_str(&section.0);
         differences += section.1;

@@ -90,3 +90,70 @@ pub(super) async fn preference_section(local: &Local, ledger: &DynamoLedger) -> 
         differ,
     ))
 }
+
+/// rae's order goes to her in-app inbox (`"channels": ["inbox"]`); the app lists her inbox
+/// with a user token her backend signed (here `herald inbox token`), and she reads it: the
+/// ledger moves to `opened`, as an email open does.
+pub(super) async fn inbox_section(local: &Local, ledger: &DynamoLedger) -> anyhow::Result<(String, usize)> {
+    let idle = Duration::from_secs(90);
+    eprintln!("herald demo: the in-app inbox");
+    let order = |key: &str, order: &str| {
+        json!({"idempotency_key": key, "recipient": "user-rae", "template": "order_shipped", "kind": "transactional",
+               "channels": ["inbox"], "data": {"order_id": order, "eta": "on Friday"}})
+        .to_string()
+    };
+    publish(local, &order("order-2001-inbox", "2001")).await?;
+    publish(local, &order("order-2002-inbox", "2002")).await?;
+    local.stack.wait_idle(&local.sdk, idle).await?;
+
+    let url = local.web.url("InboxFunction").context("the inbox API's URL")?;
+    let secret = local.stack.secret(crate::local::INBOX_TOKEN_KEY)?;
+    let token = crate::inbox::token(&local.sdk, secret, "user-rae", chrono::TimeDelta::minutes(10), Utc::now()).await?;
+    let before = crate::inbox::list(url, &token, "all", 10).await?;
+    let (status, page) = crate::inbox::get(url, "v1/messages?limit=10", &token).await?;
+    anyhow::ensure!(status == 200, "the inbox API answered {status}");
+    // The oldest of the two (the list is newest first): order 2001.
+    let first = page["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["data"]["order_id"] == "2001"))
+        .and_then(|m| m["id"].as_str())
+        .context("order 2001 is not in rae's inbox")?
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let read = request(url, "POST", &format!("/v1/messages/{first}/read"), &[("Authorization", &bearer)], "").await?;
+    local.stack.wait_idle(&local.sdk, idle).await?;
+    let after = crate::inbox::list(url, &token, "all", 10).await?;
+
+    let rows = [
+        Derived {
+            label: "rae: order 2001 (inbox), then read",
+            expect: "delivered to the inbox, opened",
+            want: Want("opened inbox -"),
+            key: "order-2001-inbox".into(),
+        },
+        Derived {
+            label: "rae: order 2002 (inbox)",
+            expect: "delivered to the inbox",
+            want: Want("delivered inbox -"),
+            key: "order-2002-inbox".into(),
+        },
+    ];
+    let (table, mut differ) = derived_rows(ledger, &rows).await?;
+    let counts_ok = before.starts_with("unseen 2 unread 2") && after.starts_with("unseen 1 unread 1");
+    if read.status != 200 || !counts_ok {
+        differ += 1;
+    }
+    let indent = |s: &str| s.lines().map(|l| format!("  {l}\n")).collect::<String>();
+    Ok((
+        format!(
+            "\n\nThe in-app inbox: two orders for rae with \"channels\": [\"inbox\"]; her app lists them \
+             (herald inbox list user-rae, through the inbox API with a user token):\n{}\
+             she reads order 2001 (POST /v1/messages/<id>/read: {}), and the app lists again: {}\n{}{table}",
+            indent(&before),
+            read.status,
+            if counts_ok { "ok" } else { "DIFFERS (expected 2 unread, then 1)" },
+            indent(&after),
+        ),
+        differ,
+    ))
+}
