@@ -16,6 +16,40 @@ use crate::ports::*;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::future::Future;
 
+/// What every dispatch function reads from its environment: the ledger, the templates and
+/// caps tables, its own queue (`HERALD_<CHANNEL>_QUEUE_URL`, for retry back-off) and the
+/// eligibility queue (for a fallback). A channel's crate adds only its own settings.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub channel: Channel,
+    pub ledger: crate::config::LedgerConfig,
+    pub templates_table: String,
+    pub caps_table: String,
+    /// The function's own queue.
+    pub queue_url: String,
+    pub retry: RetryPolicy,
+    pub eligibility_queue_url: String,
+}
+
+impl DispatchConfig {
+    pub fn from_lookup(get: crate::config::Lookup<'_>, channel: Channel) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{parsed, required};
+        let queue_var = format!("HERALD_{}_QUEUE_URL", channel.as_str().to_ascii_uppercase());
+        Ok(Self {
+            channel,
+            ledger: crate::config::LedgerConfig::from_lookup(get)?,
+            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
+            caps_table: required(get, "HERALD_CAPS_TABLE")?,
+            queue_url: required(get, &queue_var)?,
+            retry: RetryPolicy {
+                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
+                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
+            },
+            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+        })
+    }
+}
+
 /// The result of one channel's delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {

@@ -9,9 +9,9 @@
 //! template uses it, and never a footer.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, required};
+use herald::config::{ConfigError, Lookup, optional, required};
 use herald::contract::Kind;
-use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
+use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
@@ -26,13 +26,8 @@ pub mod aws;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub ledger: LedgerConfig,
-    pub templates_table: String,
-    pub caps_table: String,
-    /// The function's own queue (for retry back-off).
-    pub queue_url: String,
-    pub retry: RetryPolicy,
-    pub eligibility_queue_url: String,
+    /// What every dispatch function reads (herald::dispatch::DispatchConfig).
+    pub dispatch: DispatchConfig,
     pub from_address: String,
     pub configuration_set: Option<String>,
     /// Signs the one-click unsubscribe links of marketing email, with the key in the secret
@@ -43,15 +38,7 @@ pub struct Config {
 impl Config {
     pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
-            ledger: LedgerConfig::from_lookup(get)?,
-            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
-            caps_table: required(get, "HERALD_CAPS_TABLE")?,
-            queue_url: required(get, "HERALD_EMAIL_QUEUE_URL")?,
-            retry: RetryPolicy {
-                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
-                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-            },
-            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            dispatch: DispatchConfig::from_lookup(get, Channel::Email)?,
             from_address: required(get, "HERALD_FROM_ADDRESS")?,
             configuration_set: optional(get, "HERALD_SES_CONFIGURATION_SET"),
             unsubscribe: match (optional(get, "HERALD_UNSUBSCRIBE_KEY_SECRET"), optional(get, "HERALD_UNSUBSCRIBE_URL"))

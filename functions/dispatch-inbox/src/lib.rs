@@ -11,9 +11,9 @@
 //! inbox notification costs three writes: the admission, this ledger write, the store.
 
 use chrono::{TimeDelta, Utc};
-use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
+use herald::config::{ConfigError, Lookup, parsed, required};
 use herald::contract::Mode;
-use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
+use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
 use herald::domain::inbox::{InboxMessage, PublicId, expiry};
 use herald::domain::jobs::{Contact, DispatchJob};
@@ -28,13 +28,8 @@ pub mod aws;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub ledger: LedgerConfig,
-    pub templates_table: String,
-    pub caps_table: String,
-    /// The function's own queue (for retry back-off).
-    pub queue_url: String,
-    pub retry: RetryPolicy,
-    pub eligibility_queue_url: String,
+    /// What every dispatch function reads (herald::dispatch::DispatchConfig).
+    pub dispatch: DispatchConfig,
     pub inbox_table: String,
     /// How long a message stays in the inbox.
     pub retention_days: u32,
@@ -47,15 +42,7 @@ impl Config {
             return Err(ConfigError("HERALD_INBOX_RETENTION_DAYS must be 1 or more".into()));
         }
         Ok(Self {
-            ledger: LedgerConfig::from_lookup(get)?,
-            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
-            caps_table: required(get, "HERALD_CAPS_TABLE")?,
-            queue_url: required(get, "HERALD_INBOX_QUEUE_URL")?,
-            retry: RetryPolicy {
-                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
-                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-            },
-            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
+            dispatch: DispatchConfig::from_lookup(get, Channel::Inbox)?,
             inbox_table: required(get, "HERALD_INBOX_TABLE")?,
             retention_days,
         })

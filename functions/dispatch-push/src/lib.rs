@@ -5,8 +5,9 @@
 //! every device alone and holds the message: retried with back-off, then
 //! dead-lettered, and counted in `PushApplicationErrors` for the alarm.
 
-use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
-use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
+use herald::config::{ConfigError, Lookup, required};
+use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
+use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
 use herald::domain::push::{MAX_PAYLOAD_BYTES, payload_bytes, sns_message};
@@ -19,29 +20,16 @@ pub mod aws;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub ledger: LedgerConfig,
-    pub templates_table: String,
-    pub caps_table: String,
-    /// The function's own queue (for retry back-off).
-    pub queue_url: String,
-    pub retry: RetryPolicy,
+    /// What every dispatch function reads (herald::dispatch::DispatchConfig).
+    pub dispatch: DispatchConfig,
     pub recipients_table: String,
-    pub eligibility_queue_url: String,
 }
 
 impl Config {
     pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
-            ledger: LedgerConfig::from_lookup(get)?,
-            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
-            caps_table: required(get, "HERALD_CAPS_TABLE")?,
-            queue_url: required(get, "HERALD_PUSH_QUEUE_URL")?,
-            retry: RetryPolicy {
-                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
-                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-            },
+            dispatch: DispatchConfig::from_lookup(get, Channel::Push)?,
             recipients_table: required(get, "HERALD_RECIPIENTS_TABLE")?,
-            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
         })
     }
 }

@@ -2,9 +2,9 @@
 //! opted-out number is suppressed for every sender and the message falls back.
 
 use chrono::Utc;
-use herald::config::{ConfigError, LedgerConfig, Lookup, parsed, required};
+use herald::config::{ConfigError, Lookup, parsed, required};
 use herald::contract::Kind;
-use herald::dispatch::{Deliver, Delivery, DispatchDeps, RetryPolicy};
+use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::{Reason, SuppressionCause};
@@ -18,14 +18,9 @@ pub mod aws;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub ledger: LedgerConfig,
-    pub templates_table: String,
-    pub caps_table: String,
-    /// The function's own queue (for retry back-off).
-    pub queue_url: String,
-    pub retry: RetryPolicy,
+    /// What every dispatch function reads (herald::dispatch::DispatchConfig).
+    pub dispatch: DispatchConfig,
     pub suppression_table: String,
-    pub eligibility_queue_url: String,
     pub sms_type: SmsType,
     pub max_segments: usize,
 }
@@ -38,16 +33,8 @@ impl Config {
             other => return Err(ConfigError(format!("HERALD_SMS_TYPE={other:?} is not Transactional or Promotional"))),
         };
         Ok(Self {
-            ledger: LedgerConfig::from_lookup(get)?,
-            templates_table: required(get, "HERALD_TEMPLATES_TABLE")?,
-            caps_table: required(get, "HERALD_CAPS_TABLE")?,
-            queue_url: required(get, "HERALD_SMS_QUEUE_URL")?,
-            retry: RetryPolicy {
-                base_secs: parsed(get, "HERALD_RETRY_BASE_SECS", RetryPolicy::default().base_secs)?,
-                max_receives: parsed(get, "HERALD_MAX_RECEIVES", RetryPolicy::default().max_receives)?,
-            },
+            dispatch: DispatchConfig::from_lookup(get, Channel::Sms)?,
             suppression_table: required(get, "HERALD_SUPPRESSION_TABLE")?,
-            eligibility_queue_url: required(get, "HERALD_ELIGIBILITY_QUEUE_URL")?,
             sms_type,
             max_segments: parsed(get, "HERALD_SMS_MAX_SEGMENTS", 3)?,
         })

@@ -7,6 +7,8 @@
 
 #[cfg(any(feature = "dynamodb", feature = "secretsmanager"))]
 mod cache;
+#[cfg(all(feature = "dynamodb", feature = "sqs", feature = "lambda"))]
+pub mod dispatch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "https")]

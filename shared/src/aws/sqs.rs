@@ -22,6 +22,18 @@ pub struct QueueUrls {
 }
 
 impl QueueUrls {
+    /// These URLs with `url` as `channel`'s queue.
+    pub fn with_channel(mut self, channel: Channel, url: impl Into<String>) -> Self {
+        let slot = match channel {
+            Channel::Push => &mut self.push,
+            Channel::Email => &mut self.email,
+            Channel::Sms => &mut self.sms,
+            Channel::Inbox => &mut self.inbox,
+        };
+        *slot = Some(url.into());
+        self
+    }
+
     fn url(&self, to: Destination) -> Option<&str> {
         match to {
             Destination::Ingest => self.ingest.as_deref(),
