@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     t.section("2. Other scenarios, per notification (ingest to provider, receipts where SES sends them)");
-    let scenario_rows: [(&str, &[&str]); 5] = [
+    let scenario_rows: [(&str, &[&str]); 6] = [
         (
             "marketing with caps (2 campaigns per recipient, 1 sent)",
             &["marketing with caps", "marketing: delivery receipts"],
@@ -235,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         ("transactional push", &["transactional push"]),
         ("transactional push, email as fallback (kept for a late failure)", &["transactional push, email as fallback"]),
         ("transactional sms", &["transactional sms"]),
+        ("transactional inbox (stored: delivered, no receipt)", &["transactional inbox"]),
     ];
     let mut scenario_costs = BTreeMap::new();
     for (label, names) in scenario_rows {
@@ -636,6 +637,7 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
         setup.push(json!({"type": "upsert_recipient", "recipient": who("p", i)}).to_string());
         setup.push(json!({"type": "register_push_token", "recipient": who("p", i), "platform": "fcm", "token": format!("mem-tok-{i}")}).to_string());
         setup.push(json!({"type": "upsert_recipient", "recipient": who("s", i), "phone": format!("+1555{:07}", 2_000_000 + i)}).to_string());
+        setup.push(json!({"type": "upsert_recipient", "recipient": who("i", i)}).to_string());
     }
     scenarios::setup_phase(env, &pipe, "memory: setup", setup.len(), &setup).await?;
     let stack = pipe.stack.clone();
@@ -679,6 +681,7 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
         ("e", "EmailQueue", "dispatch-email", "order_shipped", json!({"channels": ["email"]})),
         ("p", "PushQueue", "dispatch-push", "order_shipped", json!({"channels": ["push"]})),
         ("s", "SmsQueue", "dispatch-sms", "security_code", json!({"channels": ["sms"], "data": {"code": "482913"}})),
+        ("i", "InboxQueue", "dispatch-inbox", "order_shipped", json!({"channels": ["inbox"]})),
     ] {
         let keys: Vec<(String, String)> =
             (0..10).map(|i| (format!("mem-{kind}-key-{i}"), format!("mem-{kind}-{i}@example.com"))).collect();
@@ -727,6 +730,15 @@ async fn memory_chain(env: &Env, root: &Path) -> anyhow::Result<BTreeMap<String,
     };
     let url_event = herald_cli::web::function_url_event(&request, 443).to_string();
     record(run("webhooks", url_event, "one request (a bad unsubscribe link)").await?);
+    let request = herald_cli::web::RawRequest {
+        method: "GET".into(),
+        path: "/v1/messages".into(),
+        query: "limit=20".into(),
+        headers: vec![("authorization".into(), "Bearer not-a-token".into())],
+        body: Vec::new(),
+    };
+    let url_event = herald_cli::web::function_url_event(&request, 443).to_string();
+    record(run("inbox", url_event, "one request (a forged user token)").await?);
     Ok(peaks)
 }
 

@@ -433,6 +433,8 @@ pub async fn main_run(env: &Env, pipe: &Pipeline, run: &str, sizes: Sizes) -> an
         // The same people, with email as the fallback: dispatch keeps the fallback job for
         // a late DeliveryFailure (one more write per push).
         ("transactional push, email as fallback", "pushed-or-mailed", json!(["push", "email"])),
+        // The same people, to their in-app inbox: stored, and delivered with it.
+        ("transactional inbox", "inboxed", json!(["inbox"])),
     ] {
         let keys: Vec<(String, String)> =
             (0..sizes.push).map(|i| (format!("{run}-{prefix}-{i}"), String::new())).collect();
