@@ -11,6 +11,7 @@ mod contract_schema;
 mod digests;
 mod dispatching;
 mod dlq;
+mod events;
 mod idempotency;
 mod inbox;
 mod journeys;

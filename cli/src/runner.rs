@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+mod streams;
+pub use streams::pattern_matches;
+
 type Invoke = Arc<
     dyn Fn(LambdaEvent<SqsEvent>) -> BoxFuture<'static, Result<SqsBatchResponse, lambda_runtime::Error>> + Send + Sync,
 >;
@@ -61,6 +64,18 @@ pub fn build(spec: &FunctionSpec, sdk: &SdkConfig) -> anyhow::Result<Handler> {
                 Box::pin(async move {
                     let request = serde_json::from_value(e.payload)?;
                     let response = inbox::handler(&d, LambdaEvent::new(request, e.context)).await?;
+                    Ok(serde_json::to_value(response)?)
+                })
+            })));
+        }
+        // A DynamoDB stream event source's function.
+        "events" => {
+            let deps = Arc::new(events::aws::deps(sdk, &events::Config::from_lookup(&get)?));
+            return Ok(Handler::Json(Arc::new(move |e: LambdaEvent<serde_json::Value>| {
+                let d = deps.clone();
+                Box::pin(async move {
+                    let event = serde_json::from_value(e.payload)?;
+                    let response = events::handler(&d, LambdaEvent::new(event, e.context)).await?;
                     Ok(serde_json::to_value(response)?)
                 })
             })));
@@ -213,6 +228,29 @@ impl Runner {
                         let every = Duration::from_secs(*every_secs);
                         let first = first.unwrap_or(every);
                         runner.tasks.push(tokio::spawn(tick(spec.name.clone(), every, first, invoke, stop.clone())));
+                    }
+                }
+                (Trigger::Streams(sources), Handler::Json(invoke)) => {
+                    let client = aws_sdk_dynamodbstreams::Client::new(sdks.map_or(sdk, |s| &s.event_source));
+                    for source in sources {
+                        let arn = stack
+                            .streams
+                            .get(&source.table)
+                            .with_context(|| format!("{}: no stream on {}", spec.name, source.table))?
+                            .clone();
+                        let paused = Arc::new(AtomicBool::new(false));
+                        runner.gates.push(paused.clone());
+                        let poller = streams::StreamPoller {
+                            client: client.clone(),
+                            arn,
+                            source: source.clone(),
+                            function: spec.name.clone(),
+                            timeout: Duration::from_secs(spec.timeout_secs),
+                            invoke: invoke.clone(),
+                            stop: stop.clone(),
+                            paused,
+                        };
+                        runner.tasks.push(tokio::spawn(poller.run()));
                     }
                 }
                 // Function URLs are served over HTTP by the local web front, not polled.

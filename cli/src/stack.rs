@@ -36,6 +36,19 @@ pub enum Trigger {
     Schedule { every_secs: u64 },
     /// A Lambda Function URL (HTTP).
     Url,
+    /// DynamoDB stream event sources (one per table).
+    Streams(Vec<StreamSource>),
+}
+
+/// A DynamoDB stream a function reads, as its event source mapping says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSource {
+    /// The table's logical id.
+    pub table: String,
+    pub batch_size: i32,
+    /// `FilterCriteria.Filters[].Pattern`: a record goes to the function when one matches
+    /// (or when there is none).
+    pub patterns: Vec<String>,
 }
 
 impl FunctionSpec {
@@ -69,6 +82,10 @@ pub struct Stack {
     pub params: HashMap<String, String>,
     pub queues: BTreeMap<String, Queue>,
     pub tables: BTreeMap<String, String>,
+    /// Stream ARNs of the tables with a `StreamSpecification`, by table logical id.
+    pub streams: BTreeMap<String, String>,
+    /// EventBridge buses (name, ARN), by logical id.
+    pub buses: BTreeMap<String, (String, String)>,
     pub topics: BTreeMap<String, String>,
     pub config_sets: BTreeMap<String, String>,
     /// Secrets Manager secrets' ARNs (what `!Ref` gives), by logical id.
@@ -123,6 +140,9 @@ impl Stack {
         {
             return Ok(t.clone());
         }
+        if let Some((bus, _)) = self.buses.get(name) {
+            return Ok(bus.clone());
+        }
         bail!("!Ref {name}: not a parameter or a resource created locally")
     }
 
@@ -135,7 +155,9 @@ impl Stack {
                 .or_else(|| {
                     self.tables.get(name).map(|t| format!("arn:aws:dynamodb:{}:{ACCOUNT_ID}:table/{t}", self.region))
                 })
-                .or_else(|| self.topics.get(name).cloned()),
+                .or_else(|| self.topics.get(name).cloned())
+                .or_else(|| self.buses.get(name).map(|(_, arn)| arn.clone())),
+            "StreamArn" => self.streams.get(name).cloned(),
             "QueueUrl" => self.queues.get(name).map(|q| q.url.clone()),
             "QueueName" => self.queues.get(name).and_then(|q| q.url.rsplit('/').next().map(str::to_owned)),
             "TopicName" => self.topics.get(name).and_then(|t| t.rsplit(':').next().map(str::to_owned)),
@@ -310,7 +332,10 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
 
     for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::DynamoDB::Table") {
         let name = format!("{prefix}{id}");
-        create_table(&dynamodb, &name, props).await.with_context(|| format!("creating table {name}"))?;
+        let stream = create_table(&dynamodb, &name, props).await.with_context(|| format!("creating table {name}"))?;
+        if let Some(arn) = stream {
+            stack.streams.insert(id.clone(), arn);
+        }
         stack.tables.insert(id.clone(), name);
     }
 
@@ -329,6 +354,14 @@ pub async fn create(sdk: &SdkConfig, template: &Value, prefix: &str, local: Loca
             req = req.attributes("RawMessageDelivery", stack.resolve(raw)?);
         }
         req.send().await.with_context(|| format!("creating subscription {id}"))?;
+    }
+
+    let eventbridge = aws_sdk_eventbridge::Client::new(sdk);
+    for (id, _, props) in all.iter().filter(|(_, t, _)| t == "AWS::Events::EventBus") {
+        // Its name carries the stack's (`${AWS::StackName}-events`): no prefix needed.
+        let name = stack.resolve(props.get("Name").context("EventBus Name")?)?;
+        let arn = eventbridge.create_event_bus().name(&name).send().await?.event_bus_arn.context("no bus ARN")?;
+        stack.buses.insert(id.clone(), (name, arn));
     }
 
     for (id, _, _) in all.iter().filter(|(_, t, _)| t == "AWS::SES::ConfigurationSet") {
@@ -396,9 +429,11 @@ async fn random_password(
     req.send().await?.random_password.context("no random password")
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<()> {
+/// Creates a table; returns its stream's ARN when it has one.
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<Option<String>> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+        StreamViewType, TimeToLiveSpecification,
     };
     let mut req = client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
     for def in props.get("AttributeDefinitions").and_then(Value::as_sequence).context("AttributeDefinitions")? {
@@ -419,7 +454,14 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
                 .build()?,
         );
     }
-    req.send().await?;
+    if let Some(stream) = props.get("StreamSpecification") {
+        let view = stream.get("StreamViewType").and_then(Value::as_str).context("StreamViewType")?;
+        req = req.stream_specification(
+            StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::from(view)).build()?,
+        );
+    }
+    let created = req.send().await?;
+    let stream = created.table_description.and_then(|t| t.latest_stream_arn);
     if let Some(ttl) = props.get("TimeToLiveSpecification") {
         let attribute = ttl.get("AttributeName").and_then(Value::as_str).context("TTL AttributeName")?;
         let enabled = ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(true);
@@ -432,7 +474,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
             .send()
             .await?;
     }
-    Ok(())
+    Ok(stream)
 }
 
 /// Whether a value names resource `id` (`!Ref id`, or `!GetAtt id.Arn` as a function name may).
@@ -469,13 +511,37 @@ fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -
         let number = |v: Option<&Value>| v.and_then(|v| stack.resolve(v).ok()).and_then(|v| v.parse::<i64>().ok());
         // An SQS event source: an AWS::Lambda::EventSourceMapping naming the function (what
         // template.yaml declares), or a SAM event of Type SQS.
-        let mapping = all
+        let mappings: Vec<&Value> = all
             .iter()
-            .find(|(_, t, p)| t == "AWS::Lambda::EventSourceMapping" && names(p.get("FunctionName"), id))
-            .map(|(_, _, p)| (p.get("EventSourceArn"), p.get("BatchSize")));
+            .filter(|(_, t, p)| t == "AWS::Lambda::EventSourceMapping" && names(p.get("FunctionName"), id))
+            .map(|(_, _, p)| p)
+            .collect();
+        let mut streams = Vec::new();
+        for m in &mappings {
+            let arn = stack.resolve(m.get("EventSourceArn").with_context(|| format!("{id}: EventSourceArn"))?)?;
+            let Some(table) = stack.streams.iter().find(|(_, s)| **s == arn).map(|(t, _)| t.clone()) else { continue };
+            let patterns = m
+                .get("FilterCriteria")
+                .and_then(|f| f.get("Filters"))
+                .and_then(Value::as_sequence)
+                .map(|filters| filters.iter().filter_map(|f| f.get("Pattern").map(|p| stack.resolve(p))).collect())
+                .transpose()?
+                .unwrap_or_default();
+            streams.push(StreamSource {
+                table,
+                batch_size: number(m.get("BatchSize")).unwrap_or(100) as i32,
+                patterns,
+            });
+        }
+        let mapping = mappings
+            .iter()
+            .find(|m| m.get("EventSourceArn").and_then(|a| stack.resolve(a).ok()).is_some_and(|a| a.contains(":sqs:")))
+            .map(|p| (p.get("EventSourceArn"), p.get("BatchSize")));
         let sqs_event =
             || of_type("SQS").and_then(|e| e.get("Properties")).map(|p| (p.get("Queue"), p.get("BatchSize")));
-        let trigger = if let Some((queue_ref, batch_size)) = mapping.or_else(sqs_event) {
+        let trigger = if !streams.is_empty() {
+            Trigger::Streams(streams)
+        } else if let Some((queue_ref, batch_size)) = mapping.or_else(sqs_event) {
             let queue_arn = stack.resolve(queue_ref.with_context(|| format!("{id}: event source queue"))?)?;
             let queue = stack
                 .queues
@@ -496,7 +562,7 @@ fn functions(stack: &Stack, template: &Value, all: &[(String, String, Value)]) -
         } else if props.get("FunctionUrlConfig").is_some() {
             Trigger::Url
         } else {
-            bail!("{id}: no SQS event, schedule or function URL")
+            bail!("{id}: no SQS event, stream, schedule or function URL")
         };
         let timeout_secs = number(props.get("Timeout").or(global("Timeout"))).unwrap_or(3) as u64;
         out.push(FunctionSpec { logical_id: id.clone(), name, env, trigger, timeout_secs });

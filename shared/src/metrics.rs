@@ -62,15 +62,24 @@ pub fn transition(status: &str, channel: &str, template: &str, campaign: Option<
 
 /// One count of `metric` with `values`, published under each of the dimension `sets`.
 pub fn count_by(metric: &str, values: &[(&str, &str)], sets: &[&[&str]]) {
-    if !ENABLED.load(Ordering::Relaxed) {
+    add(metric, 1, values, sets);
+}
+
+/// `n` counts of `metric` in one line (a batch's tally), under each of the dimension `sets`.
+pub fn add(metric: &str, n: u64, values: &[(&str, &str)], sets: &[&[&str]]) {
+    if !ENABLED.load(Ordering::Relaxed) || n == 0 {
         return;
     }
-    let line = emf_line_sets(metric, values, sets, chrono::Utc::now().timestamp_millis());
+    let line = emf_document(metric, n, values, sets, chrono::Utc::now().timestamp_millis());
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// The EMF document for [`count_by`].
 pub fn emf_line_sets(metric: &str, values: &[(&str, &str)], sets: &[&[&str]], timestamp_ms: i64) -> String {
+    emf_document(metric, 1, values, sets, timestamp_ms)
+}
+
+fn emf_document(metric: &str, n: u64, values: &[(&str, &str)], sets: &[&[&str]], timestamp_ms: i64) -> String {
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
@@ -86,7 +95,7 @@ pub fn emf_line_sets(metric: &str, values: &[(&str, &str)], sets: &[&[&str]], ti
     for (k, v) in values {
         doc.insert((*k).to_owned(), Value::String((*v).to_owned()));
     }
-    doc.insert(metric.to_owned(), json!(1));
+    doc.insert(metric.to_owned(), json!(n));
     Value::Object(doc).to_string()
 }
 

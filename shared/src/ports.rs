@@ -988,3 +988,35 @@ mod tests {
         assert_eq!(down.calls.into_inner().unwrap().len(), 2, "nothing to send, no call");
     }
 }
+
+// ---------------------------------------------------------------- the event stream
+
+/// One entry of a `PutEvents` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusEntry {
+    pub detail_type: String,
+    /// The detail as JSON text.
+    pub detail: String,
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// What the bus did with one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryOutcome {
+    Published,
+    /// Refused for now (`InternalFailure`, `ThrottlingException`): send it again.
+    Retry(String),
+    /// Refused for what it is (`MalformedDetail`, `InvalidArgument`, ...): sending it
+    /// again would be refused again.
+    Refused(String),
+}
+
+pub trait EventBus: Send + Sync {
+    /// One `PutEvents` call of at most ten entries; one outcome per entry, in order.
+    fn put(&self, entries: &[BusEntry]) -> impl Future<Output = PortResult<Vec<EntryOutcome>>> + Send;
+}
+
+/// Where what cannot be delivered is kept for an operator (a dead-letter queue).
+pub trait DeadLetters: Send + Sync {
+    fn park(&self, bodies: Vec<String>) -> impl Future<Output = PortResult<()>> + Send;
+}

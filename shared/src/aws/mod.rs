@@ -11,6 +11,8 @@ mod cache;
 pub mod dispatch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "eventbridge")]
+pub mod eventbridge;
 #[cfg(feature = "https")]
 pub mod https;
 #[cfg(feature = "secretsmanager")]
@@ -43,7 +45,7 @@ pub fn loader() -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http)
 }
 
-const THROTTLING_CODES: &[&str] = &[
+pub(crate) const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -57,7 +59,7 @@ const THROTTLING_CODES: &[&str] = &[
     "KMSThrottlingException",
 ];
 
-const TRANSIENT_CODES: &[&str] =
+pub(crate) const TRANSIENT_CODES: &[&str] =
     &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "KMSDisabledException"];
 
 /// Sorts an SDK error into throttled, transient or permanent (with its code). The

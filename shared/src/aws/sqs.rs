@@ -91,13 +91,20 @@ impl Outbox for SqsOutbox {
     async fn send(&self, to: Destination, messages: Vec<Outgoing>) -> PortResult<Vec<String>> {
         let url =
             self.urls.url(to).ok_or_else(|| PortError::Unknown(anyhow::anyhow!("no queue configured for {to:?}")))?;
+        Ok(self.send_to(url, &format!("{to:?}"), messages).await)
+    }
+}
+
+impl SqsOutbox {
+    /// [`Outbox::send`] to the queue at `url` (`to` names it in logs).
+    async fn send_to(&self, url: &str, to: &str, messages: Vec<Outgoing>) -> Vec<String> {
         let mut failed = Vec::new();
         let mut sendable = Vec::with_capacity(messages.len());
         for m in messages {
             match check_sqs_body(&m.body) {
                 Ok(()) => sendable.push(m),
                 Err(why) => {
-                    tracing::error!(id = %m.id, destination = ?to, reason = %why, "a message SQS would not carry: not sent");
+                    tracing::error!(id = %m.id, destination = %to, reason = %why, "a message SQS would not carry: not sent");
                     failed.push(m.id);
                 }
             }
@@ -107,16 +114,16 @@ impl Outbox for SqsOutbox {
                 Ok(refused) => failed.extend(refused),
                 Err(err) if err.is_retryable() || batch.len() == 1 => {
                     // A whole-request failure fails every entry of the batch; the caller retries their inputs.
-                    tracing::warn!(error = %err, destination = ?to, "batch send failed; its inputs will be retried");
+                    tracing::warn!(error = %err, destination = %to, "batch send failed; its inputs will be retried");
                     failed.extend(batch.iter().map(|m| m.id.clone()));
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, destination = ?to, "batch refused: sending its messages one by one");
+                    tracing::warn!(error = %err, destination = %to, "batch refused: sending its messages one by one");
                     for m in batch {
                         match self.send_batch(url, std::slice::from_ref(m)).await {
                             Ok(refused) => failed.extend(refused),
                             Err(err) => {
-                                tracing::warn!(id = %m.id, error = %err, destination = ?to, "message refused");
+                                tracing::warn!(id = %m.id, error = %err, destination = %to, "message refused");
                                 failed.push(m.id.clone());
                             }
                         }
@@ -124,11 +131,9 @@ impl Outbox for SqsOutbox {
                 }
             }
         }
-        Ok(failed)
+        failed
     }
-}
 
-impl SqsOutbox {
     /// One `SendMessageBatch`; returns the ids of the entries SQS did not take.
     async fn send_batch(&self, url: &str, batch: &[Outgoing]) -> PortResult<Vec<String>> {
         let entries = batch
@@ -219,5 +224,35 @@ impl crate::ports::ReceiptInbox for SqsReceiptInbox {
             .await
             .map(|_| ())
             .map_err(|e| classify("SendMessage", e))
+    }
+}
+
+/// A dead-letter queue Herald writes to itself: the event stream's entries the bus
+/// refused for good, kept for an operator (`herald dlq list events`).
+#[derive(Debug, Clone)]
+pub struct SqsDeadLetters {
+    outbox: SqsOutbox,
+    url: String,
+}
+
+impl SqsDeadLetters {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self { outbox: SqsOutbox::new(client, QueueUrls::default()), url: url.into() }
+    }
+}
+
+impl crate::ports::DeadLetters for SqsDeadLetters {
+    async fn park(&self, bodies: Vec<String>) -> PortResult<()> {
+        let messages = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(n, body)| Outgoing { id: n.to_string(), body, delay_secs: 0 })
+            .collect();
+        let failed = self.outbox.send_to(&self.url, "dead letters", messages).await;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PortError::Transient(format!("{} dead letters not taken", failed.len())))
+        }
     }
 }
