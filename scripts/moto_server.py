@@ -16,6 +16,12 @@ endpoints with `PlatformApplicationDisabled`; moto keeps publishing. Here an
 application whose `Enabled` attribute is set to `false` refuses as SNS does, so
 tests can put push in that state with SetPlatformApplicationAttributes.
 
+EventBridge delivers an event to a rule's target after running the target's input
+transformer; moto parses each of its JSONPath expressions anew, building the
+parser's tables every time (about half a second an event). Here the parsed
+expressions are kept, so a rule with an SQS target (the tests' and the demo's view
+of the event stream) delivers at once; what is delivered does not change.
+
 Usage: python3 scripts/moto_server.py [PORT]   (0 or absent: a free port)
 """
 
@@ -57,8 +63,18 @@ def honour_disabled_platform_applications():
     models.PlatformEndpoint.publish = checked
 
 
+def cache_jsonpath_expressions():
+    import functools
+
+    import jsonpath_ng.ext
+
+    # moto.events.utils imports `parse` from this module at each call.
+    jsonpath_ng.ext.parse = functools.lru_cache(maxsize=256)(jsonpath_ng.ext.parse)
+
+
 def main() -> None:
     honour_disabled_platform_applications()
+    cache_jsonpath_expressions()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))

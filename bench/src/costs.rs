@@ -39,7 +39,7 @@ impl Prices {
         Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
     }
 
-    fn each(&self, name: &str) -> Option<f64> {
+    pub fn each(&self, name: &str) -> Option<f64> {
         self.items.get(name).and_then(Price::each)
     }
 }

@@ -13,6 +13,7 @@ mod costs;
 mod counting;
 mod dynamo;
 mod engagement;
+mod event_stream;
 mod floor;
 mod pipeline;
 mod report;
@@ -41,6 +42,8 @@ struct Args {
     skip_broadcast: bool,
     broadcast_people: Option<usize>,
     skip_engagement: bool,
+    skip_events: bool,
+    events_only: bool,
     engagement_people: Option<usize>,
     start_runs: usize,
 }
@@ -54,6 +57,8 @@ fn args() -> anyhow::Result<Args> {
         skip_broadcast: false,
         broadcast_people: None,
         skip_engagement: false,
+        skip_events: false,
+        events_only: false,
         engagement_people: None,
         start_runs: 15,
     };
@@ -67,6 +72,9 @@ fn args() -> anyhow::Result<Args> {
             "--skip-broadcast" => a.skip_broadcast = true,
             "--broadcast-people" => a.broadcast_people = Some(it.next().context("--broadcast-people N")?.parse()?),
             "--skip-engagement" => a.skip_engagement = true,
+            "--skip-events" => a.skip_events = true,
+            // Section 12 alone, printed, nothing written.
+            "--events-only" => a.events_only = true,
             "--engagement-people" => a.engagement_people = Some(it.next().context("--engagement-people N")?.parse()?),
             "--start-runs" => a.start_runs = it.next().context("--start-runs N")?.parse()?,
             other => anyhow::bail!("unknown argument {other}"),
@@ -91,6 +99,15 @@ async fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let env = Env::start(&root).await?;
     let memory_mb = template_memory_mb(&root).unwrap_or(128.0);
+
+    let event_notifications = if args.quick { 50 } else { 200 };
+    if args.events_only {
+        let run = event_stream::run(&env, event_notifications, memory_mb).await?;
+        let mut t = Table::default();
+        event_stream::rows(&mut t, &run, &prices);
+        println!("{}", t.text());
+        return Ok(());
+    }
 
     let sizes = if args.quick {
         Sizes { transactional: 50, marketing_recipients: 20, fallback: 10, push: 10, sms: 10 }
@@ -150,6 +167,14 @@ async fn main() -> anyhow::Result<()> {
         let people = args.engagement_people.unwrap_or(if args.quick { 10 } else { 50 });
         eprintln!("herald-bench: digests and journeys, {people} people");
         Some(engagement::run(&env, people).await?)
+    };
+
+    // 3d. The event stream, on a stack of its own.
+    let event_run = if args.skip_events {
+        None
+    } else {
+        eprintln!("herald-bench: the event stream, {event_notifications} notifications");
+        Some(event_stream::run(&env, event_notifications, memory_mb).await?)
     };
 
     // 4. The functions' artifacts.
@@ -407,6 +432,11 @@ async fn main() -> anyhow::Result<()> {
         None => Value::Null,
     };
 
+    let event_stream_json = match &event_run {
+        Some(run) => event_stream::rows(&mut t, run, &prices),
+        None => Value::Null,
+    };
+
     // Output.
     let machine = machine();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -453,6 +483,7 @@ async fn main() -> anyhow::Result<()> {
         "quick": args.quick,
         "broadcast": broadcast_json,
         "engagement": engagement_json,
+        "event_stream": event_stream_json,
     });
     std::fs::write(out.join("latest.json"), serde_json::to_string_pretty(&json_out)?)?;
     if report::update_table(&root.join("docs/benchmarks.md"), &md)? {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+mod events;
 mod pages;
 
 /// One sample request and what the demo expects of it: `expect` in words, `want` as the
@@ -253,6 +254,7 @@ pub async fn run(local: &Local) -> anyhow::Result<Outcome> {
         local.stack.tables.get("LedgerTable").context("LedgerTable")?,
     );
 
+    let events = events::sink(local).await?;
     let journey_version = shorten_onboarding(local).await?;
     eprintln!("herald demo: recipients, consents and devices");
     for body in setup_commands() {
@@ -318,6 +320,7 @@ pub async fn run(local: &Local) -> anyhow::Result<Outcome> {
         journey_section(local, &ledger, journey_version).await?,
         pages::preference_section(local, &ledger).await?,
         pages::inbox_section(local, &ledger).await?,
+        events::section(local, &events).await?,
     ] {
         report.push_str(&section.0);
         differences += section.1;

@@ -383,6 +383,10 @@ async fn main() -> anyhow::Result<()> {
             // For `herald inbox token` and `herald inbox list`.
             println!("HERALD_INBOX_URL={}", local.web.url("InboxFunction").context("InboxFunction URL")?);
             println!("HERALD_INBOX_TOKEN_SECRET={}", local.stack.secret(INBOX_TOKEN_KEY)?);
+            // Add a rule on it (`aws events put-rule --event-bus-name ...`) to see the event stream.
+            if let Some((bus, _)) = local.stack.buses.get("EventBus") {
+                println!("HERALD_EVENT_BUS={bus}");
+            }
             println!("# Herald is running; publish to the ingest queue (any credentials work). Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             local.runner.stop().await;

@@ -173,7 +173,7 @@ pub struct Options {
     /// Scheduled functions run: `Some(first)` is the delay before the first run (a
     /// period, as EventBridge, or none at all). `None`: they do not run.
     pub schedules: Option<Option<Duration>>,
-    /// Keep a log of every SQS invocation (records, duration).
+    /// Keep a log of every SQS and stream invocation (records, duration).
     pub log_invocations: bool,
     /// Functions not to run (a test drives them itself).
     pub skip: Vec<String>,
@@ -249,6 +249,7 @@ impl Runner {
                             invoke: invoke.clone(),
                             stop: stop.clone(),
                             paused,
+                            invocations: runner.invocations.clone(),
                         };
                         runner.tasks.push(tokio::spawn(poller.run()));
                     }

@@ -4,7 +4,7 @@
 //! function in batches; when the function names a record in `batchItemFailures` (or
 //! fails), reading starts again at that record after a pause.
 
-use super::InvokeJson;
+use super::{Invocation, InvokeJson};
 use crate::stack::StreamSource;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
@@ -12,8 +12,8 @@ use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(super) struct StreamPoller {
@@ -25,6 +25,7 @@ pub(super) struct StreamPoller {
     pub invoke: InvokeJson,
     pub stop: Arc<AtomicBool>,
     pub paused: Arc<AtomicBool>,
+    pub invocations: Option<Arc<Mutex<Vec<Invocation>>>>,
 }
 
 /// Where each shard is read next: an iterator, or a sequence number to start again at.
@@ -111,8 +112,18 @@ impl StreamPoller {
     async fn deliver(&self, records: &[Value]) -> Option<String> {
         let first = records.first().and_then(|r| r["dynamodb"]["SequenceNumber"].as_str()).map(str::to_owned);
         let event = json!({ "Records": records });
-        let result =
-            tokio::time::timeout(self.timeout, (self.invoke)(LambdaEvent::new(event, Context::default()))).await;
+        let started = std::time::Instant::now();
+        let mut ctx = Context::default();
+        ctx.request_id = format!("local-{}", self.function);
+        ctx.deadline = (chrono::Utc::now() + self.timeout).timestamp_millis() as u64;
+        let result = tokio::time::timeout(self.timeout, (self.invoke)(LambdaEvent::new(event, ctx))).await;
+        if let Some(Ok(mut log)) = self.invocations.as_ref().map(|i| i.lock()) {
+            log.push(Invocation {
+                function: self.function.clone(),
+                records: records.len(),
+                duration: started.elapsed(),
+            });
+        }
         match result {
             Ok(Ok(response)) => {
                 let failures = response.get("batchItemFailures").and_then(Value::as_array).cloned().unwrap_or_default();

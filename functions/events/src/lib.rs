@@ -70,8 +70,15 @@ pub async fn handler<B: EventBus, D: DeadLetters>(
     deps: &Deps<B, D>,
     event: LambdaEvent<StreamEvent>,
 ) -> Result<StreamResponse, Error> {
-    Ok(publish(deps, &event.payload.records).await)
+    let deadline =
+        (event.context.deadline > 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(event.context.deadline));
+    Ok(publish(deps, &event.payload.records, deadline).await)
 }
+
+/// Time kept back at the end of an invocation: a group is not started with less left
+/// (its calls and their pauses), so the invocation answers rather than times out (which
+/// would have the stream send the whole batch again).
+pub const MARGIN: Duration = Duration::from_secs(2);
 
 /// The events `record` carries that the filter lets through.
 pub fn events_of(config: &Config, record: &StreamRecord) -> Vec<Event> {
@@ -88,9 +95,13 @@ pub fn events_of(config: &Config, record: &StreamRecord) -> Vec<Event> {
 }
 
 /// Publishes the records' events in order, ten a call. Returns the first record whose
-/// events could not all be published (nothing after it is tried: the stream retries
-/// from there), or no failure.
-pub async fn publish<B: EventBus, D: DeadLetters>(deps: &Deps<B, D>, records: &[StreamRecord]) -> StreamResponse {
+/// events could not all be published, or not in time before `deadline` (nothing after it
+/// is tried: the stream retries from there), or no failure.
+pub async fn publish<B: EventBus, D: DeadLetters>(
+    deps: &Deps<B, D>,
+    records: &[StreamRecord],
+    deadline: Option<std::time::SystemTime>,
+) -> StreamResponse {
     let mut entries: Vec<(usize, BusEntry)> = Vec::new();
     for (index, record) in records.iter().enumerate() {
         for event in events_of(&deps.config, record) {
@@ -107,7 +118,14 @@ pub async fn publish<B: EventBus, D: DeadLetters>(deps: &Deps<B, D>, records: &[
     let mut tally = Tally::default();
     let mut response = StreamResponse::default();
     for group in entries.chunks(MAX_ENTRIES) {
-        if let Err(first) = publish_group(deps, group.to_vec(), &mut tally).await {
+        let late =
+            deadline.is_some_and(|d| d.duration_since(std::time::SystemTime::now()).unwrap_or_default() < MARGIN);
+        let outcome = if late {
+            Err(group.first().map_or(0, |(record, _)| *record))
+        } else {
+            publish_group(deps, group.to_vec(), &mut tally).await
+        };
+        if let Err(first) = outcome {
             let sequence = records.get(first).map(|r| r.dynamodb.sequence_number.clone()).unwrap_or_default();
             tracing::warn!(sequence = %sequence, "events not published: the stream retries from this record");
             response.batch_item_failures.push(ItemFailure { item_identifier: sequence });
@@ -291,7 +309,7 @@ mod tests {
     async fn events_go_out_ten_a_call_in_order() {
         let d = deps(vec![], "all");
         let records: Vec<_> = (0..5).map(|i| record(&format!("m{i}"), 3, i)).collect();
-        let response = publish(&d, &records).await;
+        let response = publish(&d, &records, None).await;
         assert_eq!(response, StreamResponse::default());
         let calls = d.bus.calls.lock().unwrap().clone();
         assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10, 5]);
@@ -303,7 +321,7 @@ mod tests {
         use EntryOutcome::*;
         let first = vec![Published, Retry("InternalFailure".into()), Published];
         let d = deps(vec![Ok(first)], "all");
-        let response = publish(&d, &[record("m", 3, 7)]).await;
+        let response = publish(&d, &[record("m", 3, 7)], None).await;
         assert_eq!(response, StreamResponse::default());
         let calls = d.bus.calls.lock().unwrap().clone();
         assert_eq!(calls, [vec!["m#0", "m#1", "m#2"], vec!["m#1"]]);
@@ -318,7 +336,7 @@ mod tests {
         // Six records of two events: the first call takes records 0 to 4, the second
         // group (record 5) is refused, fails, and is refused again.
         let records: Vec<_> = (0..6).map(|i| record(&format!("m{i}"), 2, 100 + i)).collect();
-        let response = publish(&d, &records).await;
+        let response = publish(&d, &records, None).await;
         assert_eq!(response.batch_item_failures, [ItemFailure { item_identifier: "105".into() }]);
         assert_eq!(d.bus.calls.lock().unwrap().len(), 1 + ATTEMPTS as usize);
     }
@@ -327,7 +345,7 @@ mod tests {
     async fn an_entry_refused_for_what_it_is_is_dead_lettered_not_retried() {
         let answer = vec![EntryOutcome::Refused("MalformedDetail".into()), EntryOutcome::Published];
         let d = deps(vec![Ok(answer)], "all");
-        let response = publish(&d, &[record("m", 2, 1)]).await;
+        let response = publish(&d, &[record("m", 2, 1)], None).await;
         assert_eq!(response, StreamResponse::default());
         assert_eq!(d.bus.calls.lock().unwrap().len(), 1);
         let parked = d.dead_letters.0.lock().unwrap().clone();
@@ -342,11 +360,21 @@ mod tests {
     #[tokio::test]
     async fn the_filter_keeps_what_the_parameter_names() {
         let d = deps(vec![], "delivered");
-        publish(&d, &[record("m", 3, 1)]).await;
+        publish(&d, &[record("m", 3, 1)], None).await;
         assert_eq!(d.bus.calls.lock().unwrap().clone(), [vec!["m#2"]]);
         let none = deps(vec![], "none");
-        publish(&none, &[record("m", 3, 1)]).await;
+        publish(&none, &[record("m", 3, 1)], None).await;
         assert!(none.bus.calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn near_its_deadline_it_answers_with_the_first_record_not_tried() {
+        let d = deps(vec![], "all");
+        let records: Vec<_> = (0..6).map(|i| record(&format!("m{i}"), 2, 100 + i)).collect();
+        let soon = std::time::SystemTime::now() + MARGIN / 2;
+        let response = publish(&d, &records, Some(soon)).await;
+        assert_eq!(response.batch_item_failures, [ItemFailure { item_identifier: "100".into() }]);
+        assert!(d.bus.calls.lock().unwrap().is_empty());
     }
 
     #[test]
