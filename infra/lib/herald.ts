@@ -440,7 +440,7 @@ export class Herald extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     deadLetterQueues.push(eventsDeadLetterQueue);
-    acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS3', 'It is a dead-letter queue: the events function sends it the entries the bus refused for good, and the two stream event sources their failure records (DestinationConfig OnFailure), which cdk-nag does not recognise as dead-letter use (it only knows RedrivePolicy).');
+    acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS3', 'It is a dead-letter queue: the events function sends it the entries the bus refused for good, and the two stream event sources their failure records (DestinationConfig OnFailure), which cdk-nag does not recognise as dead-letter use (it looks only at queues\' RedrivePolicy and functions\' DeadLetterConfig).');
     acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS4', noTlsPolicy);
     const eventsDlqAlarm = new cloudwatch.Alarm(this, 'EventsDeadLetterQueueAlarm', {
       alarmDescription: `Herald (${Aws.STACK_NAME}): events the bus refused, or stream batches past their retries`,
