@@ -47,6 +47,8 @@ output('IngestQueueArn', herald.ingestQueue.queueArn, 'ARN of the ingest queue (
 output('BroadcastQueueUrl', herald.broadcastQueue.queueUrl, 'Broadcast page jobs (internal: producers start a broadcast on the ingest queue); its depth is how many pages wait to be read.');
 output('DigestQueueUrl', herald.digestQueue.queueUrl, "Digest windows' close jobs (internal: producers send digest items as notifications on the ingest queue); one message closes one window.");
 output('JourneyQueueUrl', herald.journeyQueue.queueUrl, "Journey steps' wake-ups (internal: people enter a journey on the ingest queue); one message moves one person one step on.");
+output('EventBusName', herald.eventBus.eventBusName, 'The EventBridge bus every ledger transition and consent change is published on (source herald.<stack name>, docs/events.md); add rules on it to consume them.');
+output('EventBusArn', herald.eventBus.eventBusArn, 'ARN of the event bus.');
 output('InboxQueueUrl', herald.inboxQueue.queueUrl, 'In-app inbox sends (internal; eligibility routes notifications here).');
 output('InboxTableName', herald.inboxTable.tableName, 'In-app inbox messages, by person.');
 output('InboxUrl', herald.inboxUrl, "The in-app inbox API the team's app calls with a user token (docs/inbox.md): <url>v1/messages, <url>v1/messages/count, <url>v1/messages/<id>/read.");

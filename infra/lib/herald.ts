@@ -106,6 +106,21 @@ export interface HeraldInboxProps {
   readonly allowedOrigins?: string[];
 }
 
+/** An event the stack publishes on its EventBridge bus (template.yaml's `EventStatuses`; shared/src/domain/events.rs). */
+export type HeraldEventStatus =
+  | 'accepted' | 'deferred' | 'sent' | 'delivered' | 'opened' | 'clicked' | 'rejected' | 'suppressed'
+  | 'expired' | 'failed' | 'bounced' | 'complained' | 'digested' | 'consent' | 'unsubscribed';
+
+/** The event stream: every ledger transition and consent change on the stack's EventBridge bus. */
+export interface HeraldEventsProps {
+  /**
+   * Which events go to the bus: `'all'`, `'none'`, or a list of statuses (template.yaml:
+   * `EventStatuses`, there a comma-separated string).
+   * @default 'all'
+   */
+  readonly statuses?: 'all' | 'none' | HeraldEventStatus[];
+}
+
 /** The fan-out of broadcasts (a campaign sent to a segment). */
 export interface HeraldBroadcastProps {
   /**
@@ -181,6 +196,8 @@ export interface HeraldProps {
   readonly broadcast?: HeraldBroadcastProps;
   /** @default 90 days' retention, every origin allowed */
   readonly inbox?: HeraldInboxProps;
+  /** @default every event on the bus */
+  readonly events?: HeraldEventsProps;
   /**
    * Concurrent executions reserved for, and at most used by, the public webhook function (1 to
    * 1000; template.yaml: `WebhookReservedConcurrency`): a flood of requests to its URL is
@@ -252,6 +269,11 @@ export class Herald extends Construct {
   /** In-app inbox sends, read by dispatch-inbox (internal: eligibility routes notifications here). */
   public readonly inboxQueue: sqs.IQueue;
   /**
+   * The EventBridge bus (`<stack name>-events`) every ledger transition and consent change is
+   * published on, source `herald.<stack name>` (schema/events-v1.json); add rules on it to consume them.
+   */
+  public readonly eventBus: events.IEventBus;
+  /**
    * Herald's HTTPS endpoint (the webhook function's URL): `<url>sns` for SNS HTTPS subscriptions,
    * `<url>providers/<name>` for custom providers, `<url>unsubscribe` for one-click unsubscribe links.
    */
@@ -302,8 +324,8 @@ export class Herald extends Construct {
   /** Every dead-letter queue (each has an alarm). */
   public readonly deadLetterQueues: readonly sqs.IQueue[];
   /**
-   * One alarm per dead-letter queue, two per function (errors, throttles), then the push
-   * application alarm and the email bounce and complaint rate alarms.
+   * One alarm per dead-letter queue, two per function (errors, throttles), the events function's
+   * iterator age alarm, then the push application alarm and the email bounce and complaint rate alarms.
    */
   public readonly alarms: readonly cloudwatch.IAlarm[];
   /** The CloudWatch namespace of Herald's own metrics, `Herald/<stack name>` (for alarms of your own). */
@@ -321,7 +343,7 @@ export class Herald extends Construct {
     const inbox = props.inbox ?? {};
 
     // ------------------------------------------------------------ DynamoDB
-    const table = (tableId: string, options: { sort?: boolean; ttl?: boolean | string; pitr?: boolean; retain?: boolean }) =>
+    const table = (tableId: string, options: { sort?: boolean; ttl?: boolean | string; pitr?: boolean; retain?: boolean; stream?: dynamodb.StreamViewType }) =>
       new dynamodb.Table(this, tableId, {
         billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
         partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
@@ -330,9 +352,13 @@ export class Herald extends Construct {
         pointInTimeRecoverySpecification: options.pitr ? { pointInTimeRecoveryEnabled: true } : undefined,
         encryption: dynamodb.TableEncryption.AWS_MANAGED,
         removalPolicy: options.retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY,
+        stream: options.stream,
       });
-    const ledger = table('LedgerTable', { ttl: true });
-    const recipients = table('RecipientsTable', { sort: true, pitr: true, retain: true });
+    // Both streams are read by the events function only: each history entry a ledger item gains
+    // is one event; of the recipients table, only consent audit items reach it (the event
+    // source's filter), profiles and their contacts never leave the table.
+    const ledger = table('LedgerTable', { ttl: true, stream: dynamodb.StreamViewType.NEW_AND_OLD_IMAGES });
+    const recipients = table('RecipientsTable', { sort: true, pitr: true, retain: true, stream: dynamodb.StreamViewType.NEW_IMAGE });
     const suppression = table('SuppressionTable', { pitr: true, retain: true });
     const caps = table('CapsTable', { ttl: true });
     const templates = table('TemplatesTable', {});
@@ -403,6 +429,36 @@ export class Herald extends Construct {
     const journeyQueue = queue('JourneyQueue', 'journey');
     // In-app inbox sends, as the other channels' (after the journey queue, as in template.yaml's dashboard).
     const inboxQueue = queue('InboxQueue', 'inbox');
+    // Not in template.yaml's dashboard: its dead-letter queues widget lists the redrive targets above.
+    const dashboardDeadLetterQueues = [...deadLetterQueues];
+    // Events the bus refused for good (with the code), and the event sources' failure records (a
+    // batch of stream records that stayed unpublished past its retries). Not a redrive target,
+    // so not made by queue() above; alarmed the same way.
+    const eventsDeadLetterQueue = new sqs.Queue(this, 'EventsDeadLetterQueue', {
+      retentionPeriod: Duration.seconds(1209600),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    deadLetterQueues.push(eventsDeadLetterQueue);
+    acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS3', 'It is a dead-letter queue: the events function sends it the entries the bus refused for good, and the two stream event sources their failure records (DestinationConfig OnFailure), which cdk-nag does not recognise as dead-letter use (it looks only at queues\' RedrivePolicy and functions\' DeadLetterConfig).');
+    acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS4', noTlsPolicy);
+    const eventsDlqAlarm = new cloudwatch.Alarm(this, 'EventsDeadLetterQueueAlarm', {
+      alarmDescription: `Herald (${Aws.STACK_NAME}): events the bus refused, or stream batches past their retries`,
+      metric: eventsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ statistic: cloudwatch.Stats.MAXIMUM, period: Duration.minutes(5) }),
+      evaluationPeriods: 1,
+      threshold: 0,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (props.alarmTopic) {
+      eventsDlqAlarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+    }
+    alarms.push(eventsDlqAlarm);
+
+    // --------------------------------------------------------- EventBridge
+    // Every ledger transition and consent change, source herald.<stack name> (schema/events-v1.json).
+    // Consumers add their own rules; the stack adds none.
+    const eventBus = new events.EventBus(this, 'EventBus', { eventBusName: `${Aws.STACK_NAME}-events` });
 
     // ----------------------------------------------------------------- SNS
     const sesEventsTopic = new sns.Topic(this, 'SesEventsTopic', { displayName: 'Herald SES events' });
@@ -505,6 +561,13 @@ export class Herald extends Construct {
     const endpointArns = platformApps.map((app) => (Token.isUnresolved(app)
       ? Fn.join(':endpoint/', Fn.split(':app/', `${app}/*`))
       : `${app.replace(':app/', ':endpoint/')}/*`));
+
+    const ledgerStream = ledger.tableStreamArn;
+    const recipientsStream = recipients.tableStreamArn;
+    if (ledgerStream === undefined || recipientsStream === undefined) {
+      throw new Error('Herald: the ledger and recipients tables should each have a stream');
+    }
+    const eventStatuses = props.events?.statuses ?? 'all';
 
     const specs: FunctionSpec[] = [
       {
@@ -846,6 +909,29 @@ export class Herald extends Construct {
         ],
       },
       {
+        // Publishes the ledger's transitions and consent changes on the event bus. It reads the
+        // two tables' streams (EventsFunctionLedger, EventsFunctionConsents below): the ledger's
+        // writes never wait for it.
+        id: 'EventsFunction',
+        artifact: 'events',
+        description: "Publishes every ledger transition and consent change on the stack's EventBridge bus.",
+        environment: {
+          HERALD_EVENT_BUS: eventBus.eventBusName,
+          HERALD_EVENT_SOURCE: `herald.${Aws.STACK_NAME}`,
+          HERALD_EVENT_STATUSES: typeof eventStatuses === 'string' ? eventStatuses : eventStatuses.join(','),
+          HERALD_RECIPIENTS_TABLE: recipients.tableName,
+          HERALD_EVENTS_DLQ_URL: eventsDeadLetterQueue.queueUrl,
+        },
+        statements: [
+          // The event sources read these two streams (what SAM's managed
+          // AWSLambdaDynamoDBExecutionRole grants, on every stream; here on these two only).
+          allow('EventSource', ['dynamodb:DescribeStream', 'dynamodb:GetRecords', 'dynamodb:GetShardIterator', 'dynamodb:ListStreams'], [ledgerStream, recipientsStream]),
+          allow('Bus', ['events:PutEvents'], [eventBus.eventBusArn]),
+          // Entries the bus refuses for good, and the event sources' failure records.
+          allow('DeadLetters', ['sqs:SendMessage'], [eventsDeadLetterQueue.queueArn]),
+        ],
+      },
+      {
         id: 'ReceiptsFunction',
         artifact: 'receipts',
         description: 'Applies SES and SNS delivery events to the ledger, suppression list and device tokens.',
@@ -994,6 +1080,46 @@ export class Herald extends Construct {
         alarms.push(alarm);
       }
     }
+    // The events function's two stream event sources, as template.yaml's EventsFunctionLedger and
+    // EventsFunctionConsents. L1 on purpose: the L2 EventSourceMapping cannot say
+    // MaximumRecordAgeInSeconds -1, and its SqsDlq on-failure destination would also grant
+    // sqs:GetQueueAttributes and sqs:GetQueueUrl, which template.yaml does not give (the
+    // function's DeadLetters statement already allows SendMessage, all the destination needs).
+    // Records are retried until they age out of the stream (24 hours): a bus outage delays
+    // events, never drops them. A failed batch is halved to find the record at fault.
+    const eventsFunction = functions['events'];
+    for (const [mappingId, source, pattern] of [
+      ['EventsFunctionLedger', ledgerStream, { eventName: ['INSERT', 'MODIFY'] }],
+      ['EventsFunctionConsents', recipientsStream, { eventName: ['INSERT'], dynamodb: { Keys: { sk: { S: [{ prefix: 'consent#' }] } } } }],
+    ] as const) {
+      new lambda.CfnEventSourceMapping(this, mappingId, {
+        functionName: eventsFunction.functionName,
+        eventSourceArn: source,
+        startingPosition: 'TRIM_HORIZON',
+        batchSize: 100,
+        maximumBatchingWindowInSeconds: 1,
+        bisectBatchOnFunctionError: true,
+        maximumRetryAttempts: -1,
+        maximumRecordAgeInSeconds: -1,
+        functionResponseTypes: ['ReportBatchItemFailures'],
+        filterCriteria: { filters: [{ pattern: JSON.stringify(pattern) }] },
+        destinationConfig: { onFailure: { destination: eventsDeadLetterQueue.queueArn } },
+      });
+    }
+    // Events run late: the oldest stream record the function has not yet published is over
+    // five minutes old (a bus outage, or a record that keeps failing).
+    const iteratorAgeAlarm = new cloudwatch.Alarm(this, 'EventsFunctionIteratorAgeAlarm', {
+      alarmDescription: `Herald (${Aws.STACK_NAME}): events are more than five minutes behind the ledger`,
+      metric: eventsFunction.metric('IteratorAge', { statistic: cloudwatch.Stats.MAXIMUM, period: Duration.minutes(5) }),
+      evaluationPeriods: 1,
+      threshold: 300000,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (props.alarmTopic) {
+      iteratorAgeAlarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+    }
+    alarms.push(iteratorAgeAlarm);
     // The unsubscribe links of marketing email point at the webhook function: set after the
     // loop, since the webhook function is created after dispatch-email.
     const webhookUrl = urls['webhooks'];
@@ -1116,7 +1242,7 @@ export class Herald extends Construct {
           metrics: [search('w', `{"${metricsNamespace}",Route,Outcome} MetricName="Webhooks"`, 300)] } },
         { type: 'metric', x: 8, y: 14, width: 8, height: 6, properties: {
           title: 'Dead-letter queues (messages)', region, stat: 'Maximum', period: 300, view: 'timeSeries',
-          metrics: deadLetterQueues.map((q, i) => (i === 0
+          metrics: dashboardDeadLetterQueues.map((q, i) => (i === 0
             ? ['AWS/SQS', 'ApproximateNumberOfMessagesVisible', 'QueueName', q.queueName]
             : ['...', q.queueName])) } },
         { type: 'metric', x: 16, y: 14, width: 8, height: 6, properties: {
@@ -1143,6 +1269,7 @@ export class Herald extends Construct {
     this.digestQueue = digestQueue;
     this.journeyQueue = journeyQueue;
     this.inboxQueue = inboxQueue;
+    this.eventBus = eventBus;
     this.webhookUrl = webhookUrl;
     this.inboxUrl = inboxUrl;
     this.ledgerTable = ledger;
@@ -1215,6 +1342,11 @@ function validate(props: HeraldProps) {
   range(props.broadcast?.concurrency, 'broadcast.concurrency', 2, 100);
   range(props.broadcast?.scanSegments, 'broadcast.scanSegments', 1, 64);
   range(props.inbox?.retentionDays, 'inbox.retentionDays', 1, 3650);
+  // template.yaml's AllowedPattern ^(all|none|[a-z]+(,[a-z]+)*)$; the events function refuses an unknown name.
+  const statuses = props.events?.statuses;
+  if (Array.isArray(statuses) && (statuses.length === 0 || statuses.some((x) => !/^[a-z]+$/.test(x)))) {
+    throw new Error(`Herald: events.statuses must be 'all', 'none' or a non-empty list of statuses, not ${JSON.stringify(statuses)}`);
+  }
   const origins = props.inbox?.allowedOrigins;
   if (origins !== undefined && origins.length === 0) {
     throw new Error('Herald: inbox.allowedOrigins must name at least one origin (or \'*\')');

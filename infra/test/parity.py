@@ -23,7 +23,10 @@ How the two are compared
     queue in env HERALD_X_QUEUE_URL    a queue only named by an environment variable
     dead-letter queue of «queue ...»   the target of a queue's RedrivePolicy
     table in env HERALD_LEDGER_TABLE   a table named by an environment variable (a topic, a
-                                       secret likewise: secret in env HERALD_X_SECRET)
+                                       secret, an event bus likewise: secret in env HERALD_X_SECRET,
+                                       event bus in env HERALD_EVENT_BUS); a table whose stream an
+                                       event source reads is named so too (failing that: table whose
+                                       stream is read by function events)
     SES events topic                   the SNS destination of the SES configuration set
     topic 'Herald push events'         any other topic, by DisplayName
     log group of «function ingest», event source «queue ...» -> «function ...»,
@@ -34,7 +37,10 @@ How the two are compared
   Each function whose event source reads a queue must be granted ReceiveMessage,
   DeleteMessage and GetQueueAttributes on that queue (both sides grant them with a statement of
   their own: CDK's SqsEventSource would also grant ChangeMessageVisibility and GetQueueUrl, SAM's
-  `Events: Type: SQS` the managed AWSLambdaSQSQueueExecutionRole, on every queue).
+  `Events: Type: SQS` the managed AWSLambdaSQSQueueExecutionRole, on every queue); one whose
+  event source reads a DynamoDB stream, DescribeStream, GetRecords, GetShardIterator and
+  ListStreams on that stream; and one whose event source has an SQS on-failure destination
+  (DestinationConfig.OnFailure), SendMessage on that queue.
 - X-Ray: SAM grants trace writing with a managed policy (AWSXrayWriteOnlyAccess), the construct
   with an inline xray:PutTraceSegments and xray:PutTelemetryRecords on "*". Per function, on each
   side: a role may write traces with one of those managed policies or both actions on "*". A
@@ -106,6 +112,10 @@ SIDE_ONLY_TYPES = {"AWS::CDK::Metadata", "AWS::IAM::Policy"}
 
 # Actions an SQS event source needs on its queue.
 SQS_EVENT_SOURCE_REQUIRED = {"sqs:receivemessage", "sqs:deletemessage", "sqs:getqueueattributes"}
+# Actions a DynamoDB stream event source needs on the stream (what AWSLambdaDynamoDBExecutionRole
+# grants on "*").
+DYNAMODB_STREAM_EVENT_SOURCE_REQUIRED = {"dynamodb:describestream", "dynamodb:getrecords", "dynamodb:getsharditerator",
+                                         "dynamodb:liststreams"}
 # AWS managed policies that grant data actions on Resource "*" (besides the logs actions), as the
 # SAM transform attaches them to a generated role for a pull event (SQS, Kinesis, DynamoDB
 # streams). No function's role may hold one: its own statement names the queue or stream.
@@ -374,16 +384,26 @@ def assign_roles(resources: dict[str, dict], artifacts: dict[str, str], side: st
             if target(value):
                 env[target(value)].add(name)
 
+    # A queue by the function that reads it. Not a table whose stream an event source reads:
+    # one function may read several tables' streams, and a table's role would then depend on
+    # which; tables are named by the env var that names them (below), and only failing that by
+    # the function reading their stream.
+    streams_read: dict[str, set[str]] = defaultdict(set)  # table -> roles of the functions reading its stream
     for esm in by_type["AWS::Lambda::EventSourceMapping"]:
         source, fn = target(props(esm).get("EventSourceArn")), target(props(esm).get("FunctionName"))
         if source and fn in roles:
-            kind = {"AWS::SQS::Queue": "queue", "AWS::DynamoDB::Table": "table"}.get(resources[source]["Type"], "source")
-            give(source, f"{kind} read by {roles[fn]}")
+            type_ = resources[source]["Type"]
+            if type_ == "AWS::DynamoDB::Table":
+                streams_read[source].add(roles[fn])
+            else:
+                give(source, f"{'queue' if type_ == 'AWS::SQS::Queue' else 'source'} read by {roles[fn]}")
     for kind, type_ in (("queue", "AWS::SQS::Queue"), ("table", "AWS::DynamoDB::Table"), ("topic", "AWS::SNS::Topic"),
-                        ("secret", "AWS::SecretsManager::Secret")):
+                        ("secret", "AWS::SecretsManager::Secret"), ("event bus", "AWS::Events::EventBus")):
         for logical_id in by_type[type_]:
             if logical_id in env:
                 give(logical_id, f"{kind} in env {sorted(env[logical_id])[0]}")
+    for table, readers in sorted(streams_read.items()):
+        give(table, f"table whose stream is read by {', '.join(sorted(readers))}")
     for destination in by_type["AWS::SES::ConfigurationSetEventDestination"]:
         topic = target(props(destination).get("EventDestination", {}).get("SnsDestination", {}).get("TopicARN"))
         if topic:
@@ -575,9 +595,11 @@ def iam_model(resources: dict, roles: dict, side: str) -> tuple[dict[str, dict],
 
 
 def check_event_source_grants(resources: dict, roles: dict, model: dict, side: str) -> list[str]:
-    """Each function can consume the queues its event source mappings read: ReceiveMessage,
-    DeleteMessage and GetQueueAttributes on the queue (or on "*", which the least-privilege
-    checks refuse)."""
+    """Each function can consume what its event source mappings read: ReceiveMessage,
+    DeleteMessage and GetQueueAttributes on a queue; DescribeStream, GetRecords, GetShardIterator
+    and ListStreams on a DynamoDB table's stream (GetAtt StreamArn); and SendMessage on an SQS
+    on-failure destination (DestinationConfig.OnFailure), which Lambda sends with the function's
+    role. Granted on the resource itself, or on "*" (which the least-privilege checks refuse)."""
     problems = []
     for r in resources.values():
         if r["Type"] != "AWS::Lambda::EventSourceMapping":
@@ -585,17 +607,31 @@ def check_event_source_grants(resources: dict, roles: dict, model: dict, side: s
         p = r["Properties"]
         source = REF.fullmatch(p.get("EventSourceArn", ""))
         fn = REF.fullmatch(p.get("FunctionName", ""))
-        if not (source and fn and resources.get(source.group(2), {}).get("Type") == "AWS::SQS::Queue"):
+        if not (source and fn and fn.group(2) in roles):
             continue
-        fn_role, queue_arn = roles[fn.group(2)], f"«{roles[source.group(2)]}».Arn"
+        fn_role = roles[fn.group(2)]
         entry = model.get(fn_role)
         if entry is None:
             continue
-        granted = {a[1] for a in entry["atoms"] if a[0] == "Allow" and a[2] == "Resource" and a[3] in (queue_arn, "*")}
-        granted |= {a.lower() for arn in entry["managed"] for a in WILDCARD_MANAGED.get(arn, [])}
-        missing = SQS_EVENT_SOURCE_REQUIRED - granted
-        if missing:
-            problems.append(f"{side}: «{fn_role}» cannot consume {queue_arn}: no {', '.join(sorted(missing))}")
+
+        def granted(arn: str) -> set[str]:
+            out = {a[1] for a in entry["atoms"] if a[0] == "Allow" and a[2] == "Resource" and a[3] in (arn, "*")}
+            return out | {a.lower() for m in entry["managed"] for a in WILDCARD_MANAGED.get(m, [])}
+
+        needs: list[tuple[str, set[str], str]] = []  # (ARN, actions, what for)
+        source_type = resources.get(source.group(2), {}).get("Type")
+        if source_type == "AWS::SQS::Queue":
+            needs.append((f"«{roles[source.group(2)]}».Arn", SQS_EVENT_SOURCE_REQUIRED, "consume"))
+        elif source_type == "AWS::DynamoDB::Table" and source.group(3) == "StreamArn":
+            needs.append((f"«{roles[source.group(2)]}».StreamArn", DYNAMODB_STREAM_EVENT_SOURCE_REQUIRED, "consume"))
+        on_failure = p.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        destination = REF.fullmatch(on_failure) if isinstance(on_failure, str) else None
+        if destination and resources.get(destination.group(2), {}).get("Type") == "AWS::SQS::Queue":
+            needs.append((f"«{roles[destination.group(2)]}».Arn", {"sqs:sendmessage"}, "send failure records to"))
+        for arn, actions, what in needs:
+            missing = actions - granted(arn)
+            if missing:
+                problems.append(f"{side}: «{fn_role}» cannot {what} {arn}: no {', '.join(sorted(missing))}")
     return problems
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test of the parity test: the two real templates agree, and a change made to a copy of
 only one of them (a queue setting, a dead-letter pairing, an IAM action or condition, an
-environment variable, an event source setting, a Function URL's CORS, X-Ray tracing or its permission) makes it fail,
+environment variable, an event source setting, a DynamoDB stream event source's filter, on-failure destination or
+grants, a table's stream, the event bus, a Function URL's CORS, X-Ray tracing or its permission) makes it fail,
 naming what differs, and so does an SQS grant on "*" (a statement, or the managed policy of a SAM
 SQS event). With --cdk-traced (the example synthesized with `-c tracing=true`), the same for the
 traced pair, template.yaml resolved with Tracing=Active.
@@ -199,6 +200,40 @@ def url_cors_in_cdk(sam: dict, cdk: dict) -> None:
     cors["AllowOrigins"] = ["https://app.example.com"]
 
 
+def stream_view_in_cdk(sam: dict, cdk: dict) -> None:
+    cdk_resource(cdk, "/Herald/LedgerTable/Resource")["Properties"]["StreamSpecification"]["StreamViewType"] = "KEYS_ONLY"
+
+
+def event_bus_name_in_sam(sam: dict, cdk: dict) -> None:
+    sam["Resources"]["EventBus"]["Properties"]["Name"] = {"Fn::Sub": "${AWS::StackName}-bus"}
+
+
+def stream_filter_in_cdk(sam: dict, cdk: dict) -> None:
+    # The consent filter loses its key prefix: every profile write would reach the events function.
+    filters = cdk_resource(cdk, "/Herald/EventsFunctionConsents")["Properties"]["FilterCriteria"]["Filters"]
+    filters[0]["Pattern"] = json.dumps({"eventName": ["INSERT"]})
+
+
+def stream_on_failure_in_cdk(sam: dict, cdk: dict) -> None:
+    cdk_resource(cdk, "/Herald/EventsFunctionLedger")["Properties"].pop("DestinationConfig")
+
+
+def stream_grant_in_cdk(sam: dict, cdk: dict) -> None:
+    for statement in cdk_function_policy(cdk, "EventsFunction")["Statement"]:
+        if statement.get("Sid") == "EventSource":
+            statement["Action"] = [a for a in statement["Action"] if a != "dynamodb:GetRecords"]
+            return
+    raise AssertionError("no EventSource statement in the events function's policy")
+
+
+def on_failure_grant_in_sam(sam: dict, cdk: dict) -> None:
+    statements = sam["Resources"][sam_function(sam, "events")]["Properties"]["Policies"][0]["Statement"]
+    kept = [st for st in statements if st.get("Sid") != "DeadLetters"]
+    if len(kept) == len(statements):
+        raise AssertionError("no DeadLetters statement in the events function's policy")
+    statements[:] = kept
+
+
 def tracing_in_sam(sam: dict, cdk: dict) -> None:
     sam["Globals"]["Function"]["Tracing"] = "Active"
 
@@ -255,6 +290,20 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
      ["table in env HERALD_LEDGER_TABLE", "TimeToLiveSpecification"]),
     ("a Function URL's CORS origins changed in the CDK template only", url_cors_in_cdk,
      ["AWS::Lambda::Url of «function inbox»", "Cors.AllowOrigins: SAM only [*], CDK only [https://app.example.com]"]),
+    ("a table's stream view type changed in the CDK template only", stream_view_in_cdk,
+     ["table in env HERALD_LEDGER_TABLE", "StreamSpecification.StreamViewType: SAM NEW_AND_OLD_IMAGES, CDK KEYS_ONLY"]),
+    ("the event bus renamed in template.yaml only", event_bus_name_in_sam,
+     ["event bus in env HERALD_EVENT_BUS", "Name: SAM ${AWS::StackName}-bus, CDK ${AWS::StackName}-events"]),
+    ("a stream event source's filter widened in the CDK template only", stream_filter_in_cdk,
+     ["event source «table in env HERALD_RECIPIENTS_TABLE» -> «function events»", "FilterCriteria.Filters", "dynamodb"]),
+    ("a stream event source's on-failure destination dropped in the CDK template only", stream_on_failure_in_cdk,
+     ["event source «table in env HERALD_LEDGER_TABLE» -> «function events»",
+      "DestinationConfig: SAM {\"OnFailure\": {\"Destination\": \"«queue in env HERALD_EVENTS_DLQ_URL».Arn\"}}, CDK has none"]),
+    ("the stream event source's GetRecords dropped in the CDK template only", stream_grant_in_cdk,
+     ["CDK: «function events» cannot consume «table in env HERALD_LEDGER_TABLE».StreamArn: no dynamodb:getrecords",
+      "CDK: «function events» cannot consume «table in env HERALD_RECIPIENTS_TABLE».StreamArn: no dynamodb:getrecords"]),
+    ("the on-failure destination's SendMessage dropped in template.yaml only", on_failure_grant_in_sam,
+     ["SAM: «function events» cannot send failure records to «queue in env HERALD_EVENTS_DLQ_URL».Arn: no sqs:sendmessage"]),
     ("X-Ray tracing Active in template.yaml only", tracing_in_sam,
      ["function ingest", "TracingConfig.Mode: SAM Active, CDK PassThrough"]),
     ("an X-Ray grant without tracing in the CDK template", xray_grant_in_cdk,
