@@ -915,6 +915,8 @@ export class Herald extends Construct {
         id: 'EventsFunction',
         artifact: 'events',
         description: "Publishes every ledger transition and consent change on the stack's EventBridge bus.",
+        // A batch of 100 stream records is at most a few dozen PutEvents calls, with their retries.
+        timeout: Duration.seconds(30),
         environment: {
           HERALD_EVENT_BUS: eventBus.eventBusName,
           HERALD_EVENT_SOURCE: `herald.${Aws.STACK_NAME}`,
