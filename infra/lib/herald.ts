@@ -429,7 +429,7 @@ export class Herald extends Construct {
     const journeyQueue = queue('JourneyQueue', 'journey');
     // In-app inbox sends, as the other channels' (after the journey queue, as in template.yaml's dashboard).
     const inboxQueue = queue('InboxQueue', 'inbox');
-    // Not in template.yaml's dashboard: its dead-letter queues widget lists the redrive targets above.
+    // template.yaml's dashboard lists the redrive targets above, then the events dead-letter queue.
     const dashboardDeadLetterQueues = [...deadLetterQueues];
     // Events the bus refused for good (with the code), and the event sources' failure records (a
     // batch of stream records that stayed unpublished past its retries). Not a redrive target,
@@ -440,6 +440,7 @@ export class Herald extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     deadLetterQueues.push(eventsDeadLetterQueue);
+    dashboardDeadLetterQueues.push(eventsDeadLetterQueue);
     acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS3', 'It is a dead-letter queue: the events function sends it the entries the bus refused for good, and the two stream event sources their failure records (DestinationConfig OnFailure), which cdk-nag does not recognise as dead-letter use (it looks only at queues\' RedrivePolicy and functions\' DeadLetterConfig).');
     acknowledge(eventsDeadLetterQueue, 'AwsSolutions-SQS4', noTlsPolicy);
     const eventsDlqAlarm = new cloudwatch.Alarm(this, 'EventsDeadLetterQueueAlarm', {
@@ -1249,7 +1250,7 @@ export class Herald extends Construct {
             : ['...', q.queueName])) } },
         { type: 'metric', x: 16, y: 14, width: 8, height: 6, properties: {
           title: 'Function errors', region, stat: 'Sum', period: 300, view: 'timeSeries',
-          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast', 'digests', 'journeys', 'dispatch-inbox', 'inbox'].map((name, i) => (i === 0
+          metrics: ['ingest', 'eligibility', 'dispatch-push', 'dispatch-email', 'dispatch-sms', 'receipts', 'webhooks', 'broadcast', 'digests', 'journeys', 'dispatch-inbox', 'inbox', 'events'].map((name, i) => (i === 0
             ? ['AWS/Lambda', 'Errors', 'FunctionName', functions[name].functionName]
             : ['...', functions[name].functionName])) } },
       ],
