@@ -6,6 +6,7 @@ pub mod caps;
 pub mod contact;
 pub mod digest;
 pub mod duration;
+pub mod email;
 pub mod eligibility;
 pub mod ids;
 pub mod inbox;
