@@ -16,6 +16,7 @@ mod inbox;
 mod journeys;
 mod pipeline;
 mod preferences;
+mod previews;
 mod privacy;
 mod profiles;
 mod properties;

@@ -278,7 +278,10 @@ mod tests {
         // No opt-in recorded: marketing is refused, the same as a test goes.
         let marketing = request("marketing", r#","channels":["email","sms"]"#);
         assert!(matches!(decide(&marketing, &recipient(), &[], now), Decision::Refuse { .. }));
-        assert_eq!(decide(&test(r#""email","sms""#), &recipient(), &[], now), Decision::Send { candidates: vec![Email, Sms] });
+        assert_eq!(
+            decide(&test(r#""email","sms""#), &recipient(), &[], now),
+            Decision::Send { candidates: vec![Email, Sms] }
+        );
         // An explicit opt-out still counts.
         let mut opted_out = recipient();
         grant(&mut opted_out, Email, false);
