@@ -151,12 +151,12 @@ mod tests {
 
     #[test]
     fn the_address_picks_the_channel_and_a_stable_recipient_that_does_not_reveal_it() {
-        let (channel, recipient, bodies) = bodies(&t("ana@example.org"), "k1").unwrap();
+        let (channel, recipient, published) = bodies(&t("ana@example.org"), "k1").unwrap();
         assert_eq!(channel, Channel::Email);
         assert!(recipient.starts_with("herald-test:") && !recipient.contains("ana"), "{recipient}");
         assert_eq!(recipient, test_recipient(Channel::Email, "ana@example.org"));
-        assert_eq!(bodies.len(), 2);
-        let notify: Value = serde_json::from_str(&bodies[1]).unwrap();
+        assert_eq!(published.len(), 2);
+        let notify: Value = serde_json::from_str(&published[1]).unwrap();
         assert_eq!((notify["test"].as_bool(), notify["channels"][0].as_str()), (Some(true), Some("email")));
         assert_eq!(bodies(&t("+15555550100"), "k").unwrap().0, Channel::Sms);
         let err = bodies(&t("token-abc"), "k").unwrap_err().to_string();
