@@ -62,32 +62,35 @@ fn channel_of(to: &str) -> Channel {
 /// The bodies to publish, in order: the recipient's contact point, then the notify.
 pub fn bodies(t: &SendTest, idempotency_key: &str) -> anyhow::Result<(Channel, String, Vec<String>)> {
     let channel = t.channel.unwrap_or_else(|| channel_of(&t.to));
-    let recipient = test_recipient(channel, &t.to);
+    // The address as suppression compares it (so `Ana@Example.org` and `ana@example.org` are
+    // one recipient), and the contact as it is sent to.
+    let (address, contact) = match channel {
+        Channel::Email => {
+            let address = EmailAddress::new(&t.to).map_err(|e| anyhow::anyhow!("--to is not an email address: {e}"))?;
+            (address.as_str().to_lowercase(), Some(("email", address.as_str().to_owned())))
+        }
+        Channel::Sms => {
+            let number = PhoneNumber::new(&t.to).map_err(|e| anyhow::anyhow!("--to is not a phone number: {e}"))?;
+            (number.as_str().to_owned(), Some(("phone", number.as_str().to_owned())))
+        }
+        Channel::Push => (t.to.clone(), None),
+        Channel::Inbox => bail!("send-test sends to an address: email, sms or push"),
+    };
+    let recipient = test_recipient(channel, &address);
     let mut upsert = json!({"type": "upsert_recipient", "recipient": recipient});
     if let Some(l) = &t.locale {
         upsert["locale"] = l.clone().into();
     }
-    let mut bodies = Vec::new();
-    match channel {
-        Channel::Email => {
-            let address = EmailAddress::new(&t.to).map_err(|e| anyhow::anyhow!("--to is not an email address: {e}"))?;
-            upsert["email"] = address.as_str().into();
-            bodies.push(upsert.to_string());
-        }
-        Channel::Sms => {
-            let number = PhoneNumber::new(&t.to).map_err(|e| anyhow::anyhow!("--to is not a phone number: {e}"))?;
-            upsert["phone"] = number.as_str().into();
-            bodies.push(upsert.to_string());
-        }
-        Channel::Push => {
-            let Some(platform) = t.platform else { bail!("a push token needs --platform apns|apns_sandbox|fcm") };
-            bodies.push(upsert.to_string());
-            bodies.push(
-                json!({"type": "register_push_token", "recipient": recipient, "platform": platform, "token": t.to})
-                    .to_string(),
-            );
-        }
-        Channel::Inbox => bail!("send-test sends to an address: email, sms or push"),
+    if let Some((field, value)) = contact {
+        upsert[field] = value.into();
+    }
+    let mut bodies = vec![upsert.to_string()];
+    if channel == Channel::Push {
+        let Some(platform) = t.platform else { bail!("a push token needs --platform apns|apns_sandbox|fcm") };
+        bodies.push(
+            json!({"type": "register_push_token", "recipient": recipient, "platform": platform, "token": t.to})
+                .to_string(),
+        );
     }
     let mut notify = json!({
         "idempotency_key": idempotency_key, "recipient": recipient, "template": t.template, "kind": t.kind,
@@ -155,6 +158,7 @@ mod tests {
         assert_eq!(channel, Channel::Email);
         assert!(recipient.starts_with("herald-test:") && !recipient.contains("ana"), "{recipient}");
         assert_eq!(recipient, test_recipient(Channel::Email, "ana@example.org"));
+        assert_eq!(bodies(&t("Ana@Example.org"), "k2").unwrap().1, recipient, "one person, however spelt");
         assert_eq!(published.len(), 2);
         let notify: Value = serde_json::from_str(&published[1]).unwrap();
         assert_eq!((notify["test"].as_bool(), notify["channels"][0].as_str()), (Some(true), Some("email")));
