@@ -5,13 +5,15 @@
 //! a cap.
 
 use crate::support::*;
+use herald::aws::ses::SesEmail;
 use herald::contract::Kind;
 use herald::domain::ledger::SuppressionCause;
 use herald::domain::{Channel, EmailAddress, Platform};
-use herald::ports::SuppressionList;
+use herald::ports::{EmailMessage, EmailSender, PortResult, SuppressionList};
 use herald_cli::preview::{self, Rendered, Request};
 use herald_cli::sendtest::{self, SendTest};
 use serde_json::{Map, Value, json};
+use std::sync::Mutex;
 
 fn shipped() -> herald::domain::template::CompiledTemplate {
     herald_cli::templates::load(&herald_cli::local::repo_root().join("templates/order_shipped.toml")).unwrap()
@@ -229,4 +231,77 @@ async fn a_test_send_is_marked_skips_caps_without_counting_and_is_suppressed_lik
     let missing = sendtest::ingest_queue(&sqs, "no-such-stack").await.unwrap_err().to_string();
     assert!(missing.contains("no queue named no-such-stack-IngestQueue"), "{missing}");
     t.stop().await;
+}
+
+/// SES, keeping a copy of what it is handed (moto keeps neither the text part nor the headers).
+struct Recording {
+    inner: SesEmail,
+    sent: Mutex<Vec<EmailMessage>>,
+}
+
+impl EmailSender for Recording {
+    async fn send(&self, message: &EmailMessage) -> PortResult<String> {
+        self.sent.lock().unwrap().push(message.clone());
+        self.inner.send(message).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_preview_is_every_field_handed_to_ses_but_the_signed_links() {
+    let t = TestStack::without_functions().await;
+    let tag = &t.tag;
+    let (who, address) = (format!("eve-{tag}"), format!("eve.{tag}@example.org"));
+    let key = format!("{tag}-marketing");
+    let d = data(json!({"order_id": "9 & <9>"}));
+    let bodies = [
+        json!({"type": "upsert_recipient", "recipient": who, "email": address, "locale": "fr-CA"}).to_string(),
+        json!({"type": "set_consent", "recipient": who, "channel": "email", "topic": "order_updates", "granted": true,
+               "source": "test"})
+        .to_string(),
+        notify(&key, &who, "email", "marketing", &d),
+    ];
+    let ingest = ingest::aws::deps(&t.sdk, &ingest::Config::from_lookup(&t.lookup("ingest")).unwrap());
+    ingest::handler(&ingest, sqs_event(&bodies)).await.unwrap();
+    let eligibility =
+        eligibility::aws::deps(&t.sdk, &eligibility::Config::from_lookup(&t.lookup("eligibility")).unwrap());
+    let job = receive(&t, "EligibilityQueue").await.unwrap();
+    eligibility::handler(&eligibility, received_event(&job)).await.unwrap();
+    let env = t.env("dispatch-email", &[]);
+    let config = dispatch_email::Config::from_lookup(&|k| env.get(k).cloned()).unwrap();
+    let (deps, real) = dispatch_email::aws::deps(&t.sdk, &config);
+    let email = dispatch_email::Email {
+        sender: Recording {
+            inner: SesEmail::new(aws_sdk_sesv2::Client::new(&t.sdk), config.configuration_set.clone()),
+            sent: Mutex::new(Vec::new()),
+        },
+        from: real.from,
+        unsubscribe: real.unsubscribe,
+        receipts: real.receipts,
+    };
+    let job = receive(&t, "EmailQueue").await.expect("the job is on the email queue");
+    assert!(dispatch_email::handler(&deps, &email, received_event(&job)).await.unwrap().batch_item_failures.is_empty());
+    let sent = email.sender.sent.lock().unwrap().pop().expect("handed to SES");
+
+    let Rendered::Email { from, reply_to, subject, html, text, headers, tags } =
+        preview_of(Channel::Email, &who, &key, "fr-CA", Kind::Marketing, &d)
+    else {
+        panic!("not an email")
+    };
+    // The signed links the send made, in place of the preview's stand-ins.
+    let unsubscribe = sent.headers.iter().find(|(n, _)| n == "List-Unsubscribe").map(|(_, v)| v.clone()).unwrap();
+    let unsubscribe = unsubscribe.trim_start_matches('<').trim_end_matches('>').to_owned();
+    let preferences =
+        sent.content.text.lines().find_map(|l| l.split(": ").nth(1).filter(|u| u.contains("/preferences?t=")));
+    let preferences = preferences.expect("the text part links the preference center").to_owned();
+    use herald::domain::email::{PLACEHOLDER_BASE, PLACEHOLDER_TOKEN};
+    let fill = |s: &str| {
+        s.replace(&format!("{PLACEHOLDER_BASE}/unsubscribe?t={PLACEHOLDER_TOKEN}"), &unsubscribe)
+            .replace(&format!("{PLACEHOLDER_BASE}/preferences?t={PLACEHOLDER_TOKEN}"), &preferences)
+    };
+    let filled_headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.clone(), fill(v))).collect();
+    assert_eq!(sent.to.as_str(), address);
+    assert_eq!(
+        (sent.from, sent.reply_to, sent.content.subject, sent.content.html, sent.content.text, sent.headers, sent.tags),
+        (from, reply_to, subject, fill(&html), fill(&text), filled_headers, tags)
+    );
 }

@@ -14,7 +14,7 @@ use herald::contract::{Kind, NotifyRequest};
 use herald::domain::email::{self, Links, PLACEHOLDER_BASE, PLACEHOLDER_TOKEN};
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::sms::{self, Encoding};
-use herald::domain::template::CompiledTemplate;
+use herald::domain::template::{CompiledTemplate, MAX_INBOX_CONTENT_BYTES};
 use herald::domain::{Channel, IdempotencyKey, MessageId, Platform, push};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -239,6 +239,13 @@ pub fn preview(template: &CompiledTemplate, req: &Request) -> anyhow::Result<Pre
                 &job.request.data,
                 &job.recipient_view(),
             )?;
+            let size = c.stored_bytes();
+            if size > MAX_INBOX_CONTENT_BYTES {
+                bail!(
+                    "the inbox message is {size} bytes, over {MAX_INBOX_CONTENT_BYTES}: dispatch would refuse it \
+                     (payload_too_large)"
+                );
+            }
             stubbed.push("the inbox id and time: given when it is stored".into());
             Rendered::Inbox { title: c.title, body: c.body, action_url: c.action_url, data: c.data }
         }
@@ -269,7 +276,7 @@ pub fn render_text(p: &Preview) -> String {
     let block = |out: &mut String, name: &str, body: &str| {
         out.push_str(&format!("----- {name} -----\n{body}"));
         if !body.ends_with('\n') {
-            out.push_str("\n----- (no newline at the end) -----\n");
+            out.push_str(&format!("\n----- end of {name} (no final newline) -----\n"));
         } else {
             out.push_str(&format!("----- end of {name} -----\n"));
         }
