@@ -17,6 +17,7 @@ mod inbox;
 mod journeys;
 mod pipeline;
 mod preferences;
+mod previews;
 mod privacy;
 mod profiles;
 mod properties;

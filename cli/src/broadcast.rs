@@ -141,6 +141,7 @@ mod tests {
             duplicates: 0,
             history: vec![],
             conversion: None,
+            test: false,
         }
     }
 

@@ -615,6 +615,7 @@ mod tests {
                 at: "2026-11-26T10:00:00.000Z".into(),
                 value: (v > 0.0).then_some(v),
             }),
+            test: false,
         }
     }
 

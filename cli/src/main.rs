@@ -87,6 +87,34 @@ enum Command {
         #[arg(long, env = "HERALD_GLOBAL_CONTROL_PERCENT", default_value_t = 0.0)]
         global_control_percent: f64,
     },
+    /// Send a template through a stack to a test address (email, phone number or push token),
+    /// marked `test` in the ledger: exempt from caps, never from suppression
+    /// (docs/testing-sends.md; uses the standard AWS environment).
+    SendTest {
+        template: String,
+        /// An email address, a phone number (E.164) or a push token.
+        #[arg(long)]
+        to: String,
+        /// email, sms or push (default: read from --to).
+        #[arg(long, value_parser = json_enum::<herald::domain::Channel>)]
+        channel: Option<herald::domain::Channel>,
+        #[arg(long)]
+        locale: Option<String>,
+        /// A JSON object of template data (default: the template's [example] in --dir, if there).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "templates")]
+        dir: PathBuf,
+        #[arg(long, default_value = "transactional", value_parser = json_enum::<herald::contract::Kind>)]
+        kind: herald::contract::Kind,
+        #[arg(long)]
+        topic: Option<String>,
+        /// A push token's platform: apns, apns_sandbox or fcm.
+        #[arg(long, value_parser = json_enum::<herald::domain::Platform>)]
+        platform: Option<herald::domain::Platform>,
+        #[arg(long, env = "HERALD_STACK", default_value = "herald")]
+        stack: String,
+    },
     /// A dead-letter queue as Herald sees it, and moving its messages back (uses the standard
     /// AWS environment; the queue is one of ingest, eligibility, push, email, sms, inbox,
     /// receipts, broadcast, digest, journey).
@@ -225,6 +253,42 @@ enum TemplatesCommand {
         #[arg(long, default_value_t = 3)]
         max_sms_segments: usize,
     },
+    /// Print exactly what a channel's dispatch would hand its provider for a template (built
+    /// by the same code): the email as SES gets it, the SMS with its encoding and segments,
+    /// the SNS push message with its APNs and FCM payloads, the inbox item.
+    Preview {
+        name: String,
+        #[arg(long, value_parser = json_enum::<herald::domain::Channel>)]
+        channel: herald::domain::Channel,
+        #[arg(long)]
+        locale: Option<String>,
+        /// A JSON object of template data (default: the template's [example]).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Push: one platform (default: apns and fcm).
+        #[arg(long, value_parser = json_enum::<herald::domain::Platform>)]
+        platform: Option<herald::domain::Platform>,
+        #[arg(long, default_value = "transactional", value_parser = json_enum::<herald::contract::Kind>)]
+        kind: herald::contract::Kind,
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        campaign: Option<String>,
+        /// The recipient id the template sees (`recipient.id`).
+        #[arg(long, default_value = herald_cli::preview::DEFAULT_RECIPIENT)]
+        recipient: String,
+        /// The idempotency key of the send to match (its message id is in the payloads).
+        #[arg(long, default_value = herald_cli::preview::DEFAULT_KEY)]
+        key: String,
+        /// The stack's sender (SenderAddress), when the template names none.
+        #[arg(long, env = "HERALD_FROM_ADDRESS")]
+        from: Option<String>,
+        #[arg(long, default_value = "templates")]
+        dir: PathBuf,
+        /// Print JSON (every string exactly as the provider gets it) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload every template to the templates table, with the campaigns, segments and profile
     /// schema beside the folder (uses the standard AWS environment).
     Push {
@@ -331,6 +395,17 @@ enum SegmentsCommand {
     },
 }
 
+/// A value of one of Herald's enums by its name in the contract (`email`, `apns_sandbox`).
+fn json_enum<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).map_err(|e| e.to_string())
+}
+
+/// A JSON object from a file (template data).
+fn read_data(path: &std::path::Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a JSON object", path.display()))
+}
+
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -406,6 +481,69 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} problem(s) in {} template(s)", problems.len(), templates.len());
             }
             println!("{} template(s) and {} campaign(s) checked, no problems", templates.len(), campaigns.len());
+        }
+        Command::Templates {
+            command:
+                TemplatesCommand::Preview {
+                    name,
+                    channel,
+                    locale,
+                    data,
+                    platform,
+                    kind,
+                    topic,
+                    campaign,
+                    recipient,
+                    key,
+                    from,
+                    dir,
+                    json,
+                },
+        } => {
+            init_logs("warn");
+            let template = herald_cli::templates::load(&dir.join(format!("{name}.toml")))?;
+            let req = herald_cli::preview::Request {
+                channel,
+                locale,
+                data: data.as_deref().map(read_data).transpose()?,
+                kind,
+                topic,
+                campaign,
+                platforms: platform.into_iter().collect(),
+                recipient,
+                idempotency_key: key,
+                from,
+            };
+            let preview = herald_cli::preview::preview(&template, &req)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&preview)?),
+                false => print!("{}", herald_cli::preview::render_text(&preview)),
+            }
+        }
+        Command::SendTest { template, to, channel, locale, data, dir, kind, topic, platform, stack } => {
+            init_logs("warn");
+            let data = match data {
+                Some(path) => read_data(&path)?,
+                None => {
+                    let local = dir.join(format!("{template}.toml"));
+                    match local.exists() {
+                        true => herald_cli::templates::load(&local)?.doc.example.clone(),
+                        false => serde_json::Map::new(),
+                    }
+                }
+            };
+            let test = herald_cli::sendtest::SendTest { template, to, channel, locale, data, kind, topic, platform };
+            let key = format!("herald-test-{}-{}", test.template, chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+            let sdk = herald::aws::sdk_config().await;
+            let sent = herald_cli::sendtest::send(&aws_sdk_sqs::Client::new(&sdk), &stack, &test, &key).await?;
+            println!(
+                "published a test send of {} on {} to recipient {} ({})",
+                test.template,
+                sent.channel.as_str(),
+                sent.recipient,
+                sent.queue_url
+            );
+            println!("follow it: herald message {}", sent.idempotency_key);
         }
         Command::Templates { command: TemplatesCommand::Push { dir, table } } => {
             init_logs("warn");
@@ -529,11 +667,12 @@ async fn main() -> anyhow::Result<()> {
             let id = herald::domain::MessageId::for_key(&herald::domain::IdempotencyKey::new(key)?);
             let entry = ledger.get(&id).await?.context("no such message in the ledger")?;
             println!(
-                "{} {} status={} channel={}",
+                "{} {} status={} channel={}{}",
                 entry.id,
                 entry.idempotency_key,
                 entry.status,
-                entry.channel.unwrap_or_default()
+                entry.channel.unwrap_or_default(),
+                if entry.test { " test=true" } else { "" }
             );
             if let Some(c) = &entry.conversion {
                 let value = c.value.map(|v| format!(" value={v}")).unwrap_or_default();

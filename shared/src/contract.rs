@@ -81,6 +81,21 @@ pub struct NotifyRequest {
     /// Collect it with others of the same key into one message ([`DigestSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<DigestSpec>,
+    /// A test send (`herald send-test`): only to a recipient of the [`TEST_RECIPIENT_PREFIX`]
+    /// namespace, without a campaign or a digest. Marked `test` in the ledger; exempt from
+    /// caps, quiet hours, holdouts and the need for an opt-in, never from suppression
+    /// (docs/testing-sends.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not", deserialize_with = "null_is_false")]
+    pub test: bool,
+}
+
+/// The recipient namespace of test sends: `herald-test:<hash of the address>`, upserted by
+/// `herald send-test`. Only a recipient of it may receive a notify marked `test`.
+pub const TEST_RECIPIENT_PREFIX: &str = "herald-test:";
+
+/// `null` counts as absent, as for every optional field.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// The only `type` a notify body may carry.
@@ -471,6 +486,17 @@ impl NotifyRequest {
         if let Some(digest) = &self.digest {
             digest.check_rules(self.send_at.is_some())?;
         }
+        if self.test {
+            if !self.recipient.as_str().starts_with(TEST_RECIPIENT_PREFIX) {
+                return Err(Rejection::new(
+                    "invalid_field",
+                    format!("test is only allowed for a recipient whose id starts with {TEST_RECIPIENT_PREFIX}"),
+                ));
+            }
+            if self.campaign.is_some() || self.digest.is_some() {
+                return Err(Rejection::new("invalid_field", "a test send has no campaign and no digest"));
+            }
+        }
         Ok(())
     }
 }
@@ -683,13 +709,13 @@ mod tests {
                 format!(r#"{{{notify}, "recipient": "u", "ana@example.org": 1}}"#),
                 "invalid_field",
                 "unknown field, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, `topic`, \
-                 `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest` at line 1 column 116",
+                 `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest`, `test` at line 1 column 116",
             ),
             (
                 format!(r#"{{{notify}, "recipient": "u", "mail": 1}}"#),
                 "invalid_field",
                 "unknown field `mail`, expected one of `type`, `idempotency_key`, `recipient`, `template`, `data`, \
-                 `topic`, `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest` at line 1 column 105",
+                 `topic`, `kind`, `channels`, `mode`, `send_at`, `expires_at`, `campaign`, `digest`, `test` at line 1 column 105",
             ),
             (
                 format!(r#"{{{notify}, "recipient": "u", "send_at": "+15555550100"}}"#),

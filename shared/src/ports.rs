@@ -294,6 +294,8 @@ pub struct LedgerEntry {
     pub history: Vec<HistoryEntry>,
     /// The conversion `track` recorded on it, if any ([`Ledger::record_conversion`]).
     pub conversion: Option<RecordedConversion>,
+    /// A test send (`herald send-test`): the admission's `test` attribute.
+    pub test: bool,
 }
 
 /// A conversion as the ledger keeps it on a message.
@@ -856,6 +858,14 @@ pub struct EmailMessage {
     pub headers: Vec<(String, String)>,
     /// SES message tags, so events can be correlated back (`herald_message_id`).
     pub tags: Vec<(String, String)>,
+}
+
+impl EmailMessage {
+    /// `email` ([`crate::domain::email::build`]) addressed to `to`.
+    pub fn new(to: EmailAddress, email: crate::domain::email::OutgoingEmail) -> Self {
+        let crate::domain::email::OutgoingEmail { from, reply_to, content, headers, tags } = email;
+        Self { to, from, reply_to, content, headers, tags }
+    }
 }
 
 pub trait EmailSender: Send + Sync {

@@ -8,16 +8,15 @@
 //! it gets a localized footer with it. A transactional email gets the link only when its
 //! template uses it, and never a footer.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use herald::config::{ConfigError, Lookup, optional, required};
-use herald::contract::Kind;
 use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
+use herald::domain::email;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
-use herald::domain::preferences::{self, Lang, PreferenceLink};
-use herald::domain::template::{CompiledTemplate, PREFERENCES_URL_VAR};
-use herald::domain::unsubscribe::{Unsubscribe, UnsubscribeKey, link, sign};
+use herald::domain::template::CompiledTemplate;
+use herald::domain::unsubscribe::UnsubscribeKey;
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
 use herald::ports::{CapCounter, EmailMessage, EmailSender, Ledger, Outbox, PortResult, Secret, TemplateStore};
 
@@ -55,8 +54,7 @@ impl Config {
     }
 }
 
-/// The SES message tag that carries Herald's message id.
-pub const MESSAGE_ID_TAG: &str = "herald_message_id";
+pub use herald::domain::email::{Links, MESSAGE_ID_TAG, UNSUBSCRIBE_LINK_DAYS};
 
 /// How email links to one-click unsubscribe (RFC 8058) and to the preference center.
 #[derive(Debug, Clone)]
@@ -68,9 +66,6 @@ pub struct UnsubscribeLinks<K> {
     pub base_url: String,
 }
 
-/// How long an unsubscribe link in a sent email keeps working.
-pub const UNSUBSCRIBE_LINK_DAYS: i64 = 90;
-
 pub struct Email<E, K> {
     pub sender: E,
     pub from: String,
@@ -80,44 +75,15 @@ pub struct Email<E, K> {
     pub receipts: bool,
 }
 
-/// What one email links to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Links {
-    /// `List-Unsubscribe` and `List-Unsubscribe-Post` (marketing only).
-    pub headers: Vec<(String, String)>,
-    /// The person's preference center.
-    pub preferences_url: Option<String>,
-}
-
 impl<E, K: Secret<UnsubscribeKey>> Email<E, K> {
-    /// The links of `job`'s email. Marketing: a signed link that revokes this topic on email
-    /// for this recipient in one POST (`List-Unsubscribe`), and a link to the preference
-    /// center. Transactional: the preference center's link only when the template uses it
-    /// (`wants_preferences`). The key is read only when a link is made.
+    /// The links of `job`'s email ([`Links::signed`]), when the stack serves them. The key
+    /// is read only when a link is made.
     pub async fn links(&self, job: &DispatchJob, wants_preferences: bool, now: DateTime<Utc>) -> PortResult<Links> {
-        let marketing = job.request.kind == Kind::Marketing;
-        let Some(links) = self.unsubscribe.as_ref().filter(|_| marketing || wants_preferences) else {
+        let Some(links) = self.unsubscribe.as_ref().filter(|_| email::needs_links(job, wants_preferences)) else {
             return Ok(Links::default());
         };
         let key = links.key.current().await?;
-        let page =
-            PreferenceLink::new(job.request.recipient.clone(), now, TimeDelta::days(preferences::EMAIL_LINK_DAYS));
-        let preferences_url = Some(preferences::url(&links.base_url, &preferences::sign(&page, &key)));
-        if !marketing {
-            return Ok(Links { headers: Vec::new(), preferences_url });
-        }
-        let grant = Unsubscribe {
-            recipient: job.request.recipient.clone(),
-            channel: Channel::Email,
-            topic: job.request.topic.clone(),
-            expires_at: now + TimeDelta::days(UNSUBSCRIBE_LINK_DAYS),
-        };
-        let url = link(&links.base_url, &sign(&grant, &key));
-        let headers = vec![
-            ("List-Unsubscribe".to_owned(), format!("<{url}>")),
-            ("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned()),
-        ];
-        Ok(Links { headers, preferences_url })
+        Ok(Links::signed(job, wants_preferences, &key, &links.base_url, now))
     }
 }
 
@@ -130,52 +96,16 @@ impl<E: EmailSender, K: Secret<UnsubscribeKey>> Deliver for Email<E, K> {
         let Contact::Email(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no email address".into() };
         };
-        let locale = job.locale.as_ref().map(|l| l.as_str());
-        let (html_links, text_links) = template.email_uses(locale, PREFERENCES_URL_VAR);
+        let (html_links, text_links) = email::places_preferences(template, job);
         // A key that cannot be read now sends nothing: the job comes back later.
         let links = match self.links(job, html_links || text_links, Utc::now()).await {
             Ok(links) => links,
             Err(e) => return Delivery::Retry(e.to_string()),
         };
-        let with_url;
-        let data = match &links.preferences_url {
-            Some(url) => {
-                let mut data = job.request.data.clone();
-                data.insert(PREFERENCES_URL_VAR.to_owned(), url.clone().into());
-                with_url = data;
-                &with_url
-            }
-            None => &job.request.data,
-        };
-        let mut content = match template.render_email(locale, data, &job.recipient_view()) {
-            Ok(c) => c,
+        // The same code builds `herald templates preview`'s email.
+        let message = match email::build(template, job, links, &self.from) {
+            Ok(built) => EmailMessage::new(to.clone(), built),
             Err(e) => return Delivery::from_render(e),
-        };
-        if let Some(url) = links.preferences_url.as_deref().filter(|_| job.request.kind == Kind::Marketing) {
-            // In the language the email is written in.
-            let lang = template.email_locale(locale).and_then(Lang::from_tag).unwrap_or(Lang::En);
-            if !html_links {
-                content.html = preferences::with_html_footer(&content.html, url, lang);
-            }
-            if !text_links {
-                content.text = preferences::with_text_footer(&content.text, url, lang);
-            }
-        }
-        let mut tags = vec![
-            (MESSAGE_ID_TAG.to_owned(), job.message_id.to_string()),
-            ("herald_template".to_owned(), job.request.template.to_string()),
-        ];
-        if let Some(c) = &job.request.campaign {
-            tags.push(("herald_campaign".to_owned(), c.to_string()));
-        }
-        let settings = template.doc.email.as_ref();
-        let message = EmailMessage {
-            to: to.clone(),
-            from: settings.and_then(|e| e.from.clone()).unwrap_or_else(|| self.from.clone()),
-            reply_to: settings.and_then(|e| e.reply_to.clone()),
-            content,
-            headers: links.headers,
-            tags,
         };
         match self.sender.send(&message).await {
             Ok(provider_id) => Delivery::Sent { provider_id, sms_segments: None },
@@ -203,6 +133,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
+    use herald::domain::preferences;
     use herald::domain::unsubscribe::verify;
     use herald::ports::PortError;
     use std::sync::Arc;

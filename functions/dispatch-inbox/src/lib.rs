@@ -52,7 +52,7 @@ impl Config {
 /// The largest rendered message stored (title, body, action URL and data): a message is
 /// one item, written for one write unit per KiB; a larger one fails on the channel (and
 /// falls back when it may).
-pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
+pub use herald::domain::template::MAX_INBOX_CONTENT_BYTES as MAX_CONTENT_BYTES;
 
 /// The inbox channel's delivery.
 pub struct Inbox<S, L> {
@@ -80,10 +80,7 @@ impl<S: InboxStore, L: Ledger> Deliver for Inbox<S, L> {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };
-        let size = content.title.len()
-            + content.body.len()
-            + content.action_url.as_ref().map_or(0, String::len)
-            + content.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let size = content.stored_bytes();
         if size > MAX_CONTENT_BYTES {
             return Delivery::Failed {
                 reason: Reason::PayloadTooLarge,

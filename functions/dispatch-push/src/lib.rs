@@ -10,7 +10,7 @@ use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
 use herald::domain::ledger::Reason;
-use herald::domain::push::{MAX_PAYLOAD_BYTES, payload_bytes, sns_message};
+use herald::domain::push::{self, MAX_PAYLOAD_BYTES};
 use herald::domain::template::CompiledTemplate;
 use herald::lambda::{LambdaEvent, SqsBatchResponse, SqsEvent};
 use herald::ports::{CapCounter, Ledger, Outbox, PortError, PushSender, RecipientStore, TemplateStore};
@@ -54,18 +54,14 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
         let Contact::Push(devices) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no device".into() };
         };
-        let content = match template.render_push(
-            job.locale.as_ref().map(|l| l.as_str()),
-            &job.request.data,
-            &job.recipient_view(),
-        ) {
+        // The same code builds `herald templates preview`'s push messages.
+        let content = match push::render(template, job) {
             Ok(c) => c,
             Err(e) => return Delivery::from_render(e),
         };
         // APNs and FCM refuse payloads over 4 KB: no device would take this one.
         for device in devices {
-            let size = payload_bytes(device.platform, &content, &job.message_id);
-            if size > MAX_PAYLOAD_BYTES {
+            if let Err(size) = push::check_size(device.platform, &content, &job.message_id) {
                 return Delivery::Failed {
                     reason: Reason::PayloadTooLarge,
                     detail: format!("{size} bytes on {}, over {MAX_PAYLOAD_BYTES}", device.platform.as_str()),
@@ -76,7 +72,7 @@ impl<P: PushSender, R: RecipientStore> Deliver for Push<P, R> {
         let mut retry = None;
         let mut dead = 0;
         for device in devices {
-            let payload = sns_message(device.platform, &content, &job.message_id);
+            let payload = push::sns_message(device.platform, &content, &job.message_id);
             match self.sender.publish(&device.endpoint_arn, &payload).await {
                 Ok(id) => sent.push(id),
                 // Every device of that application would be refused alike: none is at fault.

@@ -3,7 +3,6 @@
 
 use chrono::Utc;
 use herald::config::{ConfigError, Lookup, parsed, required};
-use herald::contract::Kind;
 use herald::dispatch::{Deliver, Delivery, DispatchConfig, DispatchDeps};
 use herald::domain::Channel;
 use herald::domain::jobs::{Contact, DispatchJob};
@@ -55,15 +54,12 @@ impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
         let Contact::Sms(to) = &job.contact else {
             return Delivery::Failed { reason: Reason::NoContact, detail: "the job has no phone number".into() };
         };
-        let content = match template.render_sms(
-            job.locale.as_ref().map(|l| l.as_str()),
-            &job.request.data,
-            &job.recipient_view(),
-        ) {
-            Ok(c) => c,
+        // The same code builds `herald templates preview`'s SMS.
+        let sms = match sms::build(template, job) {
+            Ok(m) => m,
             Err(e) => return Delivery::from_render(e),
         };
-        let segments = sms::segments(&content.text);
+        let segments = sms.segments;
         if segments.count > self.max_segments {
             return Delivery::Failed {
                 reason: Reason::TooLong,
@@ -73,9 +69,8 @@ impl<S: SmsSender, L: SuppressionList> Deliver for Sms<S, L> {
                 ),
             };
         }
-        // Marketing goes as Promotional (cheaper, best effort); the rest as configured.
-        let sms_type = if job.request.kind == Kind::Marketing { SmsType::Promotional } else { self.sms_type };
-        match self.sender.send(to, &content.text, sms_type).await {
+        let sms_type = if sms.promotional { SmsType::Promotional } else { self.sms_type };
+        match self.sender.send(to, &sms.text, sms_type).await {
             Ok(provider_id) => Delivery::Sent { provider_id, sms_segments: u32::try_from(segments.count).ok() },
             Err(e) if e.permanent_code().is_some_and(|c| c.contains("OptedOut") || c.contains("OptOut")) => {
                 if let Err(err) = self

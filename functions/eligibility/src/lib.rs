@@ -7,7 +7,7 @@ use herald::config::{ConfigError, LedgerConfig, Lookup, optional, parsed, requir
 use herald::contract::{Kind, Mode};
 use herald::domain::campaign::{GlobalControl, Group, group};
 use herald::domain::caps::{CapPolicy, CapScope, CapSlot};
-use herald::domain::eligibility::{Decision, Facts, evaluate, recipient_wait};
+use herald::domain::eligibility::{Decision, Facts, capped_and_held_out, evaluate, recipient_wait};
 use herald::domain::jobs::{Contact, DispatchJob, EligibilityJob, check_sqs_body};
 use herald::domain::ledger::{Reason, Status};
 use herald::domain::recipient::Recipient;
@@ -253,7 +253,11 @@ async fn decide<P: Ports>(deps: &Deps<P>, job: &EligibilityJob, now: DateTime<Ut
                 Some(name) => deps.templates.campaign(name).await?,
                 None => None,
             };
-            let variant = match group(request.kind, &request.recipient, campaign.as_deref(), deps.global_control) {
+            let drawn = match capped_and_held_out(request) {
+                true => group(request.kind, &request.recipient, campaign.as_deref(), deps.global_control),
+                false => Group::Send(None),
+            };
+            let variant = match drawn {
                 Group::GlobalControl => {
                     let detail = format!(
                         "in the global control group ({}% of people, held out of all marketing)",
@@ -359,7 +363,10 @@ async fn route<P: Ports>(
     let counted_at = job.counted_at.unwrap_or(now);
     for (position, &channel) in candidates.iter().enumerate() {
         let Some(contact) = contact(recipient, channel) else { continue };
-        let slots = deps.policy.slots(request.kind, &request.recipient, channel, request.campaign.as_ref(), counted_at);
+        let slots = match capped_and_held_out(request) {
+            true => deps.policy.slots(request.kind, &request.recipient, channel, request.campaign.as_ref(), counted_at),
+            false => Vec::new(),
+        };
         match take_slots(&deps.caps, &slots, &job.message_id).await? {
             Err(full) => {
                 if full.scope == CapScope::Campaign {

@@ -272,6 +272,7 @@ impl Broadcast {
             expires_at: r.expires_at,
             campaign: Some(r.campaign.clone()),
             digest: None,
+            test: false,
         })
     }
 }

@@ -168,6 +168,7 @@ impl Opening {
             expires_at: self.expires_at,
             campaign: self.campaign.clone(),
             digest: None,
+            test: false,
         })
     }
 }

@@ -43,11 +43,25 @@ pub fn channel_refusal(facts: &Facts<'_>, channel: Channel) -> Option<Reason> {
     if !facts.recipient.has_contact(channel) {
         return Some(Reason::NoContact);
     }
-    match facts.recipient.consent_verdict(channel, request.topic.as_ref(), request.kind) {
+    match facts.recipient.consent_verdict(channel, request.topic.as_ref(), consent_kind(request)) {
         ConsentVerdict::Allowed => None,
         ConsentVerdict::NotGranted => Some(Reason::NoConsent),
         ConsentVerdict::OptedOut => Some(Reason::OptedOut),
     }
+}
+
+/// The consent rule a request is held to. A test send (`herald send-test`) goes to a
+/// synthetic recipient that the operator addressed by hand: it needs no opt-in, only the
+/// channel not opted out (the transactional rule), whatever its kind.
+pub fn consent_kind(request: &NotifyRequest) -> Kind {
+    if request.test { Kind::Transactional } else { request.kind }
+}
+
+/// Whether the request takes frequency-cap slots and may be held out (a campaign's
+/// holdout, the global control group). A test send does neither: it is never refused by
+/// a cap, never counts toward one, and an operator's test is never silently held out.
+pub fn capped_and_held_out(request: &NotifyRequest) -> bool {
+    !request.test
 }
 
 pub fn evaluate(facts: &Facts<'_>) -> Decision {
@@ -80,7 +94,9 @@ pub fn evaluate(facts: &Facts<'_>) -> Decision {
         let detail = refusals.iter().map(|(c, r)| format!("{c}: {r}")).collect::<Vec<_>>().join(", ");
         return Decision::Refuse { reason, detail };
     }
+    // A test send is not deferred: the operator is waiting for it.
     if request.kind == Kind::Marketing
+        && !request.test
         && let Some(until) = quiet_until(facts.recipient, facts.now)
     {
         if request.expires_at.is_some_and(|e| e <= until) {
@@ -247,6 +263,37 @@ mod tests {
             decide(&request("transactional", r#","channels":["sms","email"]"#), &recipient(), &[], now),
             send(vec![Sms, Email])
         );
+    }
+
+    #[test]
+    fn a_test_send_needs_no_opt_in_nor_waits_out_quiet_hours_but_is_suppressed() {
+        use Channel::*;
+        let now = "2026-11-25T23:00:00Z";
+        let test = |channels: &str| {
+            let mut r = request("marketing", &format!(r#","channels":[{channels}]"#));
+            r.recipient = crate::domain::RecipientId::new("herald-test:ab12").unwrap();
+            r.test = true;
+            r
+        };
+        // No opt-in recorded: marketing is refused, the same as a test goes.
+        let marketing = request("marketing", r#","channels":["email","sms"]"#);
+        assert!(matches!(decide(&marketing, &recipient(), &[], now), Decision::Refuse { .. }));
+        assert_eq!(
+            decide(&test(r#""email","sms""#), &recipient(), &[], now),
+            Decision::Send { candidates: vec![Email, Sms] }
+        );
+        // An explicit opt-out still counts.
+        let mut opted_out = recipient();
+        grant(&mut opted_out, Email, false);
+        assert_eq!(decide(&test(r#""email","sms""#), &opted_out, &[], now), Decision::Send { candidates: vec![Sms] });
+        // Suppression is never skipped.
+        let d = decide(&test(r#""email""#), &recipient(), &[(Email, SuppressionCause::Bounce)], now);
+        assert!(matches!(d, Decision::Refuse { reason: Reason::SuppressedBounce, .. }), "{d:?}");
+        // Quiet hours (23:00 in Paris) defer marketing, not a test.
+        let paris = quiet("Europe/Paris", "22:00", "08:00");
+        assert!(matches!(decide(&marketing, &paris, &[], now), Decision::Defer { .. }));
+        assert!(matches!(decide(&test(r#""email""#), &paris, &[], now), Decision::Send { .. }));
+        assert!(capped_and_held_out(&marketing) && !capped_and_held_out(&test(r#""sms""#)));
     }
 
     #[test]

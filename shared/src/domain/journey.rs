@@ -946,6 +946,7 @@ impl Journey {
             expires_at: None,
             campaign: self.doc.campaign.clone(),
             digest: None,
+            test: false,
         })
     }
 

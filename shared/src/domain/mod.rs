@@ -7,6 +7,7 @@ pub mod contact;
 pub mod digest;
 pub mod duration;
 pub mod eligibility;
+pub mod email;
 pub mod events;
 pub mod ids;
 pub mod inbox;

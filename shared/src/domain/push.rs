@@ -1,6 +1,7 @@
 //! Push payloads per platform, for SNS `MessageStructure=json`.
 
-use crate::domain::template::PushContent;
+use crate::domain::jobs::DispatchJob;
+use crate::domain::template::{CompiledTemplate, PushContent, TemplateError};
 use crate::domain::{MessageId, Platform};
 use serde_json::{Value, json};
 
@@ -31,6 +32,24 @@ fn platform_payload(platform: Platform, content: &PushContent, id: &MessageId) -
             "data": data,
         }),
     }
+}
+
+/// The push part of `job`'s template, rendered for its person (push dispatch and
+/// `herald templates preview` both call this, then [`check_size`] and [`sns_message`]).
+pub fn render(template: &CompiledTemplate, job: &DispatchJob) -> Result<PushContent, TemplateError> {
+    template.render_push(job.locale.as_ref().map(|l| l.as_str()), &job.request.data, &job.recipient_view())
+}
+
+/// `Err(bytes)` when the payload for `platform` is over [`MAX_PAYLOAD_BYTES`]: no device of
+/// that platform would take it.
+pub fn check_size(platform: Platform, content: &PushContent, id: &MessageId) -> Result<usize, usize> {
+    let size = payload_bytes(platform, content, id);
+    if size > MAX_PAYLOAD_BYTES { Err(size) } else { Ok(size) }
+}
+
+/// The platform payload alone (what APNs or FCM receives), as SNS passes it on.
+pub fn platform_json(platform: Platform, content: &PushContent, id: &MessageId) -> String {
+    platform_payload(platform, content, id).to_string()
 }
 
 /// The SNS message for one device: a `default` text plus the platform's own payload

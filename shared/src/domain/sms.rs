@@ -1,6 +1,28 @@
 //! SMS length: how many segments a text costs, in GSM-7 when every character
 //! has a GSM 03.38 encoding, else in UCS-2 (any emoji or most non-Latin text).
 
+use crate::contract::Kind;
+use crate::domain::jobs::DispatchJob;
+use crate::domain::template::{CompiledTemplate, TemplateError};
+
+/// One SMS as SNS is handed it: the text, and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsMessage {
+    pub text: String,
+    pub segments: Segments,
+    /// Marketing goes as `Promotional` (cheaper, best effort); the rest with the stack's
+    /// configured type (`HERALD_SMS_TYPE`, `Transactional` by default).
+    pub promotional: bool,
+}
+
+/// The SMS of `job` (SMS dispatch and `herald templates preview` both build it here).
+pub fn build(template: &CompiledTemplate, job: &DispatchJob) -> Result<SmsMessage, TemplateError> {
+    let content =
+        template.render_sms(job.locale.as_ref().map(|l| l.as_str()), &job.request.data, &job.recipient_view())?;
+    let segments = segments(&content.text);
+    Ok(SmsMessage { text: content.text, segments, promotional: job.request.kind == Kind::Marketing })
+}
+
 /// GSM 03.38 basic character set (one septet each).
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 /// GSM 03.38 extension table (an escape plus a septet: two each).

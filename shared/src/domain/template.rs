@@ -183,6 +183,20 @@ pub struct InboxContent {
     pub data: BTreeMap<String, String>,
 }
 
+/// The largest rendered inbox message stored (title, body, action URL and data): a message
+/// is one item, written for one write unit per KiB.
+pub const MAX_INBOX_CONTENT_BYTES: usize = 16 * 1024;
+
+impl InboxContent {
+    /// Its size as [`MAX_INBOX_CONTENT_BYTES`] counts it.
+    pub fn stored_bytes(&self) -> usize {
+        self.title.len()
+            + self.body.len()
+            + self.action_url.as_ref().map_or(0, String::len)
+            + self.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("template {template} has no {channel} part for locale {locale}")]
