@@ -12,6 +12,7 @@ mod digests;
 mod dispatching;
 mod dlq;
 mod idempotency;
+mod import;
 mod inbox;
 mod journeys;
 mod pipeline;
