@@ -152,7 +152,9 @@ async fn a_pinpoint_export_imports_its_people_consents_and_tokens_and_a_second_i
             .as_object()
             .unwrap()
             .iter()
-            .map(|(ch, c)| (ch.clone(), (c["granted"].as_bool().unwrap(), "pinpoint".to_owned(), at(c["at"].as_str().unwrap()))))
+            .map(|(ch, c)| {
+                (ch.clone(), (c["granted"].as_bool().unwrap(), "pinpoint".to_owned(), at(c["at"].as_str().unwrap())))
+            })
             .collect();
         assert_eq!(consents, want_consents, "{id} consents");
     }
@@ -217,7 +219,10 @@ async fn csv_and_ndjson_files_import_people_with_their_consents_sources_and_time
     platforms.sort();
     assert_eq!(platforms, ["apns", "fcm"]);
     let bo = person(&store, "csv-bo").await;
-    assert_eq!(consent(&bo, Channel::Email, None), Some((false, "newsletter-footer".to_owned(), at("2026-02-14T18:00:00Z"))));
+    assert_eq!(
+        consent(&bo, Channel::Email, None),
+        Some((false, "newsletter-footer".to_owned(), at("2026-02-14T18:00:00Z")))
+    );
     for id in ["csv-chen", "csv-dara", "csv-eli", "nd-hana", "nd-ivo", "nd-jo"] {
         assert_eq!(store.get(&RecipientId::new(id).unwrap()).await.unwrap(), None, "{id}'s row was refused whole");
     }

@@ -131,7 +131,9 @@ fn column(header: &str) -> Result<Column, String> {
                     Some((name, "number")) => (name, AttrType::Number),
                     Some((name, "boolean")) => (name, AttrType::Boolean),
                     Some((name, "list")) => (name, AttrType::List),
-                    Some(_) => return Err(format!("column {h}: the type after `:` is string, number, boolean or list")),
+                    Some(_) => {
+                        return Err(format!("column {h}: the type after `:` is string, number, boolean or list"));
+                    }
                 };
                 Column::Attr(name.to_owned(), kind)
             } else if let Some(rest) = h.strip_prefix("consent.") {
@@ -374,7 +376,10 @@ mod tests {
         assert_eq!(b.len(), 5);
         assert_eq!(b[0]["attributes"], json!({"plan": "pro", "ltv": 12.5, "tags": ["a", "b"]}));
         assert_eq!(b[1]["source"], "signup-form");
-        assert_eq!((b[2]["channel"].as_str(), b[2]["topic"].as_str(), &b[2]["granted"]), (Some("sms"), Some("promos"), &json!(false)));
+        assert_eq!(
+            (b[2]["channel"].as_str(), b[2]["topic"].as_str(), &b[2]["granted"]),
+            (Some("sms"), Some("promos"), &json!(false))
+        );
         assert_eq!(b[4]["token"], "tok2");
     }
 
@@ -430,7 +435,8 @@ not json
     #[test]
     fn default_quiet_hours_apply_where_a_row_has_none() {
         let o = ImportOptions { quiet_hours: Some(("22:00".into(), "07:00".into())), ..opts() };
-        let text = "{\"recipient\":\"u1\"}\n{\"recipient\":\"u2\",\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"06:00\"}}\n";
+        let text =
+            "{\"recipient\":\"u1\"}\n{\"recipient\":\"u2\",\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"06:00\"}}\n";
         let parsed = parse_ndjson(text.as_bytes(), &o).unwrap();
         assert_eq!(bodies(&parsed.people[0])[0]["quiet_hours"]["start"], "22:00");
         assert_eq!(bodies(&parsed.people[1])[0]["quiet_hours"]["start"], "21:00");

@@ -349,7 +349,13 @@ mod tests {
             endpoint("e3", "u1", "GCM", "fcm-token-1", json!({})),
             endpoint("e4", "u1", "APNS", "apns-token-1", json!({"OptOut": "ALL"})),
             endpoint("e5", "u1", "APNS_SANDBOX", "sandbox-token", json!({"EndpointStatus": "INACTIVE"})),
-            endpoint("e6", "u2", "SMS", "+15555550100", json!({"User": {"UserId": "u2", "UserAttributes": {"FirstName": ["Bo"], "Tags": ["a", "b"]}}})),
+            endpoint(
+                "e6",
+                "u2",
+                "SMS",
+                "+15555550100",
+                json!({"User": {"UserId": "u2", "UserAttributes": {"FirstName": ["Bo"], "Tags": ["a", "b"]}}}),
+            ),
             endpoint("e7", "u2", "VOICE", "+15555550100", json!({})),
             endpoint("e8", "", "EMAIL", "x@example.org", json!({})),
             "{oops".to_owned(),
@@ -362,8 +368,11 @@ mod tests {
         let u1 = bodies(&parsed, 0);
         assert_eq!(u1[0]["email"], "new@example.org");
         assert_eq!((u1[0]["timezone"].as_str(), u1[0]["locale"].as_str()), (Some("Europe/Paris"), Some("fr-FR")));
-        assert_eq!(u1[1], json!({"type": "set_consent", "recipient": "u1", "channel": "email", "granted": false,
-                                   "source": "pinpoint", "at": "2026-01-01T00:00:00.000Z"}));
+        assert_eq!(
+            u1[1],
+            json!({"type": "set_consent", "recipient": "u1", "channel": "email", "granted": false,
+                                   "source": "pinpoint", "at": "2026-01-01T00:00:00.000Z"})
+        );
         assert_eq!(u1[2]["token"], "fcm-token-1");
         assert_eq!((u1[2]["platform"].as_str(), u1[2]["device_id"].as_str()), (Some("fcm"), Some("e3")));
         assert_eq!(u1.len(), 3, "the opted-out and inactive devices are not registered, push stays allowed: {u1:?}");

@@ -217,7 +217,8 @@ pub async fn publish<Q: Queue>(
     opts: &RunOptions,
     queue: &Q,
 ) -> anyhow::Result<Summary> {
-    let mut summary = Summary { rows: parsed.rows, people: parsed.people.len(), dry_run: opts.dry_run, ..Summary::default() };
+    let mut summary =
+        Summary { rows: parsed.rows, people: parsed.people.len(), dry_run: opts.dry_run, ..Summary::default() };
     if opts.dry_run {
         for body in parsed.people.iter().flat_map(|p| &p.commands) {
             *summary.commands.entry(type_of(body)).or_default() += 1;
@@ -250,12 +251,8 @@ pub async fn publish<Q: Queue>(
         ),
         (Some(_), Resume::Resume) => {}
     }
-    let mut state = checkpoint.unwrap_or(Checkpoint {
-        input: digest.to_owned(),
-        format,
-        people_done: 0,
-        refused: Vec::new(),
-    });
+    let mut state =
+        checkpoint.unwrap_or(Checkpoint { input: digest.to_owned(), format, people_done: 0, refused: Vec::new() });
     summary.resumed_after = state.people_done.min(parsed.people.len());
 
     let started = Instant::now();
@@ -395,7 +392,7 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let pct = if self.total == 0 { 100 } else { people * 100 / self.total };
+        let pct = (people * 100).checked_div(self.total).unwrap_or(100);
         eprint!("\rimport: {people}/{} people ({pct}%), {sent} commands sent, {refused} refused   ", self.total);
     }
 
@@ -439,9 +436,17 @@ mod tests {
             let mut failed = Vec::new();
             for (id, body) in entries {
                 if self.throttle.get(&call).is_some_and(|ids| ids.contains(&id.as_str())) {
-                    failed.push(FailedEntry { id: id.clone(), sender_fault: false, code: "ThrottlingException".into() });
+                    failed.push(FailedEntry {
+                        id: id.clone(),
+                        sender_fault: false,
+                        code: "ThrottlingException".into(),
+                    });
                 } else if self.wrong.contains(body) {
-                    failed.push(FailedEntry { id: id.clone(), sender_fault: true, code: "InvalidMessageContents".into() });
+                    failed.push(FailedEntry {
+                        id: id.clone(),
+                        sender_fault: true,
+                        code: "InvalidMessageContents".into(),
+                    });
                 } else {
                     self.taken.lock().unwrap().push(body.clone());
                 }
@@ -465,11 +470,7 @@ mod tests {
     }
 
     fn opts(dir: &Path) -> RunOptions {
-        RunOptions {
-            rate: 0.0,
-            backoff: Duration::from_millis(1),
-            ..RunOptions::beside(&dir.join("people.csv"))
-        }
+        RunOptions { rate: 0.0, backoff: Duration::from_millis(1), ..RunOptions::beside(&dir.join("people.csv")) }
     }
 
     fn scratch(name: &str) -> PathBuf {
@@ -485,7 +486,11 @@ mod tests {
         let input = parsed(7, 3);
         let all: Vec<String> = input.people.iter().flat_map(|p| p.commands.clone()).collect();
         let wrong = all.get(12).unwrap().clone();
-        let fake = Fake { throttle: BTreeMap::from([(1, vec!["0", "9"]), (2, vec!["1"])]), wrong: vec![wrong.clone()], ..Fake::default() };
+        let fake = Fake {
+            throttle: BTreeMap::from([(1, vec!["0", "9"]), (2, vec!["1"])]),
+            wrong: vec![wrong.clone()],
+            ..Fake::default()
+        };
         let summary = publish(input, "d", Format::Csv, &opts(&dir), &fake).await.unwrap();
         let mut taken = fake.taken.lock().unwrap().clone();
         taken.sort();
@@ -510,11 +515,21 @@ mod tests {
         assert_eq!(down.taken.lock().unwrap().len(), 20);
         let again = publish(parsed(10, 3), "d", Format::Csv, &o, &Fake::default()).await.unwrap_err().to_string();
         assert!(again.contains("--resume"), "{again}");
-        let other = publish(parsed(10, 3), "e", Format::Csv, &RunOptions { resume: Resume::Resume, ..o.clone() }, &Fake::default()).await;
+        let other = publish(
+            parsed(10, 3),
+            "e",
+            Format::Csv,
+            &RunOptions { resume: Resume::Resume, ..o.clone() },
+            &Fake::default(),
+        )
+        .await;
         assert!(other.unwrap_err().to_string().contains("another file"));
 
         let up = Fake::default();
-        let summary = publish(parsed(10, 3), "d", Format::Csv, &RunOptions { resume: Resume::Resume, ..o.clone() }, &up).await.unwrap();
+        let summary =
+            publish(parsed(10, 3), "d", Format::Csv, &RunOptions { resume: Resume::Resume, ..o.clone() }, &up)
+                .await
+                .unwrap();
         assert_eq!(summary.resumed_after, 6);
         let taken = up.taken.lock().unwrap().clone();
         assert_eq!(taken.len(), 12, "persons 6 to 9, person 6 whole again: {taken:?}");
@@ -532,6 +547,10 @@ mod tests {
         let started = Instant::now();
         let paced = RunOptions { rate: 50.0, ..opts(&dir) };
         publish(parsed(5, 6), "d", Format::Csv, &paced, &fake).await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(550), "30 commands at 50/s take 0.6 s: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(550),
+            "30 commands at 50/s take 0.6 s: {:?}",
+            started.elapsed()
+        );
     }
 }

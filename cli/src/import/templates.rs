@@ -16,10 +16,10 @@
 //! what to set in Herald.
 
 use anyhow::{Context as _, bail};
+use herald::domain::Channel;
 use herald::domain::TemplateName;
 use herald::domain::caps::CapPolicy;
 use herald::domain::template::{EmailPart, LocaleParts, PushPart, SmsPart, TemplateDoc};
-use herald::domain::Channel;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -218,7 +218,8 @@ fn source(v: &Value) -> Result<Option<Source>, String> {
             }
         }
         _ => {
-            let default = ["Default", "GCM", "APNS"].iter().find_map(|k| body.get(*k).filter(|m| s(m, "Body").is_some()));
+            let default =
+                ["Default", "GCM", "APNS"].iter().find_map(|k| body.get(*k).filter(|m| s(m, "Body").is_some()));
             let Some(m) = default else { return Err("the push template has no Default, GCM or APNS Body".to_owned()) };
             let url = match s(m, "Action") {
                 Some("URL" | "DEEP_LINK") | None => s(m, "Url").map(str::to_owned),
@@ -295,9 +296,7 @@ fn settings(v: &Value) -> Option<Vec<String>> {
             ));
         }
         if n("MaximumDuration").is_some() {
-            out.push(
-                "Limits.MaximumDuration: does not map (give each request an expires_at instead)".to_owned(),
-            );
+            out.push("Limits.MaximumDuration: does not map (give each request an expires_at instead)".to_owned());
         }
         if n("Session").is_some() {
             out.push("Limits.Session: does not map (Herald has no in-app sessions)".to_owned());
@@ -411,7 +410,8 @@ pub fn write(conversion: &Conversion, out: &Path) -> anyhow::Result<Vec<PathBuf>
         if path.exists() {
             bail!("{} exists already: choose another --out, or move it", path.display());
         }
-        let mut text = format!("# Converted from the Pinpoint template {} by `herald import pinpoint-templates`.\n", t.doc.name);
+        let mut text =
+            format!("# Converted from the Pinpoint template {} by `herald import pinpoint-templates`.\n", t.doc.name);
         for n in &t.notes {
             text.push_str(&format!("# Not converted: {n}\n"));
         }

@@ -157,10 +157,8 @@ impl DeviceRegistry for DynamoRecipients {
         ]));
         let mut update = format!("SET #d = :d, updated_at = :now, {CREATED_AT} = if_not_exists({CREATED_AT}, :now)");
         // A change: the slot holds another device (or none), or a stale slot is still there.
-        let mut changes = vec![
-            "attribute_not_exists(#d)".to_owned(),
-            "#d.#p <> :p OR #d.#tok <> :tok OR #d.#arn <> :arn".to_owned(),
-        ];
+        let mut changes =
+            vec!["attribute_not_exists(#d)".to_owned(), "#d.#p <> :p OR #d.#tok <> :tok OR #d.#arn <> :arn".to_owned()];
         let mut req = self
             .client
             .update_item()

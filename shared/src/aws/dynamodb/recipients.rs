@@ -270,11 +270,7 @@ impl RecipientStore for DynamoRecipients {
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
                     let held = c.item().and_then(|item| Self::parse(item).consents.remove(&scope));
-                    if held.is_some_and(|h| h.at == at) {
-                        ConsentApplied::Unchanged
-                    } else {
-                        ConsentApplied::Older
-                    }
+                    if held.is_some_and(|h| h.at == at) { ConsentApplied::Unchanged } else { ConsentApplied::Older }
                 }
                 _ => return Err(classify("UpdateItem", e)),
             },
