@@ -253,3 +253,76 @@ async fn csv_and_ndjson_files_import_people_with_their_consents_sources_and_time
     assert_eq!(scan(&t).await, before, "the second import changed the table");
     t.stop().await;
 }
+
+#[test]
+fn pinpoint_templates_convert_to_templates_that_pass_the_check_and_render_like_pinpoint() {
+    use herald::domain::profile::{AttributeType, ProfileSchema};
+    use herald::domain::template::{Limits, RecipientView};
+    use herald_cli::import::templates;
+    let dir = herald_cli::local::repo_root().join("tests/fixtures/import/pinpoint");
+    let files: Vec<PathBuf> =
+        ["welcome-email.json", "welcome-sms.json", "order-push.json", "vip-email.json", "settings.json"]
+            .iter()
+            .map(|f| dir.join(f))
+            .collect();
+    let conversion = templates::convert(&files, "en").unwrap();
+    assert_eq!(conversion.refused.len(), 1, "{:?}", conversion.refused);
+    assert!(conversion.refused[0].contains("template vip") && conversion.refused[0].contains("{{#if"));
+
+    let out = std::env::temp_dir().join(format!("herald-import-templates-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let written = templates::write(&conversion, &out).unwrap();
+    assert_eq!(written.len(), 2);
+    // What `herald templates check` runs.
+    let loaded = herald_cli::templates::load_dir(&out).unwrap();
+    let names: Vec<&str> = loaded.iter().map(|t| t.name().as_str()).collect();
+    assert_eq!(names, ["order_shipped", "welcome"]);
+    assert_eq!(herald_cli::templates::check_all(&loaded, &Limits::default()), Vec::<String>::new());
+    let used: std::collections::BTreeSet<&String> = conversion.templates.iter().flat_map(|t| &t.attributes).collect();
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["Banner", "FirstName", "OrderId"]);
+    let declared = ProfileSchema {
+        attributes: ["Banner", "FirstName", "OrderId"].map(|a| (a.to_owned(), AttributeType::String)).into(),
+    };
+    assert_eq!(herald_cli::templates::check_profile_all(&loaded, &declared), Vec::<String>::new());
+    assert!(!herald_cli::templates::check_profile_all(&loaded, &ProfileSchema::default()).is_empty());
+
+    // Rendered, they say what Pinpoint's said: the attribute, or its default substitution.
+    let welcome = loaded.iter().find(|t| t.name().as_str() == "welcome").unwrap();
+    let ana = RecipientView {
+        id: "user-42".into(),
+        attributes: serde_json::json!({"FirstName": "Ana"}).as_object().unwrap().clone(),
+        ..RecipientView::default()
+    };
+    let data = serde_json::json!({"location_city": "Lyon"}).as_object().unwrap().clone();
+    let email = welcome.render_email(None, &data, &ana).unwrap();
+    assert_eq!(email.subject, "Welcome to the shop, Ana");
+    assert!(email.html.contains("Events near Lyon") && email.html.contains("u=user-42"), "{}", email.html);
+    assert!(email.text.contains("Welcome, Ana!"), "a text part made from the HTML: {}", email.text);
+    let nobody = RecipientView { id: "user-43".into(), ..RecipientView::default() };
+    let plain = welcome.render_email(None, &serde_json::Map::new(), &nobody).unwrap();
+    assert_eq!(plain.subject, "Welcome to the shop, there");
+    assert!(plain.html.contains("Events near your city"), "{}", plain.html);
+    let sms = welcome.render_sms(None, &serde_json::Map::new(), &ana).unwrap();
+    assert!(format!("{sms:?}").contains("Welcome Ana! Reply STOP"), "{sms:?}");
+    let order = loaded.iter().find(|t| t.name().as_str() == "order_shipped").unwrap();
+    let with_order = RecipientView {
+        attributes: serde_json::json!({"OrderId": "1234"}).as_object().unwrap().clone(),
+        ..nobody.clone()
+    };
+    let push = order.render_push(None, &serde_json::Map::new(), &with_order).unwrap();
+    assert_eq!(push.body, "Order 1234 is on its way, friend");
+    assert_eq!(push.deep_link.as_deref(), Some("shop://orders/1234"));
+    let notes = &conversion.templates.iter().find(|t| t.doc.name.as_str() == "order_shipped").unwrap().notes;
+    assert!(
+        notes.iter().any(|n| n.contains("APNS-specific")) && notes.iter().any(|n| n.contains("Sound")),
+        "{notes:?}"
+    );
+    let file = std::fs::read_to_string(out.join("order_shipped.toml")).unwrap();
+    assert!(file.contains("# Not converted: push: Sound does not map"), "{file}");
+
+    let settings = conversion.settings.join("\n");
+    assert!(settings.contains("--quiet-hours 22:00-07:00"), "{settings}");
+    let policy = settings.split("CapPolicy='").nth(1).and_then(|r| r.split('\'').next()).unwrap();
+    let policy = herald::domain::caps::CapPolicy::from_json(policy).unwrap();
+    assert_eq!(policy.marketing.iter().map(|l| l.max).collect::<Vec<_>>(), [3, 10]);
+}

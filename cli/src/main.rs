@@ -797,8 +797,16 @@ async fn import(command: ImportCommand) -> anyhow::Result<()> {
             run.report = report.unwrap_or(run.report);
             run.state = state.unwrap_or(run.state);
             run.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let sdk = herald::aws::sdk_config().await;
-            let queue = publish::SqsQueue { client: aws_sdk_sqs::Client::new(&sdk), url: queue.unwrap_or_default() };
+            // A dry run sends nothing: no credentials or region are looked for.
+            let client = if dry_run {
+                let config = aws_sdk_sqs::Config::builder()
+                    .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                    .build();
+                aws_sdk_sqs::Client::from_conf(config)
+            } else {
+                aws_sdk_sqs::Client::new(&herald::aws::sdk_config().await)
+            };
+            let queue = publish::SqsQueue { client, url: queue.unwrap_or_default() };
             let summary = publish::run(&file, format, &options, &run, &queue).await?;
             println!("{summary}");
         }
