@@ -13,6 +13,7 @@ mod dispatching;
 mod dlq;
 mod events;
 mod idempotency;
+mod import;
 mod inbox;
 mod journeys;
 mod pipeline;

@@ -6,6 +6,7 @@ pub mod broadcast;
 pub mod demo;
 pub mod dlq;
 pub mod funnel;
+pub mod import;
 pub mod inbox;
 pub mod journeys;
 pub mod local;

@@ -122,6 +122,67 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Bring people, consents and push tokens (CSV, NDJSON, a Pinpoint endpoint export), and
+    /// Pinpoint templates and settings, into Herald (see docs/import.md).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Publish a file of people as ingest commands (upsert_recipient, set_consent,
+    /// register_push_token) on the ingest queue, ten per SendMessageBatch. Rows ingest would
+    /// refuse are listed with the reason in the report, never sent.
+    Recipients {
+        file: PathBuf,
+        /// The ingest queue's URL (not needed for --dry-run).
+        #[arg(long, env = "HERALD_INGEST_QUEUE_URL", required_unless_present = "dry_run")]
+        queue: Option<String>,
+        /// csv, ndjson or pinpoint; guessed from the file's name (.csv, .ndjson/.jsonl/.json, .gz).
+        #[arg(long, value_enum)]
+        format: Option<herald_cli::import::Format>,
+        /// Check every row and write the report, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Commands per second (0: as fast as SQS takes them).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Continue an import that stopped, from its checkpoint.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Ignore a checkpoint and import from the first row.
+        #[arg(long)]
+        restart: bool,
+        /// The refused rows, one JSON object a line (default: FILE.refused.ndjson).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The checkpoint (default: FILE.import-state.json).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The consent source for consents that name none.
+        #[arg(long, default_value = "import")]
+        consent_source: String,
+        /// Quiet hours (`22:00-07:00`) for every person whose row gives none (Pinpoint's QuietTime).
+        #[arg(long)]
+        quiet_hours: Option<String>,
+        /// Pinpoint: record `OptOut: NONE` as an opt-in (source `pinpoint`). Without it, only
+        /// opt-outs are recorded, and marketing waits for an explicit opt-in.
+        #[arg(long)]
+        opt_out_none_grants: bool,
+    },
+    /// Convert Pinpoint GetEmailTemplate / GetSmsTemplate / GetPushTemplate JSON to Herald
+    /// templates, and print what GetApplicationSettings' QuietTime and Limits map to.
+    PinpointTemplates {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "templates")]
+        out: PathBuf,
+        /// The locale the parts go under (Pinpoint templates have none).
+        #[arg(long, default_value = "en")]
+        locale: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -732,6 +793,10 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Import { command } => {
+            init_logs("warn");
+            import(command).await?;
+        }
         Command::Inbox { command: InboxCommand::Token { recipient, ttl, secret } } => {
             init_logs("warn");
             let ttl = herald::domain::duration::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
@@ -831,6 +896,90 @@ async fn broadcast(command: BroadcastCommand) -> anyhow::Result<()> {
             let ledger = herald::aws::dynamodb::DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), table);
             let report = herald_cli::broadcast::status(&ledger, &campaign).await?;
             println!("{}", report.with_context(|| format!("campaign {campaign} has no broadcast"))?);
+        }
+    }
+    Ok(())
+}
+
+async fn import(command: ImportCommand) -> anyhow::Result<()> {
+    use herald_cli::import::{self, publish};
+    match command {
+        ImportCommand::Recipients {
+            file,
+            queue,
+            format,
+            dry_run,
+            rate,
+            resume,
+            restart,
+            report,
+            state,
+            consent_source,
+            quiet_hours,
+            opt_out_none_grants,
+        } => {
+            let format = format.or_else(|| import::Format::guess(&file)).with_context(|| {
+                format!("{}: say --format csv, ndjson or pinpoint (the name does not tell)", file.display())
+            })?;
+            let quiet_hours = quiet_hours
+                .map(|q| {
+                    q.split_once('-')
+                        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+                        .context("--quiet-hours is START-END, such as 22:00-07:00")
+                })
+                .transpose()?;
+            let options = import::ImportOptions { consent_source, quiet_hours, opt_out_none_grants };
+            let mut run = publish::RunOptions::beside(&file);
+            run.dry_run = dry_run;
+            run.rate = rate;
+            run.resume = match (resume, restart) {
+                (true, _) => publish::Resume::Resume,
+                (_, true) => publish::Resume::Restart,
+                _ => publish::Resume::Ask,
+            };
+            run.report = report.unwrap_or(run.report);
+            run.state = state.unwrap_or(run.state);
+            run.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            // A dry run sends nothing: no credentials or region are looked for.
+            let client = if dry_run {
+                let config = aws_sdk_sqs::Config::builder()
+                    .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                    .build();
+                aws_sdk_sqs::Client::from_conf(config)
+            } else {
+                aws_sdk_sqs::Client::new(&herald::aws::sdk_config().await)
+            };
+            let queue = publish::SqsQueue { client, url: queue.unwrap_or_default() };
+            let summary = publish::run(&file, format, &options, &run, &queue).await?;
+            println!("{summary}");
+        }
+        ImportCommand::PinpointTemplates { files, out, locale } => {
+            let conversion = import::templates::convert(&files, &locale)?;
+            for path in import::templates::write(&conversion, &out)? {
+                println!("wrote {}", path.display());
+            }
+            for t in &conversion.templates {
+                for note in &t.notes {
+                    println!("{}: not converted: {note}", t.doc.name);
+                }
+            }
+            let attributes: std::collections::BTreeSet<&String> =
+                conversion.templates.iter().flat_map(|t| &t.attributes).collect();
+            if !attributes.is_empty() {
+                println!("declare in profile.toml, under [attributes] (as \"string\" unless you know better):");
+                for a in attributes {
+                    println!("  {a} = \"string\"");
+                }
+            }
+            for line in &conversion.settings {
+                println!("{line}");
+            }
+            for why in &conversion.refused {
+                eprintln!("not converted: {why}");
+            }
+            if !conversion.refused.is_empty() {
+                anyhow::bail!("{} file(s) or template(s) not converted", conversion.refused.len());
+            }
         }
     }
     Ok(())

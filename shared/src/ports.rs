@@ -446,6 +446,8 @@ pub enum ConsentApplied {
     Applied,
     /// A newer consent for the same scope was already recorded.
     Older,
+    /// The same consent (scope, time, answer, source) was recorded already: nothing changed.
+    Unchanged,
 }
 
 pub trait RecipientStore: Send + Sync {

@@ -115,17 +115,26 @@ impl DeviceRegistry for DynamoRecipients {
             ("slot".to_owned(), s(&slot)),
             ("at".to_owned(), ts(now)),
         ]);
-        let before = self
+        // Written only when it changes who holds the endpoint: the same registration again
+        // (a second import, a producer's retry) leaves the index item as it was.
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(index))
+            .condition_expression("attribute_not_exists(pk) OR recipient <> :r OR slot <> :s")
+            .expression_attribute_values(":r", s(id.as_str()))
+            .expression_attribute_values(":s", s(&slot))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
-            .await
-            .map_err(|e| classify("PutItem", e))?
-            .attributes
-            .and_then(|old| Some((get_s(&old, "recipient")?.to_owned(), get_s(&old, "slot")?.to_owned())));
+            .await;
+        let before = match conditional("PutItem", put)? {
+            Some(out) => out
+                .attributes
+                .and_then(|old| Some((get_s(&old, "recipient")?.to_owned(), get_s(&old, "slot")?.to_owned()))),
+            // The index names this person and slot already.
+            None => Some((id.as_str().to_owned(), slot.clone())),
+        };
 
         // Other slots of this person that hold the same endpoint: the same token seen
         // under another slot (registered before with or without a device id).
@@ -147,28 +156,37 @@ impl DeviceRegistry for DynamoRecipients {
             ("at".to_owned(), ts(now)),
         ]));
         let mut update = format!("SET #d = :d, updated_at = :now, {CREATED_AT} = if_not_exists({CREATED_AT}, :now)");
+        // A change: the slot holds another device (or none), or a stale slot is still there.
+        let mut changes =
+            vec!["attribute_not_exists(#d)".to_owned(), "#d.#p <> :p OR #d.#tok <> :tok OR #d.#arn <> :arn".to_owned()];
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::profile_key(id)))
             .expression_attribute_names("#d", format!("{DEVICE_PREFIX}{slot}"))
+            .expression_attribute_names("#p", "platform")
+            .expression_attribute_names("#tok", "token")
+            .expression_attribute_names("#arn", "arn")
             .expression_attribute_values(":d", value)
             .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":p", s(device.platform.as_str()))
+            .expression_attribute_values(":tok", s(device.token.as_str()))
+            .expression_attribute_values(":arn", s(&device.endpoint_arn))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld);
         if !stale.is_empty() {
             let names: Vec<String> = (0..stale.len()).map(|i| format!("#s{i}")).collect();
             update.push_str(&format!(" REMOVE {}", names.join(", ")));
             for (name, old) in names.iter().zip(&stale) {
                 req = req.expression_attribute_names(name, format!("{DEVICE_PREFIX}{old}"));
+                changes.push(format!("attribute_exists({name})"));
             }
         }
-        let previous = req
-            .update_expression(update)
-            .send()
-            .await
-            .map_err(|e| classify("UpdateItem", e))?
-            .attributes
+        let condition = changes.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" OR ");
+        let updated = req.update_expression(update).condition_expression(condition).send().await;
+        // A failed condition: the profile holds this device already, and nothing was replaced.
+        let previous = conditional("UpdateItem", updated)?
+            .and_then(|out| out.attributes)
             .map(|old| Self::device_attributes(&old))
             .unwrap_or_default();
 

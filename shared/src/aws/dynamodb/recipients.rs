@@ -135,15 +135,21 @@ impl RecipientStore for DynamoRecipients {
         Ok(out.item.as_ref().map(Self::parse))
     }
 
+    /// One conditional write, made only when it changes something: a command that repeats
+    /// what the profile holds (a second import, a producer's retry) fails its condition and
+    /// leaves the item as it was, `updated_at` included.
     async fn upsert(&self, cmd: &UpsertRecipient, now: DateTime<Utc>) -> PortResult<()> {
         let mut sets =
             vec!["updated_at = :now".to_owned(), format!("{CREATED_AT} = if_not_exists({CREATED_AT}, :now)")];
         let mut removes: Vec<String> = Vec::new();
+        // What would make the write a change: no profile yet, or one named value differs.
+        let mut changes: Vec<String> = vec!["attribute_not_exists(pk)".to_owned()];
         let mut values: Item = HashMap::from([(":now".to_owned(), ts(now))]);
         // Names go through placeholders: several (`timezone`) are DynamoDB reserved words.
         let mut names: HashMap<String, String> = HashMap::new();
         let mut put = |name: &str, value: AttributeValue| {
             sets.push(format!("#{name} = :{name}"));
+            changes.push(format!("attribute_not_exists(#{name}) OR #{name} <> :{name}"));
             names.insert(format!("#{name}"), name.to_owned());
             values.insert(format!(":{name}"), value);
         };
@@ -170,29 +176,37 @@ impl RecipientStore for DynamoRecipients {
                 match attribute_value(value) {
                     Some(v) => {
                         sets.push(format!("#a{i} = :a{i}"));
+                        changes.push(format!("attribute_not_exists(#a{i}) OR #a{i} <> :a{i}"));
                         values.insert(format!(":a{i}"), v);
                     }
-                    None => removes.push(format!("#a{i}")),
+                    None => {
+                        removes.push(format!("#a{i}"));
+                        changes.push(format!("attribute_exists(#a{i})"));
+                    }
                 }
             }
             names.insert("#legacy".to_owned(), LEGACY_ATTRIBUTES.to_owned());
             removes.push("#legacy".to_owned());
+            changes.push("attribute_exists(#legacy)".to_owned());
         }
         let mut update = format!("SET {}", sets.join(", "));
         if !removes.is_empty() {
             update.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        self.client
+        let condition = changes.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" OR ");
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::profile_key(&cmd.recipient)))
             .update_expression(update)
+            .condition_expression(condition)
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
             .set_expression_attribute_values(Some(values))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("UpdateItem", e))
+            .await;
+        // A failed condition: the profile holds all of it already.
+        conditional("UpdateItem", result).map(drop)
     }
 
     async fn set_consent(&self, cmd: &SetConsent, now: DateTime<Utc>) -> PortResult<ConsentApplied> {
@@ -203,7 +217,9 @@ impl RecipientStore for DynamoRecipients {
             ("source".to_owned(), s(cmd.source.as_str())),
             ("at".to_owned(), ts(at)),
         ]));
-        // The audit trail keeps every command, including one older than the current state.
+        // The audit trail keeps every command, including one older than the current state;
+        // the same command again (same scope, time, answer and source) is the same record,
+        // left as it was (`received_at` included).
         let audit: Item = HashMap::from([
             ("pk".to_owned(), s(cmd.recipient.as_str())),
             ("sk".to_owned(), s(format!("consent#{}#{}", at.to_rfc3339(), scope.key()))),
@@ -212,13 +228,18 @@ impl RecipientStore for DynamoRecipients {
             ("at".to_owned(), ts(at)),
             ("received_at".to_owned(), ts(now)),
         ]);
-        self.client
+        let recorded = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(audit))
+            .condition_expression("attribute_not_exists(pk) OR granted <> :g OR #src <> :src")
+            .expression_attribute_names("#src", "source")
+            .expression_attribute_values(":g", AttributeValue::Bool(cmd.granted))
+            .expression_attribute_values(":src", s(cmd.source.as_str()))
             .send()
-            .await
-            .map_err(|e| classify("PutItem", e))?;
+            .await;
+        conditional("PutItem", recorded)?;
         let result = self
             .client
             .update_item()
@@ -227,18 +248,32 @@ impl RecipientStore for DynamoRecipients {
             .update_expression(format!(
                 "SET #c = :state, updated_at = :now, {CREATED_AT} = if_not_exists({CREATED_AT}, :now)"
             ))
-            // Consents can arrive out of order: only a newer one replaces the current state.
-            .condition_expression("attribute_not_exists(#c) OR #c.#at <= :at")
+            // Consents can arrive out of order: only a newer one replaces the current state,
+            // and one of the same time only when it says something else.
+            .condition_expression(
+                "attribute_not_exists(#c) OR #c.#at < :at OR (#c.#at = :at AND (#c.#g <> :g OR #c.#src <> :src))",
+            )
             .expression_attribute_names("#c", format!("{CONSENT_PREFIX}{}", scope.key()))
             .expression_attribute_names("#at", "at")
+            .expression_attribute_names("#g", "granted")
+            .expression_attribute_names("#src", "source")
             .expression_attribute_values(":state", state)
             .expression_attribute_values(":now", ts(now))
             .expression_attribute_values(":at", ts(at))
+            .expression_attribute_values(":g", AttributeValue::Bool(cmd.granted))
+            .expression_attribute_values(":src", s(cmd.source.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        Ok(match conditional("UpdateItem", result)? {
-            Some(_) => ConsentApplied::Applied,
-            None => ConsentApplied::Older,
+        Ok(match result {
+            Ok(_) => ConsentApplied::Applied,
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let held = c.item().and_then(|item| Self::parse(item).consents.remove(&scope));
+                    if held.is_some_and(|h| h.at == at) { ConsentApplied::Unchanged } else { ConsentApplied::Older }
+                }
+                _ => return Err(classify("UpdateItem", e)),
+            },
         })
     }
 
