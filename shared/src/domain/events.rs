@@ -387,6 +387,7 @@ mod tests {
         let mut new = admitted();
         new["channel"] = json!({"S": "email"});
         new["variant"] = json!({"S": "b"});
+        new["test"] = json!({"BOOL": true});
         new["email"] = json!({"S": "ana@example.org"});
         new["history"]["L"].as_array_mut().unwrap().extend([
             json!({"M": {"s": {"S": "sent"}, "at": {"S": "2026-11-30T10:00:01.000Z"}, "c": {"S": "email"}}}),
@@ -399,6 +400,8 @@ mod tests {
         assert_eq!(events[1].detail.event_id, "m-1#2");
         assert_eq!(events[1].detail.reason.as_deref(), Some("suppressed_bounce"));
         assert_eq!(events[1].detail.variant.as_deref(), Some("b"));
+        assert_eq!(events[1].detail.test, Some(true), "a test send says so");
+        assert_eq!(ledger_events(None, Some(&old))[0].detail.test, None, "and only a test send");
         let text = serde_json::to_string(&events.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
         assert!(!text.contains("ana@"), "no address and no provider text: {text}");
     }
