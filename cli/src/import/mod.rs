@@ -64,6 +64,27 @@ pub struct Parsed {
     pub refused: Vec<Refusal>,
 }
 
+impl Parsed {
+    /// One line of a newline-delimited file, counted as a row unless blank: its text, or
+    /// `None` for a blank line or one refused here (not UTF-8).
+    fn line(&mut self, line_no: u64, line: std::io::Result<String>) -> anyhow::Result<Option<String>> {
+        let text = match line {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.rows += 1;
+                self.refused.push(Refusal::new(line_no, None, "malformed_json", "the line is not UTF-8"));
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        self.rows += 1;
+        Ok(Some(text))
+    }
+}
+
 /// The input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -296,19 +296,7 @@ pub fn parse_ndjson<R: std::io::BufRead>(reader: R, opts: &ImportOptions) -> any
     let mut seen = HashMap::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i as u64 + 1;
-        let text = match line {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                parsed.rows += 1;
-                parsed.refused.push(Refusal::new(line_no, None, "malformed_json", "the line is not UTF-8"));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if text.trim().is_empty() {
-            continue;
-        }
-        parsed.rows += 1;
+        let Some(text) = parsed.line(line_no, line)? else { continue };
         let mut object = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(o)) => o,
             Ok(_) => {

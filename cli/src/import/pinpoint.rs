@@ -74,19 +74,7 @@ pub fn parse_export<R: std::io::BufRead>(reader: R, opts: &ImportOptions) -> any
     let mut users: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i as u64 + 1;
-        let raw = match line {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                parsed.rows += 1;
-                parsed.refused.push(Refusal::new(line_no, None, "malformed_json", "the line is not UTF-8"));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if raw.trim().is_empty() {
-            continue;
-        }
-        parsed.rows += 1;
+        let Some(raw) = parsed.line(line_no, line)? else { continue };
         let v: Value = match serde_json::from_str(&raw) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
