@@ -254,7 +254,9 @@ where
     for change in &changes {
         let cmd = change.command(&link.recipient, &source);
         let applied = deps.recipients.set_consent(&cmd, now).await.map_err(Refusal::unavailable)?;
-        if applied == ConsentApplied::Applied {
+        // `Unchanged`: the store holds this very consent (a retried write that was applied
+        // first answers so); only `Older` leaves another one in place.
+        if applied != ConsentApplied::Older {
             let scope = ConsentScope { channel: change.channel, topic: Some(change.topic.clone()) };
             recipient.consents.insert(scope, ConsentState { granted: change.granted, source: source.clone(), at: now });
         }
